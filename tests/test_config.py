@@ -1,0 +1,143 @@
+"""Config: YAML -> frozen attrs, with every error naming its key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+
+from twisted_rta.config import Config, ConfigError, config_from_mapping, load_config, summary
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def error_for(raw: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping(raw)
+    return str(caught.value)
+
+
+def test_documented_default_file_equals_built_in_defaults() -> None:
+    assert load_config(REPO / "config" / "rta.yaml") == Config()
+
+
+def test_no_path_gives_defaults() -> None:
+    config = load_config(None)
+    assert config.server.listen == ("tcp:8080:interface=0.0.0.0",)
+    assert config.windows.size == 60.0
+    assert config.windows.flush_interval == 5.0
+    assert config.windows.grace == 10.0
+    assert config.limits.max_batch_events == 1000
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        Config().server.shutdown_timeout = 1.0  # type: ignore[misc]
+
+
+def test_empty_file_and_null_sections_mean_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(path) == Config()
+    assert config_from_mapping({"server": None}) == Config()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("10s", 10.0), ("1m", 60.0), ("1h", 3600.0), ("1d", 86400.0),
+     ("1.5s", 1.5), (30, 30.0), (2.5, 2.5)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert config_from_mapping({"server": {"shutdown_timeout": text}}).server.shutdown_timeout == (
+        seconds
+    )
+
+
+def test_sizes_with_units() -> None:
+    limits = config_from_mapping(
+        {"limits": {"max_body_bytes": "2MiB", "max_event_bytes": "64KiB"}}
+    ).limits
+    assert limits.max_body_bytes == 2 * 1024 * 1024
+    assert limits.max_event_bytes == 65536
+    assert config_from_mapping({"limits": {"max_body_bytes": "1MB"}}).limits.max_body_bytes == (
+        1_000_000
+    )
+
+
+def test_seed_host_and_port_become_a_listen_endpoint() -> None:
+    server = config_from_mapping({"server": {"host": "127.0.0.1", "port": 9000}}).server
+    assert server.listen == ("tcp:9000:interface=127.0.0.1",)
+    ipv6 = config_from_mapping({"server": {"host": "::1", "port": 9000}}).server
+    assert ipv6.listen == ("tcp:9000:interface=\\:\\:1",)
+
+
+def test_listen_accepts_a_single_string() -> None:
+    server = config_from_mapping({"server": {"listen": "tcp:1234"}}).server
+    assert server.listen == ("tcp:1234",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"processing": {"worker_count": 0}},
+         "processing.worker_count: must be an integer between 1 and 256, got 0"),
+        ({"processing": {"worker_count": "4"}},
+         "processing.worker_count: must be an integer between 1 and 256, got '4'"),
+        ({"processing": {"worker_count": True}},
+         "processing.worker_count: must be an integer between 1 and 256, got True"),
+        ({"processing": {"buffer_size": -1}},
+         "processing.buffer_size: must be an integer >= 1, got -1"),
+        ({"windows": {"size": "soon"}},
+         "windows.size: must be a duration like 500ms, 10s, 1m, 1h or 1d, got 'soon'"),
+        ({"windows": {"size": "0s"}},
+         "windows.size: must be a duration between 1 and 86400 seconds, got '0s'"),
+        ({"logging": {"level": "verbose"}},
+         "logging.level: must be one of debug, info, warn, error, got 'verbose'"),
+        ({"logging": {"format": "xml"}},
+         "logging.format: must be one of console, json, got 'xml'"),
+        ({"logging": {"access_log": "yes"}},
+         "logging.access_log: must be true or false, got 'yes'"),
+        ({"limits": {"max_body_bytes": "huge"}},
+         "limits.max_body_bytes: must be a size in bytes >= 1 (e.g. 65536 or 64KiB), got 'huge'"),
+        ({"server": {"listen": []}},
+         "server.listen: must be a non-empty list of strings, got []"),
+        ({"server": {"listen": ["tcp:80", 5]}},
+         "server.listen[1]: must be a non-empty string, got 5"),
+        ({"server": {"port": 70000}},
+         "server.port: must be an integer between 0 and 65535, got 70000"),
+        ({"server": {"port": 8080, "listen": ["tcp:1"]}},
+         "server.listen: give either listen or host/port, not both"),
+        ({"cors": {"allowed_origins": "*", "extra": 1}},
+         "cors.extra: unknown key (expected one of allowed_origins)"),
+        ({"procesing": {}},
+         "procesing: unknown key (expected one of server, logging, processing, windows, "
+         "limits, cors)"),
+        ({"windows": ["size"]}, "windows: must be a mapping of keys, got ['size']"),
+        (["server"], "must be a mapping of keys, got ['server']"),
+    ],
+)
+def test_errors_name_the_key_path_and_expectation(raw: object, expected: str) -> None:
+    assert error_for(raw) == expected
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_reports_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("server:\n  listen: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+, column \d+"):
+        load_config(path)
+
+
+def test_summary_is_flat_and_complete() -> None:
+    flat = summary(Config())
+    assert flat["processing.worker_count"] == 2
+    assert flat["server.listen"] == ["tcp:8080:interface=0.0.0.0"]
+    assert flat["limits.max_event_age"] == 604800.0
+    assert len(flat) == sum(
+        len(attrs.fields(f.metadata["section"])) for f in attrs.fields(Config)
+    )

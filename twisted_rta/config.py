@@ -1,0 +1,283 @@
+"""YAML -> frozen attrs Config; every error names the full key path and what was expected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+from attrs import field, frozen
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, mistyped or out of range."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+Parser = Callable[[Any, str], Any]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+    "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
+}
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
+    bounds = _bounds_text(minimum, maximum)
+
+    def parse(value: Any, path: str) -> int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or (minimum is not None and value < minimum) or (
+            maximum is not None and value > maximum
+        ):
+            raise ConfigError(path, f"must be an integer{bounds}, got {_show(value)}")
+        return int(value)
+
+    return parse
+
+
+def _bounds_text(minimum: float | None, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" between {minimum:g} and {maximum:g}"
+    if minimum is not None:
+        return f" >= {minimum:g}"
+    if maximum is not None:
+        return f" <= {maximum:g}"
+    return ""
+
+
+def parse_duration(text: str) -> float:
+    """``500ms``, ``10s``, ``1m``, ``1h``, ``1d`` -> seconds. Raises ValueError."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(text)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def duration(minimum: float = 0.0, maximum: float | None = None) -> Parser:
+    """A duration string, or a bare number of seconds."""
+
+    def parse(value: Any, path: str) -> float:
+        seconds: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str):
+            try:
+                seconds = parse_duration(value)
+            except ValueError:
+                seconds = None
+        if seconds is None:
+            raise ConfigError(
+                path, f"must be a duration like 500ms, 10s, 1m, 1h or 1d, got {_show(value)}"
+            )
+        if seconds < minimum or (maximum is not None and seconds > maximum):
+            raise ConfigError(
+                path,
+                f"must be a duration{_bounds_text(minimum, maximum)} seconds, got {_show(value)}",
+            )
+        return seconds
+
+    return parse
+
+
+def byte_size(minimum: int = 1) -> Parser:
+    """An integer number of bytes, or ``64KiB`` / ``1MiB`` / ``1MB``."""
+
+    def parse(value: Any, path: str) -> int:
+        size: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            size = value
+        elif isinstance(value, str) and (match := _SIZE.match(value)):
+            size = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        if size is None or size < minimum:
+            expected = f"must be a size in bytes >= {minimum} (e.g. 65536 or 64KiB)"
+            raise ConfigError(path, f"{expected}, got {_show(value)}")
+        return size
+
+    return parse
+
+
+def boolean(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"must be true or false, got {_show(value)}")
+    return value
+
+
+def choice(*options: str) -> Parser:
+    def parse(value: Any, path: str) -> str:
+        if value not in options:
+            raise ConfigError(path, f"must be one of {', '.join(options)}, got {_show(value)}")
+        return str(value)
+
+    return parse
+
+
+def text(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, f"must be a non-empty string, got {_show(value)}")
+    return value
+
+
+def string_list(item: Parser = text, *, allow_empty: bool = True) -> Parser:
+    def parse(value: Any, path: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or (not value and not allow_empty):
+            kind = "list of strings" if allow_empty else "non-empty list of strings"
+            raise ConfigError(path, f"must be a {kind}, got {_show(value)}")
+        return tuple(item(element, f"{path}[{index}]") for index, element in enumerate(value))
+
+    return parse
+
+
+def setting(default: Any, parse: Parser, doc: str = "") -> Any:
+    """An attrs field that knows how to parse its YAML value."""
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+def section(cls: type) -> Any:
+    return field(factory=cls, metadata={"section": cls})
+
+
+@frozen
+class ServerConfig:
+    listen: tuple[str, ...] = setting(
+        ("tcp:8080:interface=0.0.0.0",), string_list(allow_empty=False)
+    )
+    shutdown_timeout: float = setting(10.0, duration(minimum=0.1))
+
+
+@frozen
+class LoggingConfig:
+    level: str = setting("info", choice("debug", "info", "warn", "error"))
+    format: str = setting("console", choice("console", "json"))
+    access_log: bool = setting(True, boolean)
+
+
+@frozen
+class ProcessingConfig:
+    worker_count: int = setting(2, integer(minimum=1, maximum=256))
+    buffer_size: int = setting(100_000, integer(minimum=1))
+
+
+@frozen
+class WindowsConfig:
+    size: float = setting(60.0, duration(minimum=1.0, maximum=86400.0))
+    flush_interval: float = setting(5.0, duration(minimum=0.05, maximum=3600.0))
+    grace: float = setting(10.0, duration(minimum=0.0, maximum=86400.0))
+    keep_closed: int = setting(60, integer(minimum=0, maximum=100_000))
+
+
+@frozen
+class LimitsConfig:
+    max_body_bytes: int = setting(1_048_576, byte_size())
+    max_batch_events: int = setting(1000, integer(minimum=1, maximum=100_000))
+    max_event_bytes: int = setting(65_536, byte_size())
+    max_properties: int = setting(64, integer(minimum=0, maximum=10_000))
+    max_property_depth: int = setting(5, integer(minimum=1, maximum=64))
+    max_property_key_length: int = setting(128, integer(minimum=1))
+    max_string_length: int = setting(2048, integer(minimum=1))
+    max_future_skew: float = setting(300.0, duration())
+    max_event_age: float = setting(604_800.0, duration(minimum=1.0))
+    max_dimension_values: int = setting(10_000, integer(minimum=1))
+
+
+@frozen
+class CorsConfig:
+    allowed_origins: tuple[str, ...] = setting(("*",), string_list())
+
+
+@frozen
+class Config:
+    server: ServerConfig = section(ServerConfig)
+    logging: LoggingConfig = section(LoggingConfig)
+    processing: ProcessingConfig = section(ProcessingConfig)
+    windows: WindowsConfig = section(WindowsConfig)
+    limits: LimitsConfig = section(LimitsConfig)
+    cors: CorsConfig = section(CorsConfig)
+
+
+def _seed_listen(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    """Accept the Go service's ``server.host`` + ``server.port`` as a tcp listen endpoint."""
+    if "host" not in raw and "port" not in raw:
+        return raw
+    raw = dict(raw)
+    host = raw.pop("host", "0.0.0.0")
+    port = raw.pop("port", 8080)
+    text(host, f"{path}.host")
+    integer(minimum=0, maximum=65535)(port, f"{path}.port")
+    if "listen" in raw:
+        raise ConfigError(f"{path}.listen", "give either listen or host/port, not both")
+    interface = host.replace(":", "\\:")  # IPv6 colons are escaped in endpoint strings
+    raw["listen"] = [f"tcp:{port}:interface={interface}"]
+    return raw
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, f"must be a mapping of keys, got {_show(raw)}")
+    if cls is ServerConfig:
+        raw = _seed_listen(dict(raw), path)
+    known = {f.name: f for f in attrs.fields(cls)}
+    for key in raw:
+        if key not in known:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(where, f"unknown key (expected one of {', '.join(known)})")
+    values: dict[str, Any] = {}
+    for name, spec in known.items():
+        if name not in raw:
+            continue
+        where = f"{path}.{name}" if path else name
+        if "section" in spec.metadata:
+            values[name] = _build(spec.metadata["section"], raw[name], where)
+        else:
+            values[name] = spec.metadata["parse"](raw[name], where)
+    return cls(**values)
+
+
+def config_from_mapping(raw: Any) -> Config:
+    return _build(Config, raw, "")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a YAML file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("", f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(source)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"config file {str(path)!r} is not valid YAML{where}") from None
+    return config_from_mapping(raw)
+
+
+def summary(config: Config) -> dict[str, Any]:
+    """The effective config as a flat mapping for the startup log (holds no secrets today)."""
+    flat: dict[str, Any] = {}
+    for section_field in attrs.fields(Config):
+        values = getattr(config, section_field.name)
+        for value_field in attrs.fields(type(values)):
+            value = getattr(values, value_field.name)
+            key = f"{section_field.name}.{value_field.name}"
+            flat[key] = list(value) if isinstance(value, tuple) else value
+    return flat
