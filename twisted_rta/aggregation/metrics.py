@@ -1,0 +1,369 @@
+"""Metric kinds (Counter, Gauge, Histogram, Unique): update, merge, snapshot, serialise."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
+
+from attrs import define, field, frozen
+from datasketches import hll_sketch, hll_union, kll_doubles_sketch, tgt_hll_type
+
+# Serialised form: version byte, kind byte, then the kind's payload. The kind byte stops
+# a stored counter from silently decoding as a gauge (same numeric layout).
+_VERSION = 1
+_HEADER = struct.Struct("<BB")
+_SCALAR = struct.Struct("<BBdqd")  # header, value, count, updated_at
+_HISTOGRAM = struct.Struct("<BBqdddd")  # header, count, sum, min, max, updated_at; then KLL
+_UNIQUE = struct.Struct("<BBd")  # header, updated_at; then HLL
+_KIND_CODES = ("counter", "gauge", "histogram", "set")
+
+DEFAULT_KLL_K = 200
+DEFAULT_LG_K = 14
+HISTOGRAM_QUANTILES = (0.5, 0.9, 0.95, 0.99)
+
+
+def _header(kind: str) -> tuple[int, int]:
+    return _VERSION, _KIND_CODES.index(kind) + 1
+
+
+def _check_header(data: bytes, kind: str, minimum: int) -> None:
+    if len(data) < minimum:
+        raise ValueError(f"{kind} data too short: {len(data)} bytes")
+    version, code = _HEADER.unpack_from(data)
+    if version != _VERSION:
+        raise ValueError(f"unsupported {kind} serialisation version {version}")
+    if code != _KIND_CODES.index(kind) + 1:
+        raise ValueError(f"data holds kind code {code}, not a {kind}")
+
+
+def _check_same_kind(metric: Metric, other: object) -> None:
+    if type(other) is not type(metric):
+        raise TypeError(f"cannot merge {type(other).__name__} into {type(metric).__name__}")
+
+
+@frozen
+class MetricSnapshot:
+    """A point-in-time, immutable view of one metric, as the query API shows it.
+
+    The histogram fields are None for other kinds, and min/max/mean/quantiles are None
+    for an empty histogram.
+    """
+
+    name: str
+    type: str
+    value: float
+    count: int
+    updated_at: float
+    sum: float | None = None
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+    def as_dict(self, format_time: Callable[[float], str]) -> dict[str, Any]:
+        """The API object; key order is part of the public output."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "value": self.value,
+            "count": self.count,
+            "timestamp": format_time(self.updated_at),
+        }
+        if self.type == Histogram.kind:
+            out["sum"] = self.sum
+            out["min"] = self.min
+            out["max"] = self.max
+            out["mean"] = self.mean
+            out["p50"] = self.p50
+            out["p90"] = self.p90
+            out["p95"] = self.p95
+            out["p99"] = self.p99
+        return out
+
+
+@define
+class Counter:
+    """A running total; ``count`` is the number of contributions, ``value`` their sum."""
+
+    kind: ClassVar[str] = "counter"
+    value: float = 0.0
+    count: int = 0
+    updated_at: float = 0.0
+
+    def increment(self, now: float, by: float = 1.0) -> None:
+        self.value += by
+        self.count += 1
+        self.updated_at = now
+
+    def merge(self, other: Counter) -> None:
+        _check_same_kind(self, other)
+        self.value += other.value
+        self.count += other.count
+        self.updated_at = max(self.updated_at, other.updated_at)
+
+    def snapshot(self, name: str) -> MetricSnapshot:
+        return MetricSnapshot(name, self.kind, self.value, self.count, self.updated_at)
+
+    def to_bytes(self) -> bytes:
+        return _SCALAR.pack(*_header(self.kind), self.value, self.count, self.updated_at)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        _check_header(data, cls.kind, _SCALAR.size)
+        _, _, value, count, updated_at = _SCALAR.unpack(data)
+        return cls(value=value, count=count, updated_at=updated_at)
+
+    def copy(self) -> Self:
+        return type(self)(value=self.value, count=self.count, updated_at=self.updated_at)
+
+
+@define
+class Gauge:
+    """The last value set; ``count`` is how many times it was set."""
+
+    kind: ClassVar[str] = "gauge"
+    value: float = 0.0
+    count: int = 0
+    updated_at: float = 0.0
+
+    def set(self, value: float, now: float) -> None:
+        self.value = value
+        self.count += 1
+        self.updated_at = now
+
+    def merge(self, other: Gauge) -> None:
+        """Keep the later value; on a tie ``other`` wins, as it is the newer data merged in."""
+        _check_same_kind(self, other)
+        if other.updated_at >= self.updated_at:
+            self.value = other.value
+            self.updated_at = other.updated_at
+        self.count += other.count
+
+    def snapshot(self, name: str) -> MetricSnapshot:
+        return MetricSnapshot(name, self.kind, self.value, self.count, self.updated_at)
+
+    def to_bytes(self) -> bytes:
+        return _SCALAR.pack(*_header(self.kind), self.value, self.count, self.updated_at)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        _check_header(data, cls.kind, _SCALAR.size)
+        _, _, value, count, updated_at = _SCALAR.unpack(data)
+        return cls(value=value, count=count, updated_at=updated_at)
+
+    def copy(self) -> Self:
+        return type(self)(value=self.value, count=self.count, updated_at=self.updated_at)
+
+
+@define
+class Histogram:
+    """A KLL quantile sketch (bounded memory) plus exact count, sum, min and max.
+
+    ``value`` is the sum, as in the seed service.
+    """
+
+    kind: ClassVar[str] = "histogram"
+    sketch: kll_doubles_sketch = field(factory=lambda: kll_doubles_sketch(DEFAULT_KLL_K))
+    count: int = 0
+    sum: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    updated_at: float = 0.0
+
+    @classmethod
+    def with_k(cls, k: int) -> Self:
+        return cls(sketch=kll_doubles_sketch(k))
+
+    @property
+    def value(self) -> float:
+        return self.sum
+
+    def observe(self, x: float, now: float) -> None:
+        # A NaN or infinity would poison sum/mean forever; rules already filter them.
+        if not math.isfinite(x):
+            raise ValueError(f"histogram observation must be finite, got {x!r}")
+        self.sketch.update(x)
+        self.count += 1
+        self.sum += x
+        if x < self.min:
+            self.min = x
+        if x > self.max:
+            self.max = x
+        self.updated_at = now
+
+    def merge(self, other: Histogram) -> None:
+        _check_same_kind(self, other)
+        self.sketch.merge(other.sketch)
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        self.updated_at = max(self.updated_at, other.updated_at)
+
+    def snapshot(self, name: str) -> MetricSnapshot:
+        if self.count == 0:
+            return MetricSnapshot(name, self.kind, self.sum, 0, self.updated_at, sum=self.sum)
+        p50, p90, p95, p99 = (self.sketch.get_quantile(q, True) for q in HISTOGRAM_QUANTILES)
+        return MetricSnapshot(
+            name,
+            self.kind,
+            self.sum,
+            self.count,
+            self.updated_at,
+            sum=self.sum,
+            min=self.min,
+            max=self.max,
+            mean=self.sum / self.count,
+            p50=p50,
+            p90=p90,
+            p95=p95,
+            p99=p99,
+        )
+
+    def to_bytes(self) -> bytes:
+        head = _HISTOGRAM.pack(
+            *_header(self.kind), self.count, self.sum, self.min, self.max, self.updated_at
+        )
+        return head + self.sketch.serialize()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        _check_header(data, cls.kind, _HISTOGRAM.size)
+        _, _, count, total, low, high, updated_at = _HISTOGRAM.unpack_from(data)
+        sketch = kll_doubles_sketch.deserialize(bytes(data[_HISTOGRAM.size :]))
+        return cls(sketch=sketch, count=count, sum=total, min=low, max=high, updated_at=updated_at)
+
+    def copy(self) -> Self:
+        return type(self)(
+            sketch=kll_doubles_sketch.deserialize(self.sketch.serialize()),
+            count=self.count,
+            sum=self.sum,
+            min=self.min,
+            max=self.max,
+            updated_at=self.updated_at,
+        )
+
+
+@define
+class Unique:
+    """Distinct members, estimated by an HLL_8 sketch of 2**lg_k registers (bounded memory)."""
+
+    kind: ClassVar[str] = "set"
+    sketch: hll_sketch = field(factory=lambda: hll_sketch(DEFAULT_LG_K, tgt_hll_type.HLL_8))
+    updated_at: float = 0.0
+
+    @classmethod
+    def with_lg_k(cls, lg_k: int) -> Self:
+        return cls(sketch=hll_sketch(lg_k, tgt_hll_type.HLL_8))
+
+    @property
+    def lg_k(self) -> int:
+        return int(self.sketch.lg_config_k)
+
+    @property
+    def estimate(self) -> int:
+        return round(self.sketch.get_estimate())
+
+    def add(self, member: str, now: float) -> None:
+        self.sketch.update(member)
+        self.updated_at = now
+
+    def merge(self, other: Unique) -> None:
+        """Union at this sketch's lg_k (the union keeps the smaller lg_k of the two)."""
+        _check_same_kind(self, other)
+        union = hll_union(self.lg_k)
+        union.update(self.sketch)
+        union.update(other.sketch)
+        self.sketch = union.get_result(tgt_hll_type.HLL_8)
+        self.updated_at = max(self.updated_at, other.updated_at)
+
+    def snapshot(self, name: str) -> MetricSnapshot:
+        n = self.estimate
+        return MetricSnapshot(name, self.kind, float(n), n, self.updated_at)
+
+    def to_bytes(self) -> bytes:
+        return _UNIQUE.pack(*_header(self.kind), self.updated_at) + self.sketch.serialize_compact()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        _check_header(data, cls.kind, _UNIQUE.size)
+        _, _, updated_at = _UNIQUE.unpack_from(data)
+        sketch = hll_sketch.deserialize(bytes(data[_UNIQUE.size :]))
+        return cls(sketch=sketch, updated_at=updated_at)
+
+    def copy(self) -> Self:
+        # The sketch objects cannot be pickled or copied; a serialise round trip is exact.
+        sketch = hll_sketch.deserialize(self.sketch.serialize_updatable())
+        return type(self)(sketch=sketch, updated_at=self.updated_at)
+
+
+Metric = Counter | Gauge | Histogram | Unique
+
+
+def metric_class(kind: str) -> type[Metric]:
+    match kind:
+        case "counter":
+            return Counter
+        case "gauge":
+            return Gauge
+        case "histogram":
+            return Histogram
+        case "set":
+            return Unique
+    raise ValueError(f"unknown metric kind {kind!r}")
+
+
+def metric_from_bytes(kind: str, data: bytes) -> Metric:
+    """Decode a metric stored with ``to_bytes``; ``kind`` is the stored ``kind`` string."""
+    return metric_class(kind).from_bytes(data)
+
+
+@define
+class CounterFamily:
+    """Counters named ``<base>:<value>`` with at most ``limit`` distinct values.
+
+    Unbounded client-chosen values (page paths, element ids) would otherwise grow memory
+    and the metric list without limit; values past the limit share ``<base>:__other__``
+    and every event routed there counts one ``overflow``. New counters are published into
+    ``registry`` (the owner's name -> metric map) as they appear.
+    """
+
+    base: str
+    limit: int
+    registry: dict[str, Metric]
+    overflow: int = 0
+    _by_value: dict[str, Counter] = field(factory=dict)
+    _other: Counter | None = None
+
+    @property
+    def other_name(self) -> str:
+        return f"{self.base}:__other__"
+
+    def increment(self, value: str, now: float, by: float = 1.0) -> None:
+        counter = self._by_value.get(value)
+        if counter is None:
+            counter = self._new_counter(value)
+        counter.increment(now, by)
+
+    def adopt(self, value: str, counter: Counter) -> None:
+        """Track an existing (restored) counter; restored values may exceed the limit."""
+        self._by_value[value] = counter
+        self.registry[f"{self.base}:{value}"] = counter
+
+    def _new_counter(self, value: str) -> Counter:
+        if len(self._by_value) < self.limit:
+            counter = Counter()
+            self.adopt(value, counter)
+            return counter
+        self.overflow += 1
+        if self._other is None:
+            # A literal "__other__" value may already own this name; share it.
+            existing = self.registry.get(self.other_name)
+            self._other = existing if isinstance(existing, Counter) else Counter()
+            self.registry[self.other_name] = self._other
+        return self._other
