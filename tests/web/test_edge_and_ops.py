@@ -1,0 +1,171 @@
+"""HTTP basics shared by every route: envelopes, 404/405, CORS, request ids, health, ready."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tests.conftest import Daemon, make_daemon
+from tests.helpers import raw_http, result_of
+from twisted_rta.query import QueryService
+
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def test_health(daemon: Daemon) -> None:
+    reply = daemon.http.get("/health")
+    assert reply.status == 200
+    assert reply.json == {"status": "healthy", "time": "2026-11-27T03:00:00.000Z"}
+    assert reply.header("Content-Type") == "application/json; charset=utf-8"
+    assert reply.header("X-Content-Type-Options") == "nosniff"
+    assert reply.header("Cache-Control") == "no-store"
+
+
+def test_ready_checks_the_running_parts(daemon: Daemon) -> None:
+    reply = daemon.http.get("/ready")
+    assert reply.status == 200
+    assert reply.json["status"] == "ready"
+    assert reply.json["checks"] == {
+        "shutdown": "ok", "listening": "ok", "workers": "ok", "flush": "ok",
+    }
+
+
+def test_not_ready_before_start() -> None:
+    daemon = make_daemon(start=False)
+    reply = daemon.http.get("/ready")
+    assert reply.status == 503
+    assert reply.json["status"] == "not_ready"
+    assert reply.json["checks"]["listening"].startswith("not listening on tcp:0")
+    assert reply.json["checks"]["workers"] == "0 of 2 workers running"
+    assert reply.json["checks"]["flush"] == "flush loop not running"
+
+
+def test_not_ready_when_flush_ticks_stop_coming(daemon: Daemon) -> None:
+    daemon.service.flush.stopService()
+    assert daemon.http.get("/ready").json["checks"]["flush"] == "flush loop not running"
+
+
+def test_not_ready_once_shutdown_begins(daemon: Daemon) -> None:
+    daemon.service.stopService()
+    reply = daemon.http.get("/ready")
+    assert reply.status == 503
+    assert reply.json["checks"]["shutdown"] == "shutting down"
+
+
+def test_stale_flush_tick_makes_not_ready(daemon: Daemon) -> None:
+    daemon.reactor.advance(5.0)  # one tick
+    assert daemon.http.get("/ready").status == 200
+    daemon.service.flush.last_tick_at = daemon.reactor.seconds() - 16.0
+    reply = daemon.http.get("/ready")
+    assert reply.status == 503
+    assert reply.json["checks"]["flush"] == "no flush tick for more than 15s"
+
+
+def test_unknown_route_is_json_404(daemon: Daemon) -> None:
+    for path in ("/nope", "/api/v1/nope", "/api/v2/events"):
+        reply = daemon.http.get(path)
+        assert reply.status == 404, path
+        assert reply.json == {"error": True, "code": "not_found", "message": f"no route for {path}"}
+        assert reply.header("X-Request-ID") is not None
+
+
+def test_wrong_method_is_json_405_with_allow(daemon: Daemon) -> None:
+    reply = daemon.http.get("/api/v1/events")
+    assert reply.status == 405
+    assert reply.header("Allow") == "POST"
+    assert reply.json["code"] == "method_not_allowed"
+    assert reply.json["allowed"] == ["POST"]
+    reply = daemon.http.post("/health", {})
+    assert reply.status == 405
+    assert reply.header("Allow") == "GET, HEAD"
+
+
+def test_preflight_options_answers_204_with_cors(daemon: Daemon) -> None:
+    reply = daemon.http.request("OPTIONS", "/api/v1/events", headers={"Origin": "https://a.example"})
+    assert reply.status == 204
+    assert reply.body == b""
+    assert reply.header("Access-Control-Allow-Origin") == "*"
+    assert "POST" in (reply.header("Access-Control-Allow-Methods") or "")
+    assert "Content-Type" in (reply.header("Access-Control-Allow-Headers") or "")
+    assert reply.header("Access-Control-Max-Age") == "86400"
+
+
+def test_cors_restricted_to_configured_origins() -> None:
+    daemon = make_daemon({"cors": {"allowed_origins": ["https://shop.example"]}})
+    allowed = daemon.http.get("/health", headers={"Origin": "https://shop.example"})
+    assert allowed.header("Access-Control-Allow-Origin") == "https://shop.example"
+    assert allowed.header("Vary") == "Origin"
+    other = daemon.http.get("/health", headers={"Origin": "https://evil.example"})
+    assert other.header("Access-Control-Allow-Origin") is None
+    preflight = daemon.http.request(
+        "OPTIONS", "/api/v1/events", headers={"Origin": "https://evil.example"}
+    )
+    assert preflight.status == 204
+    assert preflight.header("Access-Control-Allow-Methods") is None
+
+
+def test_no_cors_headers_without_origin(daemon: Daemon) -> None:
+    assert daemon.http.get("/health").header("Access-Control-Allow-Origin") is None
+
+
+def test_request_id_kept_when_valid(daemon: Daemon) -> None:
+    reply = daemon.http.get("/health", headers={"X-Request-ID": "abc.DEF_123-x"})
+    assert reply.header("X-Request-ID") == "abc.DEF_123-x"
+
+
+def test_request_id_replaced_when_invalid_or_missing(daemon: Daemon) -> None:
+    for bad in ("has space", "x" * 129, "semi;colon", ""):
+        reply = daemon.http.get("/health", headers={"X-Request-ID": bad})
+        assert UUID4.match(reply.header("X-Request-ID") or ""), bad
+    generated = {daemon.http.get("/health").header("X-Request-ID") for _ in range(3)}
+    assert len(generated) == 3
+
+
+def test_request_id_on_errors_and_preflight(daemon: Daemon) -> None:
+    headers = {"X-Request-ID": "trace-1"}
+    assert daemon.http.get("/nope", headers=headers).header("X-Request-ID") == "trace-1"
+    options = daemon.http.request("OPTIONS", "/x", headers=headers)
+    assert options.header("X-Request-ID") == "trace-1"
+
+
+def test_access_log_line(daemon: Daemon, captured_logs: list[dict[str, Any]]) -> None:
+    site = daemon.service.listeners[0].factory
+    raw_http(site, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-7\r\n\r\n")
+    lines = [e for e in captured_logs if e.get("log_namespace") == "twisted_rta.access"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/health", 200)
+    assert line["request_id"] == "req-7"
+    assert line["bytes"] > 0
+    assert line["duration_ms"] >= 0
+
+
+def test_access_log_can_be_turned_off(captured_logs: list[dict[str, Any]]) -> None:
+    daemon = make_daemon({"logging": {"access_log": False}})
+    raw_http(daemon.service.listeners[0].factory, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not [e for e in captured_logs if e.get("log_namespace") == "twisted_rta.access"]
+
+
+def test_unexpected_handler_error_is_a_500_envelope_without_traceback(
+    daemon: Daemon, captured_logs: list[dict[str, Any]]
+) -> None:
+    def explode(self: object, prefix: object = None) -> object:
+        raise RuntimeError("secret internals")
+
+    original = QueryService.metrics
+    QueryService.metrics = explode  # type: ignore[method-assign,assignment]
+    try:
+        reply = daemon.http.get("/api/v1/metrics")
+    finally:
+        QueryService.metrics = original  # type: ignore[method-assign]
+    assert reply.status == 500
+    assert reply.json == {
+        "error": True, "code": "internal_error", "message": "internal server error",
+    }
+    assert b"secret" not in reply.body
+    assert any("secret internals" in str(e.get("log_failure")) for e in captured_logs)
+
+
+def test_stop_listening_is_observable(daemon: Daemon) -> None:
+    result_of(daemon.service.listeners[0].stopService())
+    assert daemon.http.get("/ready").json["checks"]["listening"].startswith("not listening")

@@ -1,0 +1,177 @@
+"""The composition root: twistd options and makeService. The only importer of the reactor."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import IO, Any
+
+import attrs
+from twisted.application.service import IService
+from twisted.logger import ILogObserver, Logger
+from twisted.python import usage
+
+from twisted_rta import __version__
+from twisted_rta.aggregation.aggregator import Aggregator
+from twisted_rta.config import Config, ConfigError, choice, load_config, summary
+from twisted_rta.flush import FlushService
+from twisted_rta.health import check_readiness
+from twisted_rta.listeners import HTTPListener
+from twisted_rta.logs import make_observer
+from twisted_rta.query import QueryService
+from twisted_rta.queue import IntakeQueue
+from twisted_rta.service import RTAService
+from twisted_rta.store.interface import WindowStore
+from twisted_rta.store.memory import RecentWindowStore
+from twisted_rta.web.api import ApiApp
+from twisted_rta.web.app import build_resource
+from twisted_rta.web.edge import CorsPolicy
+from twisted_rta.web.ops import OpsApp
+from twisted_rta.web.site import RTASite
+from twisted_rta.workers import WorkerPool
+
+log = Logger()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run the twisted-rta real-time analytics daemon. Without --config the built-in "
+        "defaults apply (config/rta.yaml in the source tree documents every key)."
+    )
+    optParameters = [
+        ["config", "c", None, "Path to the YAML config file."],
+        ["log-level", None, None, "Override logging.level: debug, info, warn or error."],
+        ["log-format", None, None, "Override logging.format: console or json."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self.config = Config()
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Twisted endpoint to listen on (repeatable; replaces server.listen), e.g. tcp:8080:interface=127.0.0.1 or systemd:domain=INET:name=http."""  # noqa: E501
+        self["listen"].append(endpoint)
+
+    def opt_version(self) -> None:
+        """Print the twisted-rta version and exit."""
+        print(f"twisted-rta {__version__}")
+        raise SystemExit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # twistd would print its whole usage text; one line that says what is wrong is kinder.
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            raise SystemExit(f"twistd rta: {error} (see: twistd rta --help)") from None
+
+    def postOptions(self) -> None:
+        try:
+            config = load_config(self["config"])
+            config = _apply_overrides(config, self)
+        except ConfigError as error:
+            raise usage.UsageError(f"config error: {error}") from None
+        self.config = config
+
+
+def _apply_overrides(config: Config, options: Options) -> Config:
+    logging = config.logging
+    if options["log-level"] is not None:
+        level = choice("debug", "info", "warn", "error")(options["log-level"], "--log-level")
+        logging = attrs.evolve(logging, level=level)
+    if options["log-format"] is not None:
+        fmt = choice("console", "json")(options["log-format"], "--log-format")
+        logging = attrs.evolve(logging, format=fmt)
+    server = config.server
+    if options["listen"]:
+        server = attrs.evolve(server, listen=tuple(options["listen"]))
+    return attrs.evolve(config, logging=logging, server=server)
+
+
+def _log_stream(options: Options) -> IO[str]:
+    """Where twistd would log: stdout with -n or --logfile=-, else the log file."""
+    twistd = getattr(options, "parent", None)
+    if twistd is None:
+        return sys.stdout
+    logfile = twistd.get("logfile")
+    if logfile == "-" or (not logfile and twistd.get("nodaemon")):
+        return sys.stdout
+    return open(logfile or "twistd.log", "a", encoding="utf-8", buffering=1)
+
+
+def build_service(
+    config: Config,
+    reactor: Any,
+    log_observer: ILogObserver | None,
+    store: WindowStore | None = None,
+) -> RTAService:
+    """Wire every piece of the daemon for ``config`` on ``reactor`` (``store`` for tests)."""
+    now = reactor.seconds()
+    aggregator = Aggregator(
+        window_sizes=(config.windows.size,),
+        grace=config.windows.grace,
+        max_dimension_values=config.limits.max_dimension_values,
+        started_at=now,
+    )
+    queue = IntakeQueue(capacity=config.processing.buffer_size)
+    if store is None:
+        store = RecentWindowStore(keep=config.windows.keep_closed)
+    flush = FlushService(aggregator, store, clock=reactor, interval=config.windows.flush_interval)
+    workers = WorkerPool(
+        queue, aggregator, clock=reactor, worker_count=config.processing.worker_count
+    )
+    holder: list[RTAService] = []
+    ops = OpsApp(clock=reactor, readiness=lambda: check_readiness(holder[0], reactor.seconds()))
+    query = QueryService(aggregator=aggregator, store=store, queue=queue)
+    api = ApiApp(clock=reactor, queue=queue, query=query, limits=config.limits)
+    site = RTASite(
+        build_resource(ops=ops.app.resource(), api=api.app.resource(),
+                       cors=CorsPolicy(config.cors.allowed_origins)),
+        clock=reactor,
+        max_body_bytes=config.limits.max_body_bytes,
+        access_log=config.logging.access_log,
+    )
+    listeners = [HTTPListener(reactor, endpoint, site) for endpoint in config.server.listen]
+    service = RTAService(
+        clock=reactor, queue=queue, store=store, flush=flush, workers=workers,
+        listeners=listeners, shutdown_timeout=config.server.shutdown_timeout,
+        log_observer=log_observer,
+    )
+    holder.append(service)
+    # Only the error list, not the service: a reference from the reactor would keep every
+    # sketch alive past interpreter teardown (nanobind then prints leak warnings).
+    reactor.addSystemEventTrigger(
+        "after", "shutdown", _exit_status, reactor, service.shutdown_errors
+    )
+    log.info("twisted-rta {version} starting with {config}", version=__version__,
+             config=summary(config))
+    return service
+
+
+def _exit_status(reactor: Any, shutdown_errors: list[str]) -> None:
+    """A failed shutdown step must end the process with status 1, not a clean signal exit."""
+    if not shutdown_errors:
+        return
+    log.error("exiting with status 1: {errors}", errors="; ".join(shutdown_errors))
+    # twistd re-raises SIGTERM/SIGINT after the reactor stops, which systemd counts as a
+    # clean stop; clear it and leave with 1 once twistd has removed its pid file.
+    reactor._exitSignal = None
+    atexit.register(_hard_exit, 1)
+
+
+def _hard_exit(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    config = options.config
+    observer = make_observer(
+        _log_stream(options), log_format=config.logging.format, level=config.logging.level
+    )
+    return build_service(config, reactor, observer)

@@ -1,0 +1,57 @@
+"""JSON bodies and the one error envelope shared by every route."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+
+def encode_json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def json_body(request: IRequest, payload: Any, status: int = 200) -> bytes:
+    """Set status and JSON headers on ``request``; return the encoded body for Klein."""
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return encode_json(payload)
+
+
+def error_payload(code: str, message: str, **details: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"error": True, "code": code, "message": message}
+    payload.update((key, value) for key, value in details.items() if value is not None)
+    return payload
+
+
+class ApiError(Exception):
+    """Raised by handlers; rendered as the error envelope with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.details = details
+
+    def render(self, request: IRequest) -> bytes:
+        for name, value in self.headers.items():
+            request.setHeader(name.encode("ascii"), value.encode("ascii"))
+        return json_body(
+            request, error_payload(self.code, self.message, **self.details), self.status
+        )
