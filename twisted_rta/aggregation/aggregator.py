@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from attrs import define, field, frozen
 
@@ -32,6 +33,8 @@ from twisted_rta.aggregation.windows import (
     WindowSnapshot,
 )
 from twisted_rta.events import Event
+
+M = TypeVar("M", Counter, Unique, Histogram)
 
 
 @frozen
@@ -150,27 +153,21 @@ class Aggregator:
                 self._histogram(rule_amount.histogram).observe(amount, now)
 
     def _counter(self, name: str) -> Counter:
-        metric = self._metrics.get(name)
-        if metric is None:
-            metric = self._metrics[name] = Counter()
-        if not isinstance(metric, Counter):
-            raise TypeError(f"{name} is a {metric.kind}, not a counter")
-        return metric
+        return self._metric(name, Counter, Counter)
 
     def _unique(self, name: str) -> Unique:
-        metric = self._metrics.get(name)
-        if metric is None:
-            metric = self._metrics[name] = Unique.with_lg_k(self.global_lg_k)
-        if not isinstance(metric, Unique):
-            raise TypeError(f"{name} is a {metric.kind}, not a set")
-        return metric
+        return self._metric(name, Unique, lambda: Unique.with_lg_k(self.global_lg_k))
 
     def _histogram(self, name: str) -> Histogram:
+        return self._metric(name, Histogram, Histogram)
+
+    def _metric(self, name: str, kind: type[M], create: Callable[[], M]) -> M:
+        """Get or create ``name``; a name keeps the kind it was created with."""
         metric = self._metrics.get(name)
         if metric is None:
-            metric = self._metrics[name] = Histogram()
-        if not isinstance(metric, Histogram):
-            raise TypeError(f"{name} is a {metric.kind}, not a histogram")
+            metric = self._metrics[name] = create()
+        if not isinstance(metric, kind):
+            raise TypeError(f"{name} is a {metric.kind}, not a {kind.kind}")
         return metric
 
     def _publish_generic(self) -> None:

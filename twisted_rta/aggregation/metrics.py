@@ -87,24 +87,13 @@ class MetricSnapshot:
 
 
 @define
-class Counter:
-    """A running total; ``count`` is the number of contributions, ``value`` their sum."""
+class _Scalar:
+    """The state Counter and Gauge share: a value, how many updates, and when."""
 
-    kind: ClassVar[str] = "counter"
+    kind: ClassVar[str]
     value: float = 0.0
     count: int = 0
     updated_at: float = 0.0
-
-    def increment(self, now: float, by: float = 1.0) -> None:
-        self.value += by
-        self.count += 1
-        self.updated_at = now
-
-    def merge(self, other: Counter) -> None:
-        _check_same_kind(self, other)
-        self.value += other.value
-        self.count += other.count
-        self.updated_at = max(self.updated_at, other.updated_at)
 
     def snapshot(self, name: str) -> MetricSnapshot:
         return MetricSnapshot(name, self.kind, self.value, self.count, self.updated_at)
@@ -123,13 +112,28 @@ class Counter:
 
 
 @define
-class Gauge:
+class Counter(_Scalar):
+    """A running total; ``count`` is the number of contributions, ``value`` their sum."""
+
+    kind: ClassVar[str] = "counter"
+
+    def increment(self, now: float, by: float = 1.0) -> None:
+        self.value += by
+        self.count += 1
+        self.updated_at = now
+
+    def merge(self, other: Counter) -> None:
+        _check_same_kind(self, other)
+        self.value += other.value
+        self.count += other.count
+        self.updated_at = max(self.updated_at, other.updated_at)
+
+
+@define
+class Gauge(_Scalar):
     """The last value set; ``count`` is how many times it was set."""
 
     kind: ClassVar[str] = "gauge"
-    value: float = 0.0
-    count: int = 0
-    updated_at: float = 0.0
 
     def set(self, value: float, now: float) -> None:
         self.value = value
@@ -143,21 +147,6 @@ class Gauge:
             self.value = other.value
             self.updated_at = other.updated_at
         self.count += other.count
-
-    def snapshot(self, name: str) -> MetricSnapshot:
-        return MetricSnapshot(name, self.kind, self.value, self.count, self.updated_at)
-
-    def to_bytes(self) -> bytes:
-        return _SCALAR.pack(*_header(self.kind), self.value, self.count, self.updated_at)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        _check_header(data, cls.kind, _SCALAR.size)
-        _, _, value, count, updated_at = _SCALAR.unpack(data)
-        return cls(value=value, count=count, updated_at=updated_at)
-
-    def copy(self) -> Self:
-        return type(self)(value=self.value, count=self.count, updated_at=self.updated_at)
 
 
 @define
