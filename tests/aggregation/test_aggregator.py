@@ -72,8 +72,10 @@ def test_global_dimensions_are_bounded() -> None:
     assert stats.dimension_overflow_by_base["events_by_type"] == 7
     assert stats.dimension_overflow_by_base["page_views"] == 1
     assert stats.dimension_overflow_by_base["clicks"] == 0
-    assert stats.dimension_overflow_by_base["events"] == 7  # the minute window's events:<type>
-    assert stats.dimension_overflow == 7 + 1 + 7
+    assert "events" not in stats.dimension_overflow_by_base  # the old window-only family
+    # the one minute window saw the same values in the same order, so it overflows alike
+    assert stats.window_dimension_overflow == 7 + 1
+    assert stats.dimension_overflow == (7 + 1) * 2
 
 
 def test_stats() -> None:
@@ -173,6 +175,12 @@ def test_restore_global_rejects_the_wrong_kind() -> None:
     [
         {"window_sizes": (60.0, 60.0)},
         {"window_sizes": (0.0,)},
+        {"window_sizes": (-60.0,)},
+        {"window_sizes": (float("inf"),)},
+        {"window_sizes": (3600.0, 60.0)},
+        {"window_sizes": (60.0, 90.0)},
+        {"window_sizes": (60.0, 3600.0, 5400.0)},
+        {"window_sizes": (60.0, 3600.5)},
         {"grace": -1.0},
         {"max_dimension_values": -1},
     ],
@@ -202,6 +210,46 @@ def test_lg_k_settings_reach_the_sketches() -> None:
     assert isinstance(users, Unique)
     assert users.lg_k == 10
     [closed] = agg.close_all(T0)
-    window_users = closed.metrics["active_users"]
+    window_users = closed.metrics["unique_users"]
     assert isinstance(window_users, Unique)
     assert window_users.lg_k == 8
+
+
+@pytest.mark.parametrize(
+    "sizes", [(), (60.0,), (60.0, 3600.0, 86400.0), (0.5, 1.5, 3.0), (60.0, 120.0)]
+)
+def test_constructor_accepts_increasing_whole_multiples(sizes: tuple[float, ...]) -> None:
+    agg = aggregator(window_sizes=sizes)
+    agg.add(event(timestamp=T0 + 1), T0)
+    assert [w.resolution for w in agg.close_all(T0)] == list(sizes)
+
+
+# -- incremental persistence --------------------------------------------------------------
+
+
+def test_global_changes_returns_copies_of_metrics_touched_since() -> None:
+    agg = aggregator()
+    agg.add(event("pageview", user_id="u", properties={"page": "/a"}), T0)
+    agg.add(event("click", properties={"element": "btn"}), T0 + 10)
+    changed = agg.global_changes(T0 + 10)
+    # unique_sessions and unique_users were not touched by the click (no ids)
+    assert sorted(changed) == ["clicks", "clicks:btn", "events_by_type:click", "total_events"]
+    assert changed["total_events"].count == 2
+    never_touched = {"unique_sessions"}  # published with the first event, still empty
+    assert sorted(agg.global_changes(T0)) == sorted(set(agg.metrics()) - never_touched)
+    assert agg.global_changes(T0 + 10.001) == {}
+
+    total = changed["total_events"]
+    assert isinstance(total, Counter)
+    total.increment(T0 + 20, 50.0)
+    assert agg.metrics()["total_events"].value == 2.0
+
+
+def test_restored_metric_is_not_a_change_until_touched() -> None:
+    agg = aggregator()
+    agg.restore_global("revenue", Counter(value=7.0, count=1, updated_at=T0 - 100))
+    assert agg.global_changes(T0 - 50) == {}
+    assert set(agg.global_metric_states()) == {"revenue"}
+    agg.add(event("purchase", properties={"amount": 3}), T0)
+    revenue = agg.global_changes(T0)["revenue"]
+    assert (revenue.value, revenue.updated_at) == (10.0, T0)

@@ -296,3 +296,45 @@ def test_counter_family_with_zero_limit_sends_everything_to_other() -> None:
     family.increment("x", 1.0)
     assert list(registry) == ["events:__other__"]
     assert family.overflow == 1
+
+
+def test_counter_family_literal_other_value_goes_to_the_bucket() -> None:
+    registry: dict[str, Metric] = {}
+    family = CounterFamily("clicks", 5, registry)
+    family.increment("__other__", 1.0)
+    family.increment("a", 1.0)
+    assert sorted(registry) == ["clicks:__other__", "clicks:a"]
+    assert family.overflow == 1
+
+
+def test_counter_family_merge_is_bounded_and_copies() -> None:
+    registry: dict[str, Metric] = {}
+    family = CounterFamily("pages", 2, registry)
+    family.increment("/a", 1.0)
+    incoming = Counter(value=3.0, count=3, updated_at=5.0)
+    family.merge("/b", incoming)  # a free slot: adopted as a copy
+    family.merge("/a", Counter(value=1.0, count=1, updated_at=2.0))
+    family.merge("/c", Counter(value=4.0, count=4, updated_at=3.0))  # full: to the bucket
+    family.merge("__other__", Counter(value=2.0, count=2, updated_at=4.0))
+    assert {name: (m.value, m.count) for name, m in registry.items()} == {
+        "pages:/a": (2.0, 2),
+        "pages:/b": (3.0, 3),
+        "pages:__other__": (6.0, 6),
+    }
+    assert family.overflow == 6
+    assert registry["pages:/b"] is not incoming
+    family.increment("/b", 6.0)
+    assert (incoming.value, incoming.count) == (3.0, 3)
+
+
+def test_counter_family_adopts_a_restored_bucket_without_using_a_slot() -> None:
+    registry: dict[str, Metric] = {}
+    family = CounterFamily("pages", 1, registry)
+    bucket = Counter(value=9.0, count=9, updated_at=1.0)
+    family.adopt("__other__", bucket)
+    family.increment("/a", 2.0)  # the one slot is still free
+    family.increment("/b", 2.0)
+    assert registry["pages:/a"].snapshot("a").count == 1
+    assert registry["pages:__other__"] is bucket
+    assert bucket.count == 10
+    assert family.overflow == 1

@@ -312,14 +312,19 @@ def metric_from_bytes(kind: str, data: bytes) -> Metric:
     return metric_class(kind).from_bytes(data)
 
 
+OTHER = "__other__"
+
+
 @define
 class CounterFamily:
     """Counters named ``<base>:<value>`` with at most ``limit`` distinct values.
 
     Unbounded client-chosen values (page paths, element ids) would otherwise grow memory
     and the metric list without limit; values past the limit share ``<base>:__other__``
-    and every event routed there counts one ``overflow``. New counters are published into
-    ``registry`` (the owner's name -> metric map) as they appear.
+    and every event routed there counts one ``overflow``. ``__other__`` is reserved for
+    that bucket (a literal ``__other__`` value lands in it too), so a merged or restored
+    bucket is never mistaken for a value. New counters are published into ``registry``
+    (the owner's name -> metric map) as they appear.
     """
 
     base: str
@@ -331,7 +336,7 @@ class CounterFamily:
 
     @property
     def other_name(self) -> str:
-        return f"{self.base}:__other__"
+        return f"{self.base}:{OTHER}"
 
     def increment(self, value: str, now: float, by: float = 1.0) -> None:
         counter = self._by_value.get(value)
@@ -339,20 +344,38 @@ class CounterFamily:
             counter = self._new_counter(value)
         counter.increment(now, by)
 
+    def merge(self, value: str, counter: Counter) -> None:
+        """Merge another family's counter for ``value``, bounded like ``increment``; the
+        counter is copied, never shared, and everything it routes to the bucket counts
+        ``counter.count`` overflow."""
+        own = self._by_value.get(value)
+        if own is None:
+            if value != OTHER and len(self._by_value) < self.limit:
+                self.adopt(value, counter.copy())
+                return
+            self.overflow += counter.count
+            own = self._other_counter()
+        own.merge(counter)
+
     def adopt(self, value: str, counter: Counter) -> None:
-        """Track an existing (restored) counter; restored values may exceed the limit."""
+        """Track ``counter`` as is (restored or copied); it may exceed the limit."""
+        if value == OTHER:
+            self._other = counter
+            self.registry[self.other_name] = counter
+            return
         self._by_value[value] = counter
         self.registry[f"{self.base}:{value}"] = counter
 
     def _new_counter(self, value: str) -> Counter:
-        if len(self._by_value) < self.limit:
+        if value != OTHER and len(self._by_value) < self.limit:
             counter = Counter()
             self.adopt(value, counter)
             return counter
         self.overflow += 1
+        return self._other_counter()
+
+    def _other_counter(self) -> Counter:
         if self._other is None:
-            # A literal "__other__" value may already own this name; share it.
-            existing = self.registry.get(self.other_name)
-            self._other = existing if isinstance(existing, Counter) else Counter()
+            self._other = Counter()
             self.registry[self.other_name] = self._other
         return self._other

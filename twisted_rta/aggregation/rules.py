@@ -1,4 +1,4 @@
-"""Which global metrics an event feeds, as data (the seed service's rules are the default)."""
+"""Which metrics an event feeds, as data (the seed service's rules are the default)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ TOTAL_EVENTS = "total_events"
 EVENTS_BY_TYPE = "events_by_type"
 UNIQUE_USERS = "unique_users"
 UNIQUE_SESSIONS = "unique_sessions"
+GENERIC_METRICS = (TOTAL_EVENTS, UNIQUE_USERS, UNIQUE_SESSIONS)
 
 
 @frozen
@@ -62,6 +63,7 @@ class Rules:
     types: tuple[TypeRule, ...] = field(converter=tuple, validator=_check_types)
     # Exact metric name -> kind, built once; also rejects one name used for two kinds.
     _kinds: dict[str, str] = field(init=False, eq=False, repr=False)
+    _bases: tuple[str, ...] = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         kinds = {
@@ -84,18 +86,19 @@ class Rules:
                 claim(amount.sum_counter, Counter.kind)
                 claim(amount.histogram, Histogram.kind)
         object.__setattr__(self, "_kinds", kinds)
+        bases = [EVENTS_BY_TYPE]
+        for rule in self.types:
+            for dim in rule.dimensions:
+                if dim.counter_prefix is not None and dim.counter_prefix not in bases:
+                    bases.append(dim.counter_prefix)
+        object.__setattr__(self, "_bases", tuple(bases))
 
     def for_type(self) -> dict[str, TypeRule]:
         return {rule.event_type: rule for rule in self.types}
 
     def dimension_bases(self) -> tuple[str, ...]:
         """Every bounded counter family name, ``events_by_type`` first."""
-        bases = [EVENTS_BY_TYPE]
-        for rule in self.types:
-            for dim in rule.dimensions:
-                if dim.counter_prefix is not None and dim.counter_prefix not in bases:
-                    bases.append(dim.counter_prefix)
-        return tuple(bases)
+        return self._bases
 
     def expected_kind(self, name: str) -> str | None:
         """The kind these rules would create under ``name``, or None if they never do."""
@@ -103,7 +106,7 @@ class Rules:
         if kind is not None:
             return kind
         base, colon, _ = name.partition(":")
-        if colon and base in self.dimension_bases():
+        if colon and base in self._bases:
             return Counter.kind
         return None
 

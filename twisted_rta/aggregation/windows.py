@@ -1,24 +1,17 @@
-"""Event-time tumbling windows: keys per resolution, grace, lateness and closing."""
+"""Event-time tumbling windows of one resolution: keys, grace, lateness and closing."""
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from attrs import define, field, frozen
 
-from twisted_rta.aggregation.metrics import (
-    Counter,
-    CounterFamily,
-    Metric,
-    MetricSnapshot,
-    Unique,
-)
-from twisted_rta.events import Event
+from twisted_rta.aggregation.metrics import Counter, Metric, MetricSnapshot, Unique
+from twisted_rta.aggregation.metricset import MetricSet
+from twisted_rta.aggregation.rules import TOTAL_EVENTS, UNIQUE_USERS, Rules
 
-WINDOW_EVENTS = "events"
-WINDOW_ACTIVE_USERS = "active_users"
 DEFAULT_WINDOW_LG_K = 12
 
 
@@ -47,9 +40,10 @@ class WindowSnapshot:
 class ClosedWindow:
     """A window handed to the flush sink; the aggregator keeps no reference to its metrics.
 
-    ``late`` marks a delta of events that arrived after the window was closed (or after its
-    close time had passed): the sink must merge it into the stored window (inserting it if
-    absent), never report it as a new close.
+    ``metrics`` has the global metric names (``total_events``, ``unique_users``, ...).
+    ``late`` marks a delta of events that reached the window after it was closed: the sink
+    must merge it into the stored window (inserting it if absent), never report it as a
+    new close.
     """
 
     resolution: float
@@ -60,12 +54,12 @@ class ClosedWindow:
 
     @property
     def events_count(self) -> int:
-        counter = self.metrics.get(WINDOW_EVENTS)
+        counter = self.metrics.get(TOTAL_EVENTS)
         return counter.count if isinstance(counter, Counter) else 0
 
     @property
     def active_users(self) -> int:
-        users = self.metrics.get(WINDOW_ACTIVE_USERS)
+        users = self.metrics.get(UNIQUE_USERS)
         return users.estimate if isinstance(users, Unique) else 0
 
     def snapshot(self) -> WindowSnapshot:
@@ -76,56 +70,37 @@ class ClosedWindow:
 
 @define
 class Window:
-    """One open window: ``events``, bounded ``events:<type>`` and ``active_users``."""
+    """One window still held by the aggregator (open, or a pending late delta)."""
 
     resolution: float
     start: float
     end: float
-    metrics: dict[str, Metric]
-    types: CounterFamily
-    _events: Counter
-    _active_users: Unique
-
-    @classmethod
-    def create(
-        cls, resolution: float, start: float, max_dimension_values: int, lg_k: int
-    ) -> Window:
-        events = Counter()
-        users = Unique.with_lg_k(lg_k)
-        metrics: dict[str, Metric] = {WINDOW_EVENTS: events, WINDOW_ACTIVE_USERS: users}
-        types = CounterFamily(WINDOW_EVENTS, max_dimension_values, metrics)
-        return cls(resolution, start, start + resolution, metrics, types, events, users)
-
-    def add(self, event: Event, now: float) -> None:
-        self._events.increment(now)
-        self.types.increment(event.type, now)
-        if event.user_id:
-            self._active_users.add(event.user_id, now)
+    metrics: MetricSet
 
     def snapshot(self) -> WindowSnapshot:
-        metrics = _snapshot_metrics(self.metrics)
-        return WindowSnapshot(self.resolution, self.start, self.end, metrics)
+        return WindowSnapshot(self.resolution, self.start, self.end, self.metrics.snapshot())
 
     def close(self, late: bool) -> ClosedWindow:
-        return ClosedWindow(self.resolution, self.start, self.end, self.metrics, late)
+        return ClosedWindow(self.resolution, self.start, self.end, self.metrics.metrics, late)
 
 
 @define
 class WindowSeries:
     """All windows of one resolution.
 
-    Lateness without scans or reopening: ``closed_through`` is the ``now - grace`` of the
-    latest close, and every window ending at or before it has been closed (or was due with
-    no events). An event for such a window goes into a late-delta window instead, emitted
-    once by the next close and then forgotten, so each open window is closed exactly once.
+    Lateness without scans or reopening: ``closed_through`` is the highest ``now - grace``
+    of any close (or the end of the last window ``close_all`` closed), and every window
+    ending at or before it has been closed (or was due with no data). Data for such a
+    window goes into a late-delta window instead, emitted once by the next close and then
+    forgotten, so each (resolution, start) is closed exactly once.
     """
 
     resolution: float
     grace: float
+    rules: Rules
     max_dimension_values: int
     lg_k: int = DEFAULT_WINDOW_LG_K
     closed_through: float = -math.inf
-    late_events: int = 0
     # Overflow of windows already handed out, so stats stay cumulative.
     closed_overflow: int = 0
     _open: dict[float, Window] = field(factory=dict)
@@ -135,8 +110,8 @@ class WindowSeries:
     _late: dict[float, Window] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        if not self.resolution > 0:
-            raise ValueError(f"window size must be positive, got {self.resolution!r}")
+        if not (self.resolution > 0 and math.isfinite(self.resolution)):
+            raise ValueError(f"window size must be positive and finite, got {self.resolution!r}")
         if not self.grace >= 0:
             raise ValueError(f"grace must be >= 0, got {self.grace!r}")
 
@@ -144,64 +119,74 @@ class WindowSeries:
     def open_count(self) -> int:
         return len(self._open)
 
-    def add(self, event: Event, now: float) -> bool:
-        """Add ``event`` to its window; return True when it was late."""
-        ts = event.timestamp
-        start = ts - ts % self.resolution  # window_start, inlined on the hot path
+    def window_for(self, start: float) -> tuple[Window, bool]:
+        """The window that takes data for ``start`` now, and whether it is a late delta."""
         window = self._open.get(start)
         if window is not None:
-            window.add(event, now)
-            return False
+            return window, False
         if start + self.resolution <= self.closed_through:
             window = self._late.get(start)
             if window is None:
                 window = self._late[start] = self._new_window(start)
-            window.add(event, now)
-            self.late_events += 1
-            return True
+            return window, True
         window = self._open[start] = self._new_window(start)
         heapq.heappush(self._starts, start)
-        window.add(event, now)
-        return False
+        return window, False
 
-    def close_due(self, now: float) -> tuple[list[ClosedWindow], list[ClosedWindow]]:
-        """Close every window with ``end + grace <= now``; return (due, late deltas)."""
+    def absorb(self, finer: ClosedWindow) -> bool:
+        """Merge a closed finer window (or finer late delta) into the window of this
+        resolution holding it; return True when that window was closed (a late delta)."""
+        window, late = self.window_for(window_start(finer.start, self.resolution))
+        window.metrics.merge(finer.metrics)
+        return late
+
+    def close_due(self, now: float) -> list[ClosedWindow]:
+        """Close every window with ``end + grace <= now`` and drain the late deltas; the
+        result is in start order."""
         watermark = now - self.grace
         due: list[ClosedWindow] = []
         starts = self._starts
         while starts and starts[0] + self.resolution <= watermark:
             due.append(self._close_open(heapq.heappop(starts)))
         self.closed_through = max(self.closed_through, watermark)
-        return due, self._drain_late()
+        return self._with_late(due)
 
-    def close_all(self, now: float) -> tuple[list[ClosedWindow], list[ClosedWindow]]:
-        """Close every open window and late delta (shutdown); return (open ones, late)."""
+    def close_all(self, now: float) -> list[ClosedWindow]:
+        """Close every open window and late delta (shutdown); the result is in start order."""
         starts = sorted(self._starts)
         self._starts.clear()
         closed = [self._close_open(start) for start in starts]
-        # Events arriving afterwards must not reopen what was just reported.
+        # Data arriving afterwards must not reopen what was just reported.
         last_end = starts[-1] + self.resolution if starts else -math.inf
         self.closed_through = max(self.closed_through, now - self.grace, last_end)
-        return closed, self._drain_late()
+        return self._with_late(closed)
 
     def open_windows(self) -> list[Window]:
         return [self._open[start] for start in sorted(self._open)]
 
+    def pending(self) -> Iterator[Window]:
+        """Every window not yet emitted: open ones and late deltas, in no particular order."""
+        yield from self._open.values()
+        yield from self._late.values()
+
     def pending_overflow(self) -> int:
-        """Dimension overflow counted in windows not yet closed."""
-        windows = [*self._open.values(), *self._late.values()]
-        return sum(window.types.overflow for window in windows)
+        """Dimension overflow counted in windows not yet emitted."""
+        return sum(window.metrics.overflow for window in self.pending())
 
     def _new_window(self, start: float) -> Window:
-        return Window.create(self.resolution, start, self.max_dimension_values, self.lg_k)
+        metrics = MetricSet(self.rules, self.max_dimension_values, self.lg_k)
+        return Window(self.resolution, start, start + self.resolution, metrics)
 
     def _close_open(self, start: float) -> ClosedWindow:
         window = self._open.pop(start)
-        self.closed_overflow += window.types.overflow
+        self.closed_overflow += window.metrics.overflow
         return window.close(late=False)
 
-    def _drain_late(self) -> list[ClosedWindow]:
+    def _with_late(self, closed: list[ClosedWindow]) -> list[ClosedWindow]:
+        """``closed`` (start order) merged with the drained late deltas, by start."""
+        if not self._late:
+            return closed
         late = [self._late[start].close(late=True) for start in sorted(self._late)]
-        self.closed_overflow += sum(window.types.overflow for window in self._late.values())
+        self.closed_overflow += sum(window.metrics.overflow for window in self._late.values())
         self._late.clear()
-        return late
+        return sorted([*closed, *late], key=lambda window: window.start)

@@ -1,0 +1,257 @@
+"""MetricSet: the metrics the rules derive from events, for one scope (all time or a window)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from attrs import define, field
+
+from twisted_rta.aggregation.metrics import (
+    Counter,
+    CounterFamily,
+    Histogram,
+    Metric,
+    MetricSnapshot,
+    Unique,
+)
+from twisted_rta.aggregation.rules import (
+    EVENTS_BY_TYPE,
+    GENERIC_METRICS,
+    TOTAL_EVENTS,
+    UNIQUE_SESSIONS,
+    UNIQUE_USERS,
+    Rules,
+    TypeRule,
+    as_amount,
+)
+from twisted_rta.events import Event
+
+# A type rule resolved for one set: (counter name, dimensions, amounts), where a dimension
+# is (property, unique set name, bounded counter family) and an amount is (property, sum
+# counter name, histogram name); None where the rule has no such metric.
+_Dimension = tuple[str, str | None, CounterFamily | None]
+_Amount = tuple[str, str | None, str | None]
+_Plan = tuple[str, tuple[_Dimension, ...], tuple[_Amount, ...]]
+
+
+@define
+class MetricSet:
+    """The rule-driven metrics of one scope, with bounded dimensions.
+
+    One class serves the all-time totals and every window, so a window carries exactly the
+    global names. Like the seed service, ``total_events``, ``events_by_type:*``,
+    ``unique_users`` and ``unique_sessions`` appear with the first event (the uniques even
+    when empty); every other metric appears with its first contribution. ``metrics`` is the
+    live name -> metric map: read it, never mutate it.
+    """
+
+    rules: Rules
+    max_dimension_values: int
+    lg_k: int
+    metrics: dict[str, Metric] = field(init=False, factory=dict)
+    _families: dict[str, CounterFamily] = field(init=False)
+    # Per event type, the rule with names and families resolved once per set.
+    _plans: dict[str, _Plan] = field(init=False)
+    # Held directly so the hot path skips name lookups; published with the first event.
+    _total: Counter = field(init=False, factory=Counter)
+    _users: Unique = field(init=False)
+    _sessions: Unique = field(init=False)
+    _published: bool = field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._families = {
+            base: CounterFamily(base, self.max_dimension_values, self.metrics)
+            for base in self.rules.dimension_bases()
+        }
+        self._plans = {rule.event_type: self._compile(rule) for rule in self.rules.types}
+        self._users = Unique.with_lg_k(self.lg_k)
+        self._sessions = Unique.with_lg_k(self.lg_k)
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def total_events(self) -> int:
+        return self._total.count
+
+    @property
+    def unique_users(self) -> int:
+        return self._users.estimate
+
+    @property
+    def unique_sessions(self) -> int:
+        return self._sessions.estimate
+
+    @property
+    def overflow(self) -> int:
+        """Events (or merged counts) routed into any ``<base>:__other__``."""
+        return sum(family.overflow for family in self._families.values())
+
+    def overflow_by_base(self) -> dict[str, int]:
+        return {base: family.overflow for base, family in self._families.items()}
+
+    def snapshot(self, prefix: str | None = None) -> dict[str, MetricSnapshot]:
+        """Snapshots sorted by name, optionally only names starting with ``prefix``."""
+        metrics = self.metrics
+        names = sorted(name for name in metrics if prefix is None or name.startswith(prefix))
+        return {name: metrics[name].snapshot(name) for name in names}
+
+    def changed_since(self, since: float) -> dict[str, Metric]:
+        """Independent copies of the metrics updated at or after ``since``."""
+        return {
+            name: metric.copy()
+            for name, metric in self.metrics.items()
+            if metric.updated_at >= since
+        }
+
+    def copy(self) -> MetricSet:
+        """An independent deep copy (same bounds, overflow counts and metrics)."""
+        twin = MetricSet(self.rules, self.max_dimension_values, self.lg_k)
+        for name, metric in self.metrics.items():
+            twin._install(name, metric.copy())
+        twin._published = self._published
+        for base, family in self._families.items():
+            twin._families[base].overflow = family.overflow
+        return twin
+
+    # -- ingest (the hot path) ----------------------------------------------------------
+
+    def add(self, event: Event, now: float) -> None:
+        self.add_many((event,), now)
+
+    def add_many(self, events: Iterable[Event], now: float) -> None:
+        published = self._published
+        total = self._total
+        by_type = self._families[EVENTS_BY_TYPE].increment
+        users = self._users
+        sessions = self._sessions
+        plans = self._plans
+        apply = self._apply
+        for event in events:
+            if not published:
+                self._publish_generic()
+                published = True
+            total.increment(now)
+            by_type(event.type, now)
+            if event.user_id:
+                users.add(event.user_id, now)
+            if event.session_id:
+                sessions.add(event.session_id, now)
+            plan = plans.get(event.type)
+            if plan is not None:
+                apply(plan, event, now)
+
+    def _apply(self, plan: _Plan, event: Event, now: float) -> None:
+        # No kind checks per event: Rules gives each name one kind, and merge and restore
+        # reject any other kind under a rule's name, so a found metric is the right kind.
+        metrics = self.metrics
+        name, dimensions, amounts = plan
+        counter = metrics.get(name)
+        if counter is None:
+            counter = metrics[name] = Counter()
+        counter.increment(now)  # type: ignore[union-attr]
+        props = event.properties
+        for prop, unique_name, family in dimensions:
+            value = props.get(prop)
+            if not isinstance(value, str):
+                continue
+            if unique_name is not None:
+                unique = metrics.get(unique_name)
+                if unique is None:
+                    unique = metrics[unique_name] = Unique.with_lg_k(self.lg_k)
+                unique.add(value, now)  # type: ignore[union-attr]
+            if family is not None:
+                family.increment(value, now)
+        for prop, sum_name, histogram_name in amounts:
+            amount = as_amount(props.get(prop))
+            if amount is None:
+                continue
+            if sum_name is not None:
+                total = metrics.get(sum_name)
+                if total is None:
+                    total = metrics[sum_name] = Counter()
+                total.increment(now, amount)  # type: ignore[union-attr]
+            if histogram_name is not None:
+                histogram = metrics.get(histogram_name)
+                if histogram is None:
+                    histogram = metrics[histogram_name] = Histogram()
+                histogram.observe(amount, now)  # type: ignore[union-attr]
+
+    def _compile(self, rule: TypeRule) -> _Plan:
+        dimensions = tuple(
+            (
+                dim.property,
+                dim.unique,
+                None if dim.counter_prefix is None else self._families[dim.counter_prefix],
+            )
+            for dim in rule.dimensions
+        )
+        amounts = tuple((a.property, a.sum_counter, a.histogram) for a in rule.amounts)
+        return rule.counter, dimensions, amounts
+
+    def _publish_generic(self) -> None:
+        self.metrics[TOTAL_EVENTS] = self._total
+        self.metrics[UNIQUE_USERS] = self._users
+        self.metrics[UNIQUE_SESSIONS] = self._sessions
+        self._published = True
+
+    # -- combining ----------------------------------------------------------------------
+
+    def merge(self, other: Mapping[str, Metric]) -> None:
+        """Merge another set's metrics in, dimensions bounded as if their events were added
+        here; nothing of ``other`` is shared or mutated. Raises TypeError on a kind clash
+        (names merged before the clash stay merged)."""
+        for name, metric in other.items():
+            family = self._family_of(name)
+            if family is not None:
+                if not isinstance(metric, Counter):
+                    raise TypeError(f"{name} is a counter, not a {metric.kind}")
+                family.merge(name[len(family.base) + 1 :], metric)
+                continue
+            self._merge_one(name, metric, self._fresh_copy)
+
+    def restore(self, name: str, metric: Metric) -> None:
+        """Merge a stored metric into the one of that name (or take a copy of it).
+
+        Unlike ``merge``, a restored dimension value is kept even past the limit: it was
+        admitted when it was counted. Raises TypeError when the kind differs from what the
+        rules create under ``name``.
+        """
+        self._merge_one(name, metric, lambda restored: restored.copy())
+
+    def _merge_one(self, name: str, metric: Metric, copy: Callable[[Metric], Metric]) -> None:
+        expected = self.rules.expected_kind(name)
+        if expected is not None and expected != metric.kind:
+            raise TypeError(f"{name} is a {expected}, not a {metric.kind}")
+        if name in GENERIC_METRICS and not self._published:
+            self._publish_generic()
+        existing = self.metrics.get(name)
+        if existing is None:
+            self._install(name, copy(metric))
+        else:
+            existing.merge(metric)  # type: ignore[arg-type]  # merge checks the kind
+
+    def _fresh_copy(self, metric: Metric) -> Metric:
+        # A sketch from a set with another lg_k is brought to this set's size, as merge does.
+        if isinstance(metric, Unique) and metric.lg_k != self.lg_k:
+            unique = Unique.with_lg_k(self.lg_k)
+            unique.merge(metric)
+            return unique
+        return metric.copy()
+
+    def _family_of(self, name: str) -> CounterFamily | None:
+        base, colon, _ = name.partition(":")
+        return self._families.get(base) if colon else None
+
+    def _install(self, name: str, metric: Metric) -> None:
+        """Take ``metric`` itself as ``name``: no bounds, no copy."""
+        family = self._family_of(name)
+        if family is not None and isinstance(metric, Counter):
+            family.adopt(name[len(family.base) + 1 :], metric)
+            return
+        self.metrics[name] = metric
+        if name == TOTAL_EVENTS and isinstance(metric, Counter):
+            self._total = metric
+        elif name == UNIQUE_USERS and isinstance(metric, Unique):
+            self._users = metric
+        elif name == UNIQUE_SESSIONS and isinstance(metric, Unique):
+            self._sessions = metric
