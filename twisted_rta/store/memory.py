@@ -1,77 +1,109 @@
-"""RecentWindowStore: logs each closed window and keeps the last N in memory for queries."""
+"""MemoryWindowStore: the WindowStore contract kept in a dict (``store.url: memory:``).
+
+Nothing survives a restart; useful for throwaway runs and for tests that drive the
+daemon on a memory reactor, where a thread pool could never call back.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-import attrs
-from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred, fail, succeed
 
+from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.logs import iso_utc
+from twisted_rta.store.interface import TOTALS_RESOLUTION, StoredMetric
 
-log = Logger()
+Key = tuple[str, int, int, str]  # metric, resolution, window_start, node_id
 
 
-class RecentWindowStore:
-    """The in-memory WindowStore: nothing survives a restart (the storage issue adds that).
+class MemoryWindowStore:
+    def __init__(self, *, node_id: str, rows: dict[Key, Metric] | None = None) -> None:
+        self.node_id = node_id
+        self.available = True  # tests flip it to simulate an unreachable store
+        # Passing one dict to several stores stands in for nodes sharing one database.
+        self._rows: dict[Key, Metric] = {} if rows is None else rows
 
-    Late deltas are merged into the window they belong to, so a closed minute is reported
-    once and its counts still include events that arrived after it closed.
-    """
+    def open(self) -> Deferred[None]:
+        return self._answer(None)
 
-    def __init__(self, *, keep: int) -> None:
-        self._keep = keep
-        self._windows: dict[tuple[float, float], ClosedWindow] = {}
+    def load_totals(self) -> Deferred[dict[str, Metric]]:
+        totals = {
+            key[0]: metric.copy()
+            for key, metric in self._rows.items()
+            if key[1] == TOTALS_RESOLUTION and key[3] == self.node_id
+        }
+        return self._answer(totals)
 
-    def write(self, windows: Sequence[ClosedWindow]) -> Deferred[None]:
+    def write(
+        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
+    ) -> Deferred[None]:
+        if not self.available:
+            return fail(ConnectionError("memory store marked unavailable"))
         for window in windows:
-            if window.late:
-                self._merge_late(window)
-            else:
-                self._remember(window)
-                log.info(
-                    "window closed: {start} to {end}, {events} events, {active_users} active users",
-                    start=iso_utc(window.start), end=iso_utc(window.end),
-                    events=window.events_count, active_users=window.active_users,
-                    resolution=window.resolution,
-                )
-        self._evict()
+            resolution, start = int(window.resolution), int(window.start)
+            for name, metric in window.metrics.items():
+                key = (name, resolution, start, self.node_id)
+                stored = self._rows.get(key)
+                if stored is None:
+                    self._rows[key] = metric.copy()
+                else:
+                    stored.merge(metric)  # type: ignore[arg-type]
+        for name, metric in totals.items():
+            self._rows[(name, TOTALS_RESOLUTION, 0, self.node_id)] = metric.copy()
         return succeed(None)
 
-    def recent(self) -> Sequence[ClosedWindow]:
-        return [self._windows[key] for key in sorted(self._windows, key=lambda k: (k[1], k[0]))]
+    def read_windows(
+        self,
+        resolution: int,
+        start_from: float,
+        start_to: float,
+        *,
+        names: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> Deferred[list[StoredMetric]]:
+        rows = [
+            StoredMetric(key[0], key[1], key[2], key[3], metric.copy())
+            for key, metric in self._rows.items()
+            if key[1] == resolution and start_from <= key[2] < start_to
+            and _wanted(key[0], names, prefix)
+        ]
+        return self._answer(rows)
+
+    def read_totals(
+        self,
+        *,
+        exclude_node: str | None,
+        names: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> Deferred[list[StoredMetric]]:
+        rows = [
+            StoredMetric(key[0], key[1], key[2], key[3], metric.copy())
+            for key, metric in self._rows.items()
+            if key[1] == TOTALS_RESOLUTION and key[3] != exclude_node
+            and _wanted(key[0], names, prefix)
+        ]
+        return self._answer(rows)
+
+    def delete_expired(self, resolution: int, before: float, batch_size: int) -> Deferred[int]:
+        expired = [key for key in self._rows if key[1] == resolution and key[2] < before]
+        for key in expired:
+            del self._rows[key]
+        return self._answer(len(expired))
+
+    def check(self) -> Deferred[None]:
+        return self._answer(None)
 
     def close(self) -> Deferred[None]:
         return succeed(None)
 
-    def _remember(self, window: ClosedWindow) -> None:
-        # Own a private dict so later late-delta merges never touch the caller's mapping.
-        self._windows[(window.resolution, window.start)] = attrs.evolve(
-            window, metrics=dict(window.metrics)
-        )
+    def _answer(self, value: object) -> Deferred:
+        if not self.available:
+            return fail(ConnectionError("memory store marked unavailable"))
+        return succeed(value)
 
-    def _merge_late(self, delta: ClosedWindow) -> None:
-        stored = self._windows.get((delta.resolution, delta.start))
-        log.info(
-            "late events for closed window {start}: {events} events merged",
-            start=iso_utc(delta.start), events=delta.events_count, resolution=delta.resolution,
-        )
-        if stored is None:
-            self._remember(attrs.evolve(delta, late=False))
-            return
-        metrics = stored.metrics
-        assert isinstance(metrics, dict)
-        for name, metric in delta.metrics.items():
-            if name in metrics:
-                metrics[name].merge(metric)
-            else:
-                metrics[name] = metric
 
-    def _evict(self) -> None:
-        excess = len(self._windows) - self._keep
-        if excess > 0:
-            oldest = sorted(self._windows, key=lambda key: (key[1], key[0]))[:excess]
-            for key in oldest:
-                del self._windows[key]
+def _wanted(name: str, names: Sequence[str] | None, prefix: str | None) -> bool:
+    if names is not None and name not in names:
+        return False
+    return prefix is None or name.startswith(prefix)

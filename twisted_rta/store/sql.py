@@ -1,0 +1,473 @@
+"""SQLWindowStore: closed windows and all-time totals in SQLite or PostgreSQL, via adbapi."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Self, TypeVar
+
+from attrs import define, field, frozen
+from twisted.enterprise.adbapi import ConnectionPool
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from twisted_rta.aggregation.metrics import Metric, metric_from_bytes
+from twisted_rta.aggregation.windows import ClosedWindow
+from twisted_rta.store.dialects import ConnectionSettings, lock_key, settings_from_url
+from twisted_rta.store.interface import TOTALS_RESOLUTION, SchemaTooNewError, StoredMetric
+from twisted_rta.store.migrations import MIGRATIONS, migrate
+
+log = Logger()
+
+__all__ = [
+    "SQLWindowStore",
+    "SchemaTooNewError",
+    "StoreClosedError",
+    "StoreNotOpenError",
+    "StoredMetric",
+]
+
+_T = TypeVar("_T")
+
+_BIGINT_MIN = -(2**63)
+_BIGINT_MAX = 2**63 - 1
+
+_SELECT = "SELECT metric, resolution, window_start, node_id, kind, state FROM rta_metric_windows"
+_SELECT_NODE_WINDOW = (
+    "SELECT metric, kind, state FROM rta_metric_windows"
+    " WHERE resolution = ? AND window_start = ? AND node_id = ?"
+)
+_UPSERT = (
+    "INSERT INTO rta_metric_windows"
+    " (metric, resolution, window_start, node_id, kind, state, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (metric, resolution, window_start, node_id)"
+    " DO UPDATE SET kind = excluded.kind, state = excluded.state,"
+    " updated_at = excluded.updated_at"
+)
+# The row-value IN keeps one statement shape for both dialects (neither allows
+# DELETE ... LIMIT portably) and matches the primary key.
+_DELETE_BATCH = (
+    "DELETE FROM rta_metric_windows WHERE (metric, resolution, window_start, node_id) IN ("
+    "SELECT metric, resolution, window_start, node_id FROM rta_metric_windows"
+    " WHERE resolution = ? AND window_start < ? LIMIT ?)"
+)
+
+
+class StoreClosedError(RuntimeError):
+    """The store was closed; nothing more can be read or written."""
+
+
+class StoreNotOpenError(RuntimeError):
+    """``open()`` has not succeeded yet, so the schema is not known to be current."""
+
+
+@frozen
+class _Conflict:
+    """A stored row whose kind differs from the new data (the metric changed kind)."""
+
+    metric: str
+    resolution: int
+    window_start: int
+    stored_kind: str
+    new_kind: str
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string above every string starting with ``prefix`` (code point order).
+
+    None when there is none (the prefix is all U+10FFFF): ``metric >= prefix`` suffices then.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            # Surrogates cannot be stored as UTF-8; the next storable code point sorts next.
+            code = 0xE000
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _int_bound(value: float) -> int:
+    """The integer ``n`` with ``window_start >= value`` iff ``window_start >= n``.
+
+    Comparing BIGINT with a float parameter would stop PostgreSQL from using the index.
+    """
+    if math.isnan(value):
+        raise ValueError("time bound must not be NaN")
+    if value <= _BIGINT_MIN:
+        return _BIGINT_MIN
+    if value >= _BIGINT_MAX:
+        return _BIGINT_MAX
+    return math.ceil(value)
+
+
+def _name_filter(
+    names: Sequence[str] | None, prefix: str | None
+) -> tuple[list[str], list[Any]] | None:
+    """SQL conditions and parameters for the name filters; None when nothing can match."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if names is not None:
+        unique = sorted(set(names))
+        if not unique:
+            return None
+        conditions.append(f"metric IN ({', '.join('?' * len(unique))})")
+        params.extend(unique)
+    if prefix:
+        # A range, not LIKE: an index can serve it and '%' or '_' in names mean nothing.
+        conditions.append("metric >= ?")
+        params.append(prefix)
+        upper = prefix_upper_bound(prefix)
+        if upper is not None:
+            conditions.append("metric < ?")
+            params.append(upper)
+    return conditions, params
+
+
+def _window_key(window: ClosedWindow) -> tuple[int, int]:
+    resolution = window.resolution
+    # Resolution 0 holds the totals, and the column is whole seconds.
+    if resolution < 1 or resolution != int(resolution):
+        raise ValueError(f"window resolution must be whole seconds >= 1, got {resolution!r}")
+    return int(resolution), int(window.start)
+
+
+def _group(windows: Sequence[ClosedWindow]) -> dict[tuple[int, int], dict[str, list[Metric]]]:
+    # The same window may come twice in one batch (a close and its late delta).
+    groups: dict[tuple[int, int], dict[str, list[Metric]]] = {}
+    for window in windows:
+        by_name = groups.setdefault(_window_key(window), {})
+        for name, metric in window.metrics.items():
+            by_name.setdefault(name, []).append(metric)
+    return groups
+
+
+def _merged(stored: tuple[str, bytes] | None, deltas: Sequence[Metric]) -> Metric:
+    """The stored state (if its kind matches) with ``deltas`` merged in; never mutates them."""
+    first = deltas[0]
+    if stored is not None and stored[0] == first.kind:
+        base = metric_from_bytes(stored[0], bytes(stored[1]))
+        rest = deltas
+    elif len(deltas) == 1:
+        return first
+    else:
+        base = first.copy()
+        rest = deltas[1:]
+    for delta in rest:
+        base.merge(delta)  # type: ignore[arg-type]
+    return base
+
+
+def _decode(rows: Sequence[Sequence[Any]]) -> list[StoredMetric]:
+    return [
+        StoredMetric(
+            metric,
+            int(resolution),
+            int(window_start),
+            node_id,
+            metric_from_bytes(kind, bytes(state)),
+        )
+        for metric, resolution, window_start, node_id, kind, state in rows
+    ]
+
+
+@define
+class SQLWindowStore:
+    """Persists closed windows (merged per node) and each node's all-time totals.
+
+    Every method returns a Deferred and does its SQL in the adbapi thread pool. Rows are
+    keyed by node, so several daemons can share one PostgreSQL database; a node_id must be
+    used by one process at a time.
+    """
+
+    _pool: ConnectionPool
+    _settings: ConnectionSettings
+    _reactor: Any
+    node_id: str
+    _opened: bool = False
+    _closed: bool = False
+    _pool_closed: bool = False
+    # Operations in the pool: close() waits for them so joining its threads never blocks.
+    _running: int = 0
+    _close_waiters: list[Deferred[None]] = field(factory=list)
+
+    @classmethod
+    def from_url(cls, url: str, *, reactor: Any, node_id: str, max_connections: int = 4) -> Self:
+        """A store for ``sqlite:///path``, ``sqlite:relative/path`` or ``postgresql://...``.
+
+        Nothing connects before ``open()``.
+        """
+        if not node_id:
+            raise ValueError("node_id must not be empty")
+        settings = settings_from_url(url, max_connections=max_connections)
+        pool = ConnectionPool(
+            settings.dbapi_module,
+            *settings.connect_args,
+            cp_min=settings.min_connections,
+            cp_max=settings.max_connections,
+            cp_reactor=reactor,
+            cp_openfun=settings.on_connect,
+            # Replaces a connection that died (database restart) instead of failing forever.
+            cp_reconnect=True,
+            **settings.connect_kwargs,
+        )
+        return cls(pool, settings, reactor, node_id)
+
+    @property
+    def database(self) -> str:
+        """The database, for logs and errors (no credentials)."""
+        return self._settings.description
+
+    def open(self) -> Deferred[None]:
+        """Connect and apply missing migrations; may be called again after a failure."""
+        return Deferred.fromCoroutine(self._open())
+
+    def load_totals(self) -> Deferred[dict[str, Metric]]:
+        """This node's all-time totals."""
+        return self._run(self._load_totals_txn)
+
+    def write(
+        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
+    ) -> Deferred[None]:
+        """Merge ``windows`` into this node's stored windows and overwrite its ``totals``.
+
+        One transaction: on failure nothing is written and the caller may retry with the
+        same data. ``totals`` are serialised before this returns, so the caller may keep
+        updating them; window metrics are read in the pool and must not change meanwhile.
+        """
+        try:
+            groups = _group(windows)
+        except ValueError as e:
+            return fail(e)
+        total_rows = [(name, metric.kind, metric.to_bytes()) for name, metric in totals.items()]
+        d = self._run(self._write_txn, groups, total_rows, self._reactor.seconds())
+        d.addCallback(self._log_conflicts)
+        return d
+
+    def read_windows(
+        self,
+        resolution: int,
+        start_from: float,
+        start_to: float,
+        *,
+        names: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> Deferred[list[StoredMetric]]:
+        """Every node's rows of ``resolution`` with ``start_from <= window_start < start_to``."""
+        try:
+            conditions = ["resolution = ?", "window_start >= ?", "window_start < ?"]
+            params: list[Any] = [int(resolution), _int_bound(start_from), _int_bound(start_to)]
+        except ValueError as e:
+            return fail(e)
+        return self._select(conditions, params, names, prefix)
+
+    def read_totals(
+        self,
+        *,
+        exclude_node: str | None,
+        names: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> Deferred[list[StoredMetric]]:
+        """The all-time totals of every node but ``exclude_node``."""
+        conditions = ["resolution = ?", "window_start = 0"]
+        params: list[Any] = [TOTALS_RESOLUTION]
+        if exclude_node is not None:
+            conditions.append("node_id <> ?")
+            params.append(exclude_node)
+        return self._select(conditions, params, names, prefix)
+
+    def delete_expired(self, resolution: int, before: float, batch_size: int) -> Deferred[int]:
+        """Delete rows of ``resolution`` with ``window_start < before``, one transaction per
+        ``batch_size`` rows so no lock is held for long; return how many were deleted."""
+        return Deferred.fromCoroutine(self._delete_expired(resolution, before, batch_size))
+
+    def check(self) -> Deferred[None]:
+        """Fails unless the store is open and the database answers."""
+        return self._run(self._check_txn)
+
+    def close(self) -> Deferred[None]:
+        """Wait for running operations, then close every connection; idempotent."""
+        if self._pool_closed:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._close_waiters.append(done)
+        if not self._closed:
+            self._closed = True
+            self._close_when_idle()
+        return done
+
+    # -- plumbing (reactor thread) --
+
+    def _usable(self, *, require_open: bool) -> None:
+        # A joined thread pool (reactor shutdown) silently drops work: fail instead of hanging.
+        if self._closed or self._pool.threadpool.joined:
+            raise StoreClosedError(f"window store {self.database} is closed")
+        if require_open and not self._opened:
+            raise StoreNotOpenError(f"window store {self.database} is not open")
+
+    def _track(self, d: Deferred[_T]) -> Deferred[_T]:
+        self._running += 1
+
+        def finished(result: Any) -> Any:
+            self._running -= 1
+            if self._closed and not self._running:
+                self._close_when_idle()
+            return result
+
+        return d.addBoth(finished)
+
+    def _run(self, interaction: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        try:
+            self._usable(require_open=True)
+        except (StoreClosedError, StoreNotOpenError) as e:
+            return fail(e)
+        return self._track(self._pool.runInteraction(interaction, *args))
+
+    def _close_when_idle(self) -> None:
+        if self._running or self._pool_closed:
+            return
+        # The reactor's shutdown trigger may have closed the pool already; twice would raise.
+        if not self._pool.threadpool.joined:
+            self._pool.close()
+        self._pool_closed = True
+        log.info("window store closed: {database}", database=self.database)
+        waiters, self._close_waiters = self._close_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    async def _open(self) -> None:
+        self._usable(require_open=False)
+        now = self._reactor.seconds()
+        await self._track(
+            deferToThreadPool(self._reactor, self._pool.threadpool, self._settings.prepare)
+        )
+        applied = await self._track(
+            self._pool.runWithConnection(migrate, self._settings.dialect, now, MIGRATIONS)
+        )
+        for migration in applied:
+            log.info(
+                "schema migration {version} applied to {database}: {description}",
+                version=migration.version,
+                description=migration.description,
+                database=self.database,
+            )
+        self._opened = True
+        log.info(
+            "window store open: {database}, schema version {version}",
+            database=self.database,
+            version=MIGRATIONS[-1].version,
+            node_id=self.node_id,
+        )
+
+    async def _delete_expired(self, resolution: int, before: float, batch_size: int) -> int:
+        if resolution < 1:
+            raise ValueError(f"delete_expired needs a window resolution >= 1, got {resolution}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        bound = _int_bound(before)
+        total = 0
+        while True:
+            deleted = await self._run(self._delete_batch_txn, int(resolution), bound, batch_size)
+            total += deleted
+            if deleted < batch_size:
+                break
+        if total:
+            log.info(
+                "deleted {deleted} expired rows of resolution {resolution}",
+                deleted=total,
+                resolution=resolution,
+                before=bound,
+            )
+        return total
+
+    def _select(
+        self,
+        conditions: list[str],
+        params: list[Any],
+        names: Sequence[str] | None,
+        prefix: str | None,
+    ) -> Deferred[list[StoredMetric]]:
+        name_filter = _name_filter(names, prefix)
+        if name_filter is None:
+            query = None
+        else:
+            where = " AND ".join([*conditions, *name_filter[0]])
+            query = f"{_SELECT} WHERE {where} ORDER BY window_start, metric, node_id"
+            params = [*params, *name_filter[1]]
+        return self._run(self._select_txn, query, params)
+
+    def _log_conflicts(self, conflicts: list[_Conflict]) -> None:
+        for conflict in conflicts:
+            log.warn(
+                "stored {stored_kind} {metric} replaced by a {new_kind} (the metric changed kind)",
+                metric=conflict.metric,
+                stored_kind=conflict.stored_kind,
+                new_kind=conflict.new_kind,
+                resolution=conflict.resolution,
+                window_start=conflict.window_start,
+            )
+
+    # -- interactions (pool threads; adbapi commits on return, rolls back on exception) --
+
+    def _sql(self, query: str) -> str:
+        return self._settings.dialect.sql(query)
+
+    def _write_txn(
+        self,
+        txn: Any,
+        groups: Mapping[tuple[int, int], Mapping[str, Sequence[Metric]]],
+        totals: Sequence[tuple[str, str, bytes]],
+        now: float,
+    ) -> list[_Conflict]:
+        # Serialise this node's read-merge-write against its other connections.
+        self._settings.dialect.begin_exclusive(txn, lock_key(f"twisted-rta:node:{self.node_id}"))
+        conflicts: list[_Conflict] = []
+        rows: list[tuple[str, int, int, str, str, bytes, float]] = []
+        for (resolution, start), by_name in groups.items():
+            txn.execute(self._sql(_SELECT_NODE_WINDOW), (resolution, start, self.node_id))
+            stored = {name: (kind, state) for name, kind, state in txn.fetchall()}
+            for name, deltas in by_name.items():
+                old = stored.get(name)
+                metric = _merged(old, deltas)
+                if old is not None and old[0] != metric.kind:
+                    # Merging is impossible; keeping the old row would fail every retry.
+                    conflicts.append(_Conflict(name, resolution, start, old[0], metric.kind))
+                rows.append(
+                    (name, resolution, start, self.node_id, metric.kind, metric.to_bytes(), now)
+                )
+        rows.extend(
+            (name, TOTALS_RESOLUTION, 0, self.node_id, kind, state, now)
+            for name, kind, state in totals
+        )
+        if rows:
+            txn.executemany(self._sql(_UPSERT), rows)
+        return conflicts
+
+    def _load_totals_txn(self, txn: Any) -> dict[str, Metric]:
+        txn.execute(
+            self._sql(
+                "SELECT metric, kind, state FROM rta_metric_windows"
+                " WHERE resolution = ? AND window_start = 0 AND node_id = ?"
+            ),
+            (TOTALS_RESOLUTION, self.node_id),
+        )
+        return {name: metric_from_bytes(kind, bytes(state)) for name, kind, state in txn.fetchall()}
+
+    def _select_txn(self, txn: Any, query: str | None, params: Sequence[Any]) -> list[StoredMetric]:
+        if query is None:
+            return []
+        txn.execute(self._sql(query), tuple(params))
+        return _decode(txn.fetchall())
+
+    def _delete_batch_txn(self, txn: Any, resolution: int, before: int, batch_size: int) -> int:
+        txn.execute(self._sql(_DELETE_BATCH), (resolution, before, batch_size))
+        return int(txn.rowcount)
+
+    def _check_txn(self, txn: Any) -> None:
+        txn.execute("SELECT 1")
+        txn.fetchall()
