@@ -25,7 +25,9 @@ def test_documented_default_file_equals_built_in_defaults() -> None:
 def test_no_path_gives_defaults() -> None:
     config = load_config(None)
     assert config.server.listen == ("tcp:8080:interface=0.0.0.0",)
-    assert config.windows.size == 60.0
+    assert [(r.size, r.retention) for r in config.windows.resolutions] == [
+        (60.0, 172800.0), (3600.0, 7776000.0), (86400.0, 63072000.0),
+    ]
     assert config.windows.flush_interval == 5.0
     assert config.windows.grace == 10.0
     assert config.limits.max_batch_events == 1000
@@ -88,10 +90,24 @@ def test_listen_accepts_a_single_string() -> None:
          "processing.worker_count: must be an integer between 1 and 256, got True"),
         ({"processing": {"buffer_size": -1}},
          "processing.buffer_size: must be an integer >= 1, got -1"),
-        ({"windows": {"size": "soon"}},
-         "windows.size: must be a duration like 500ms, 10s, 1m, 1h or 1d, got 'soon'"),
-        ({"windows": {"size": "0s"}},
-         "windows.size: must be a duration between 1 and 86400 seconds, got '0s'"),
+        ({"windows": {"grace": "soon"}},
+         "windows.grace: must be a duration like 500ms, 10s, 1m, 1h or 1d, got 'soon'"),
+        ({"windows": {"flush_interval": "0s"}},
+         "windows.flush_interval: must be a duration between 0.05 and 3600 seconds, got '0s'"),
+        ({"windows": {"resolutions": []}},
+         "windows.resolutions: must be a non-empty list of {size, retention}, got []"),
+        ({"windows": {"resolutions": [{"size": "1m"}]}},
+         "windows.resolutions[0].retention: is required"),
+        ({"windows": {"resolutions": [{"size": "1m", "retention": "30s"}]}},
+         "windows.resolutions[0].retention: must be a duration >= 60 seconds, got '30s'"),
+        ({"windows": {"resolutions": [{"size": "1m", "retention": "1d"},
+                                      {"size": "90s", "retention": "1d"}]}},
+         "windows.resolutions[1].size: must be a whole multiple of the previous size (60s) "
+         "and larger, got '90s'"),
+        ({"windows": {"resolutions": [{"size": "1m", "retention": "1d", "keep": 1}]}},
+         "windows.resolutions[0].keep: unknown key (expected size, retention)"),
+        ({"store": {"max_pending_windows": 0}},
+         "store.max_pending_windows: must be an integer >= 1, got 0"),
         ({"logging": {"level": "verbose"}},
          "logging.level: must be one of debug, info, warn, error, got 'verbose'"),
         ({"logging": {"format": "xml"}},
@@ -112,7 +128,7 @@ def test_listen_accepts_a_single_string() -> None:
          "cors.extra: unknown key (expected one of allowed_origins)"),
         ({"procesing": {}},
          "procesing: unknown key (expected one of server, logging, processing, windows, "
-         "limits, cors)"),
+         "limits, store, cors)"),
         ({"windows": ["size"]}, "windows: must be a mapping of keys, got ['size']"),
         (["server"], "must be a mapping of keys, got ['server']"),
     ],
@@ -138,6 +154,44 @@ def test_summary_is_flat_and_complete() -> None:
     assert flat["processing.worker_count"] == 2
     assert flat["server.listen"] == ["tcp:8080:interface=0.0.0.0"]
     assert flat["limits.max_event_age"] == 604800.0
+    assert flat["windows.resolutions"][0] == {"size": 60.0, "retention": 172800.0}
     assert len(flat) == sum(
         len(attrs.fields(f.metadata["section"])) for f in attrs.fields(Config)
     )
+
+
+def test_durations_in_weeks_and_years() -> None:
+    raw = {"windows": {"resolutions": [{"size": "1d", "retention": "2y"},
+                                       {"size": "1w", "retention": "5y"}]}}
+    sizes = config_from_mapping(raw).windows.resolutions
+    assert [(r.size, r.retention) for r in sizes] == [
+        (86400.0, 2 * 365 * 86400.0), (604800.0, 5 * 365 * 86400.0),
+    ]
+
+
+def test_store_url_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    from twisted_rta.config import StoreConfig, store_url
+
+    assert store_url(StoreConfig(data_dir=str(tmp_path)), {}) == (
+        "sqlite:///" + str(tmp_path / "rta.sqlite3").lstrip("/")
+    )
+    assert store_url(StoreConfig(), {"STATE_DIRECTORY": "/var/lib/rta:/var/lib/other"}) == (
+        "sqlite:///var/lib/rta/rta.sqlite3"
+    )
+    assert store_url(StoreConfig(), {}).endswith("/rta-data/rta.sqlite3")
+    assert store_url(StoreConfig(url="postgresql://rta@db/rta"), {}) == "postgresql://rta@db/rta"
+
+
+def test_default_node_id_uses_hostname_and_port() -> None:
+    from twisted_rta.config import default_node_id
+
+    assert default_node_id(("tcp:8080:interface=0.0.0.0",), "web-1") == "web-1:8080"
+    assert default_node_id(("tcp6:port=9000",), "web-1") == "web-1:9000"
+    assert default_node_id(("systemd:domain=INET:name=http",), "web-1") == (
+        "web-1:systemd_domain_INET_name_http"
+    )
+
+
+def test_store_password_is_redacted_in_the_summary() -> None:
+    config = config_from_mapping({"store": {"url": "postgresql://rta:s3cret@db:5432/rta"}})
+    assert summary(config)["store.url"] == "postgresql://rta:***@db:5432/rta"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -22,13 +23,16 @@ class ConfigError(ValueError):
 
 Parser = Callable[[Any, str], Any]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)\s*$")
+_DURATION_UNITS = MappingProxyType(
+    {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+     "y": 365 * 86400.0}
+)
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_UNITS = {
+_SIZE_UNITS = MappingProxyType({
     None: 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
     "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
-}
+})
 
 
 def _show(value: Any) -> str:
@@ -60,7 +64,7 @@ def _bounds_text(minimum: float | None, maximum: float | None) -> str:
 
 
 def parse_duration(text: str) -> float:
-    """``500ms``, ``10s``, ``1m``, ``1h``, ``1d`` -> seconds. Raises ValueError."""
+    """``500ms``, ``10s``, ``1m``, ``1h``, ``1d``, ``2w``, ``2y`` -> seconds. Raises ValueError."""
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(text)
@@ -131,6 +135,15 @@ def text(value: Any, path: str) -> str:
     return value
 
 
+def optional(parse: Parser) -> Parser:
+    """``null`` keeps the built-in choice (documented per key); anything else is parsed."""
+
+    def parse_optional(value: Any, path: str) -> Any:
+        return None if value is None else parse(value, path)
+
+    return parse_optional
+
+
 def string_list(item: Parser = text, *, allow_empty: bool = True) -> Parser:
     def parse(value: Any, path: str) -> tuple[str, ...]:
         if isinstance(value, str):
@@ -174,8 +187,56 @@ class ProcessingConfig:
 
 
 @frozen
+class Resolution:
+    """One window width and how long its stored windows are kept."""
+
+    size: float
+    retention: float
+
+
+DEFAULT_RESOLUTIONS = (
+    Resolution(60.0, 2 * 86400.0),
+    Resolution(3600.0, 90 * 86400.0),
+    Resolution(86400.0, 2 * 365 * 86400.0),
+)
+
+
+def resolutions(value: Any, path: str) -> tuple[Resolution, ...]:
+    """A non-empty list of ``{size, retention}``, each size a multiple of the one before."""
+    if not isinstance(value, list) or not value:
+        expected = "must be a non-empty list of {size, retention}"
+        raise ConfigError(path, f"{expected}, got {_show(value)}")
+    parsed: list[Resolution] = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, Mapping):
+            expected = "must be a mapping with size and retention"
+            raise ConfigError(where, f"{expected}, got {_show(item)}")
+        unknown = set(item) - {"size", "retention"}
+        if unknown:
+            raise ConfigError(
+                f"{where}.{sorted(unknown)[0]}", "unknown key (expected size, retention)"
+            )
+        for key in ("size", "retention"):
+            if key not in item:
+                raise ConfigError(f"{where}.{key}", "is required")
+        size = duration(minimum=1.0, maximum=366 * 86400.0)(item["size"], f"{where}.size")
+        retention = duration(minimum=size)(item["retention"], f"{where}.retention")
+        if parsed:
+            previous = parsed[-1].size
+            if size <= previous or size % previous:
+                raise ConfigError(
+                    f"{where}.size",
+                    f"must be a whole multiple of the previous size ({previous:g}s) and larger, "
+                    f"got {_show(item['size'])}",
+                )
+        parsed.append(Resolution(size, retention))
+    return tuple(parsed)
+
+
+@frozen
 class WindowsConfig:
-    size: float = setting(60.0, duration(minimum=1.0, maximum=86400.0))
+    resolutions: tuple[Resolution, ...] = setting(DEFAULT_RESOLUTIONS, resolutions)
     flush_interval: float = setting(5.0, duration(minimum=0.05, maximum=3600.0))
     grace: float = setting(10.0, duration(minimum=0.0, maximum=86400.0))
     keep_closed: int = setting(60, integer(minimum=0, maximum=100_000))
@@ -196,6 +257,19 @@ class LimitsConfig:
 
 
 @frozen
+class StoreConfig:
+    url: str | None = setting(None, optional(text))
+    data_dir: str | None = setting(None, optional(text))
+    node_id: str | None = setting(None, optional(text))
+    max_connections: int = setting(4, integer(minimum=1, maximum=100))
+    max_pending_windows: int = setting(10_000, integer(minimum=1))
+    retry_initial: float = setting(1.0, duration(minimum=0.01))
+    retry_max: float = setting(60.0, duration(minimum=0.01))
+    retention_interval: float = setting(600.0, duration(minimum=1.0))
+    retention_batch: int = setting(5000, integer(minimum=1))
+
+
+@frozen
 class CorsConfig:
     allowed_origins: tuple[str, ...] = setting(("*",), string_list())
 
@@ -207,6 +281,7 @@ class Config:
     processing: ProcessingConfig = section(ProcessingConfig)
     windows: WindowsConfig = section(WindowsConfig)
     limits: LimitsConfig = section(LimitsConfig)
+    store: StoreConfig = section(StoreConfig)
     cors: CorsConfig = section(CorsConfig)
 
 
@@ -279,5 +354,34 @@ def summary(config: Config) -> dict[str, Any]:
         for value_field in attrs.fields(type(values)):
             value = getattr(values, value_field.name)
             key = f"{section_field.name}.{value_field.name}"
-            flat[key] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple):
+                value = [attrs.asdict(item) if attrs.has(type(item)) else item for item in value]
+            flat[key] = _redact(key, value)
     return flat
+
+
+def _redact(key: str, value: Any) -> Any:
+    """Hide a password inside a database URL before it reaches the log."""
+    if key == "store.url" and isinstance(value, str):
+        return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", value)
+    return value
+
+
+def default_node_id(listen: tuple[str, ...], hostname: str) -> str:
+    """hostname plus the first listen port, so two nodes on one host never share rows."""
+    match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", listen[0]) if listen else None
+    first = listen[0] if listen else ""
+    suffix = match.group(1) if match else re.sub(r"[^A-Za-z0-9._-]+", "_", first)
+    return f"{hostname}:{suffix}"
+
+
+def store_url(store: StoreConfig, environ: Mapping[str, str]) -> str:
+    """The configured URL, or the embedded SQLite file in the data directory.
+
+    The data directory is ``store.data_dir``, else systemd's ``$STATE_DIRECTORY`` (the first
+    entry when it lists several), else ``./rta-data``.
+    """
+    if store.url is not None:
+        return store.url
+    data_dir = store.data_dir or environ.get("STATE_DIRECTORY", "").split(":")[0] or "rta-data"
+    return "sqlite:///" + str((Path(data_dir) / "rta.sqlite3").resolve()).lstrip("/")
