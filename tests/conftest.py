@@ -37,7 +37,11 @@ def make_daemon(
     start: bool = True,
     store: WindowStore | None = None,
 ) -> Daemon:
-    raw = {"server": {"listen": ["tcp:0:interface=127.0.0.1"]}, **(raw_config or {})}
+    raw = {
+        "server": {"listen": ["tcp:0:interface=127.0.0.1"]},
+        "store": {"url": "memory:", "node_id": "node-a"},
+        **(raw_config or {}),
+    }
     config = config_from_mapping(raw)
     reactor = MemoryReactorClock()
     reactor.advance(NOW)

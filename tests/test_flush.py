@@ -1,53 +1,72 @@
-"""FlushService: closes due windows on a LoopingCall, survives failing ticks."""
+"""FlushService: closes due windows on a LoopingCall, writes them with the totals, keeps
+them pending while the store fails, and never writes a window twice."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from twisted.internet.defer import Deferred, fail, succeed
+import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from tests.helpers import NOW, result_of
+from tests.helpers import NOW, failure_of, result_of
 from twisted_rta.aggregation.aggregator import Aggregator
+from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.events import Event
-from twisted_rta.flush import FlushService
+from twisted_rta.flush import FlushService, WindowsNotPersisted
+from twisted_rta.store.lifecycle import StoreService
+from twisted_rta.store.memory import MemoryWindowStore
 
 MINUTE = NOW - NOW % 60
 
 
-class ListStore:
+class CountingStore(MemoryWindowStore):
     def __init__(self) -> None:
+        super().__init__(node_id="n1")
         self.writes: list[list[ClosedWindow]] = []
-        self.fail_next = 0
+        self.held: Deferred[None] | None = None
 
-    def write(self, windows: Sequence[ClosedWindow]) -> Deferred[None]:
-        if self.fail_next:
-            self.fail_next -= 1
-            return fail(OSError("store down"))
-        self.writes.append(list(windows))
-        return succeed(None)
-
-    def recent(self) -> Sequence[ClosedWindow]:
-        return [window for batch in self.writes for window in batch]
-
-    def close(self) -> Deferred[None]:
-        return succeed(None)
+    def write(
+        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
+    ) -> Deferred[None]:
+        result = super().write(windows, totals)
+        if self.available:
+            self.writes.append(list(windows))
+        if self.held is not None:
+            held, self.held = self.held, None
+            return held.addCallback(lambda _: result)
+        return result
 
 
-def setup(clock: Clock, aggregator: Any = None) -> tuple[FlushService, Aggregator, ListStore]:
+def setup(
+    clock: Clock, aggregator: Aggregator | None = None, *, max_pending: int = 100
+) -> tuple[FlushService, Aggregator, CountingStore]:
     clock.advance(MINUTE + 1)
     aggregator = aggregator or Aggregator(
-        window_sizes=(60.0,), grace=10.0, max_dimension_values=100, started_at=NOW
+        window_sizes=(60.0,), grace=10.0, max_dimension_values=100, started_at=clock.seconds()
     )
-    store = ListStore()
-    flush = FlushService(aggregator, store, clock=clock, interval=5.0)
+    store = CountingStore()
+    store_service = StoreService(store, aggregator, clock=clock, retry_initial=1.0,
+                                 retry_max=8.0, on_fatal=lambda reason: None)
+    store_service.startService()
+    flush = FlushService(aggregator, store_service, clock=clock, interval=5.0,
+                         max_pending=max_pending, retry_initial=1.0, retry_max=8.0,
+                         keep_recent=10)
     return flush, aggregator, store
 
 
-def event(ts: float) -> Event:
-    return Event(id="e", type="x", timestamp=ts, user_id="u")
+def event(ts: float, user: str = "u") -> Event:
+    return Event(id="e", type="x", timestamp=ts, user_id=user)
+
+
+def ticks(clock: Clock, count: int, step: float = 5.0) -> None:
+    for _ in range(count):
+        clock.advance(step)
+
+
+def written_starts(store: CountingStore) -> list[float]:
+    return [window.start for batch in store.writes for window in batch]
 
 
 def test_window_is_written_once_after_end_plus_grace() -> None:
@@ -55,15 +74,26 @@ def test_window_is_written_once_after_end_plus_grace() -> None:
     flush, aggregator, store = setup(clock)
     aggregator.add(event(MINUTE + 2), clock.seconds())
     flush.startService()
-    clock.advance(55)  # MINUTE+56: window ends at +60, grace 10 -> due at +70
-    assert store.writes == []
-    clock.advance(10)  # +66
-    assert store.writes == []
-    clock.advance(5)  # +71
-    assert [[w.start for w in batch] for batch in store.writes] == [[MINUTE]]
-    clock.advance(30)
-    assert len(store.writes) == 1  # closed exactly once
+    ticks(clock, 13)  # MINUTE+66: due at +70
+    assert written_starts(store) == []
+    ticks(clock, 1)
+    assert written_starts(store) == [MINUTE]
+    ticks(clock, 6)
+    assert written_starts(store) == [MINUTE]  # closed exactly once
     assert flush.windows_written == 1
+    assert [window.start for window in flush.recent] == [MINUTE]
+
+
+def test_totals_are_written_with_the_windows() -> None:
+    clock = Clock()
+    flush, aggregator, store = setup(clock)
+    aggregator.add(event(MINUTE + 2, "a"), clock.seconds())
+    aggregator.add(event(MINUTE + 3, "b"), clock.seconds())
+    flush.startService()
+    ticks(clock, 1)
+    totals = result_of(store.load_totals())
+    assert totals["total_events"].count == 2
+    assert totals["unique_users"].estimate == 2
 
 
 def test_a_failing_tick_is_counted_and_the_loop_keeps_running() -> None:
@@ -83,29 +113,51 @@ def test_a_failing_tick_is_counted_and_the_loop_keeps_running() -> None:
     flush, aggregator, store = setup(clock, aggregator)
     aggregator.add(event(MINUTE + 2), clock.seconds())
     flush.startService()
-    clock.advance(5)
+    ticks(clock, 1)
     assert flush.failures == 1
     assert flush.alive
-    for _ in range(14):
-        clock.advance(5)
+    ticks(clock, 14)
     assert flush.ticks == 15
-    assert [w.start for batch in store.writes for w in batch] == [MINUTE]
+    assert written_starts(store) == [MINUTE]
 
 
-def test_store_failure_is_counted_not_fatal() -> None:
+def test_failed_writes_stay_pending_and_are_written_once_when_the_store_returns() -> None:
+    clock = Clock()
+    flush, aggregator, store = setup(clock, max_pending=2)
+    aggregator.add(event(MINUTE + 2), clock.seconds())
+    aggregator.add(event(MINUTE + 62), clock.seconds())
+    store.available = False
+    flush.startService()
+    ticks(clock, 28)  # both minutes are due, every write fails
+    assert [window.start for window in flush.pending] == [MINUTE, MINUTE + 60]
+    assert flush.backlogged
+    assert flush.write_failures >= 2
+    assert flush.last_error == "memory store marked unavailable"
+    store.available = True
+    ticks(clock, 3)  # the backoff is at most 8s
+    assert written_starts(store) == [MINUTE, MINUTE + 60]
+    assert flush.pending == []
+    assert not flush.backlogged
+    assert flush.last_error is None
+    ticks(clock, 5)
+    assert written_starts(store) == [MINUTE, MINUTE + 60]
+
+
+def test_backoff_grows_between_failed_attempts() -> None:
     clock = Clock()
     flush, aggregator, store = setup(clock)
     aggregator.add(event(MINUTE + 2), clock.seconds())
-    store.fail_next = 1
+    store.available = False
     flush.startService()
-    for _ in range(15):
-        clock.advance(5)
-    assert flush.failures == 1
-    assert flush.alive
-    assert flush.last_tick_at == clock.seconds()
+    attempts = []
+    for _ in range(60):
+        clock.advance(1.0)
+        attempts.append(flush.write_failures)
+    # The loop ticks every 5s but writes back off 1, 2, 4, 8, 8 ... seconds.
+    assert attempts[-1] < 12
 
 
-def test_final_flush_closes_open_windows() -> None:
+def test_final_flush_closes_open_windows_once() -> None:
     clock = Clock()
     flush, aggregator, store = setup(clock)
     aggregator.add(event(MINUTE + 2), clock.seconds())
@@ -115,3 +167,44 @@ def test_final_flush_closes_open_windows() -> None:
     assert result_of(Deferred.fromCoroutine(flush.final_flush())) == 1
     assert [w.events_count for batch in store.writes for w in batch] == [1]
     assert result_of(Deferred.fromCoroutine(flush.final_flush())) == 0
+
+
+def test_final_flush_reports_what_could_not_be_written() -> None:
+    clock = Clock()
+    flush, aggregator, store = setup(clock)
+    aggregator.add(event(MINUTE + 2), clock.seconds())
+    store.available = False
+    failure = failure_of(Deferred.fromCoroutine(flush.final_flush()))
+    assert failure.check(WindowsNotPersisted)
+    assert "1 windows and the all-time totals not persisted" in failure.getErrorMessage()
+
+
+def test_final_flush_racing_a_tick_never_writes_a_window_twice() -> None:
+    clock = Clock()
+    flush, aggregator, store = setup(clock)
+    aggregator.add(event(MINUTE + 2), clock.seconds())
+    aggregator.add(event(MINUTE + 70), clock.seconds())
+    flush.startService()
+    store.held = Deferred()  # the tick's write will hang until released
+    held = store.held
+    ticks(clock, 14)  # MINUTE+71: the first minute is being written
+    final = Deferred.fromCoroutine(flush.final_flush())
+    assert not final.called
+    held.callback(None)
+    assert result_of(final) == 2  # the in-flight window was already written
+    starts = written_starts(store)
+    assert sorted(starts) == [MINUTE, MINUTE + 60]
+    assert len(starts) == len(set(starts))
+
+
+@pytest.mark.parametrize("delta", [1, 5])
+def test_recent_keeps_only_normal_windows(delta: int) -> None:
+    clock = Clock()
+    flush, aggregator, store = setup(clock)
+    aggregator.add(event(MINUTE + 2), clock.seconds())
+    flush.startService()
+    ticks(clock, 15)
+    aggregator.add(event(MINUTE + delta), clock.seconds())  # late: its minute is closed
+    ticks(clock, 1)
+    assert [w.late for batch in store.writes for w in batch] == [False, True]
+    assert len(flush.recent) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -11,25 +11,28 @@ from twisted.internet.defer import Deferred, fail, succeed
 from tests.conftest import Daemon, make_daemon
 from tests.helpers import NOW, result_of
 from twisted_rta import tap
+from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.store.memory import RecentWindowStore
+from twisted_rta.store.memory import MemoryWindowStore
 
 
-class RecordingStore(RecentWindowStore):
+class RecordingStore(MemoryWindowStore):
     def __init__(self, *, fail_writes: bool = False, hang_writes: bool = False) -> None:
-        super().__init__(keep=100)
+        super().__init__(node_id="node-a")
         self.fail_writes = fail_writes
         self.hang_writes = hang_writes
         self.written: list[ClosedWindow] = []
         self.closed = False
 
-    def write(self, windows: Sequence[ClosedWindow]) -> Deferred[None]:
+    def write(
+        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
+    ) -> Deferred[None]:
         if self.fail_writes:
             return fail(OSError("disk full"))
         if self.hang_writes:
             return Deferred()
         self.written.extend(windows)
-        return super().write(windows)
+        return super().write(windows, totals)
 
     def close(self) -> Deferred[None]:
         self.closed = True
@@ -42,7 +45,9 @@ def messages(logs: list[dict[str, Any]], prefix: str) -> list[str]:
 
 def test_children_start_in_order(daemon: Daemon) -> None:
     names = [type(child).__name__ for child in daemon.service]
-    assert names == ["FlushService", "WorkerPool", "HTTPListener"]
+    assert names == [
+        "StoreService", "FlushService", "RetentionService", "WorkerPool", "HTTPListener",
+    ]
     assert all(child.running for child in daemon.service)
 
 
@@ -70,13 +75,17 @@ def test_ordered_stop_drains_queue_and_flushes_every_window(
     assert daemon.service.shutdown_errors == []
     assert daemon.service.queue.depth == 0
     assert store.closed
-    counts = {window.start: window.events_count for window in store.written}
+    counts = {
+        window.start: window.events_count for window in store.written if window.resolution == 60
+    }
     assert counts == {minute - 60: 300, minute: 600}
+    hours = [window for window in store.written if window.resolution == 3600]
+    assert sum(window.events_count for window in hours) == 900
     assert not any(window.late for window in store.written)
     assert messages(captured_logs, "shutdown ") == [
         "shutdown 1/5: stop listening",
         "shutdown 2/5: draining {depth} queued events",
-        "shutdown 3/5: stop the flush loop",
+        "shutdown 3/5: stop the flush and retention loops",
         "shutdown 4/5: final flush of every window",
         "shutdown 5/5: closing the store",
         "shutdown complete",
@@ -91,7 +100,7 @@ def test_events_drained_from_queue_are_counted_when_workers_never_ran() -> None:
     daemon.service.privilegedStartService()
     daemon.service.startService()  # the workers take the batch but have not run yet
     result_of(_stop(daemon))
-    assert sum(window.events_count for window in store.written) == 5
+    assert sum(w.events_count for w in store.written if w.resolution == 60) == 5
 
 
 def _stop(daemon: Daemon) -> Deferred[None]:
@@ -106,8 +115,11 @@ def test_failed_final_flush_is_recorded(captured_logs: list[dict[str, Any]]) -> 
     daemon = make_daemon(store=store)
     daemon.http.post("/api/v1/events", {"type": "x"})
     result_of(_stop(daemon))
-    assert daemon.service.shutdown_errors == ["shutdown step failed: disk full"]
-    assert any(e.get("reason") == "shutdown step failed: disk full" for e in captured_logs)
+    reason = (
+        "shutdown step failed: 3 windows and the all-time totals not persisted: disk full"
+    )
+    assert daemon.service.shutdown_errors == [reason]
+    assert any(e.get("reason") == reason for e in captured_logs)
 
 
 def test_shutdown_timeout_is_recorded() -> None:
@@ -119,7 +131,9 @@ def test_shutdown_timeout_is_recorded() -> None:
     assert not stopping.called
     daemon.reactor.advance(3.0)
     result_of(stopping)
-    assert daemon.service.shutdown_errors == ["shutdown did not finish within 3s"]
+    assert daemon.service.shutdown_errors == [
+        "shutdown did not finish within 3s; 3 windows not persisted"
+    ]
 
 
 def test_exit_status_one_after_a_failed_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:

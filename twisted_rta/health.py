@@ -40,5 +40,15 @@ def check_readiness(service: RTAService, now: float) -> Readiness:
         else:
             checks["flush"] = "ok"
 
+    store = service.store_service
+    if not store.opened:
+        checks["store"] = f"not open: {store.last_error or 'opening'}"
+    elif flush.last_error is not None:
+        checks["store"] = (
+            f"writes failing: {flush.last_error}; {len(flush.pending)} windows waiting"
+        )
+    else:
+        checks["store"] = "ok"
+
     ready = all(state == "ok" for state in checks.values())
     return Readiness(ready=ready, checks=checks)

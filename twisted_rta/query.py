@@ -1,17 +1,30 @@
-"""The query layer: JSON-ready views of live aggregator state and recent closed windows."""
+"""The query layer: live aggregator state and stored history merged, across every node."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
+from twisted.logger import Logger
 
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.aggregation.metrics import MetricSnapshot
+from twisted_rta.aggregation.metrics import Counter, Metric, MetricSnapshot
 from twisted_rta.aggregation.windows import WindowSnapshot
+from twisted_rta.config import Resolution
+from twisted_rta.flush import FlushService
 from twisted_rta.logs import iso_utc
 from twisted_rta.queue import IntakeQueue
-from twisted_rta.store.interface import WindowStore
+from twisted_rta.store.interface import StoredMetric
+from twisted_rta.store.lifecycle import StoreService
+from twisted_rta.timerange import TimeRange
+
+log = Logger()
+OTHER = "__other__"
+
+
+class StoreUnavailable(Exception):
+    """History was asked for while the store cannot answer."""
 
 
 def tidy_number(value: Any) -> Any:
@@ -39,24 +52,171 @@ def window_view(window: WindowSnapshot) -> dict[str, Any]:
     }
 
 
+def range_view(timerange: TimeRange) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "from": iso_utc(timerange.start_from),
+        "to": iso_utc(timerange.start_to),
+        "resolution_seconds": tidy_number(timerange.resolution.size),
+        "complete": timerange.complete,
+    }
+    if not timerange.complete:
+        view["note"] = (
+            f"the range starts before the {tidy_number(timerange.resolution.retention)}s "
+            "retention of this resolution; only the data still kept is included"
+        )
+    return view
+
+
+def _merge_into(target: dict[str, Metric], name: str, metric: Metric) -> None:
+    """``target`` owns its metrics; ``metric`` must be a copy the caller may give away."""
+    existing = target.get(name)
+    if existing is None:
+        target[name] = metric
+        return
+    try:
+        existing.merge(metric)  # type: ignore[arg-type]
+    except TypeError:
+        log.warn("metric {name} has different kinds across nodes; skipping one", name=name)
+
+
+def _wanted(name: str, names: Sequence[str] | None, prefix: str | None) -> bool:
+    return (names is None or name in names) and (prefix is None or name.startswith(prefix))
+
+
+@frozen
+class Breakdown:
+    items: list[tuple[str, float]]
+    other: float
+    total: float
+
+
+def breakdown_of(base: str, metrics: Mapping[str, Metric], limit: int) -> Breakdown:
+    """Top ``limit`` dimension values of ``base`` by value, the rest folded into ``other``."""
+    prefix = base + ":"
+    values = [
+        (name[len(prefix):], metric.value)
+        for name, metric in metrics.items()
+        if name.startswith(prefix) and isinstance(metric, Counter)
+    ]
+    kept_other = sum(value for key, value in values if key == OTHER)
+    ranked = sorted(((k, v) for k, v in values if k != OTHER), key=lambda kv: (-kv[1], kv[0]))
+    top, rest = ranked[:limit], ranked[limit:]
+    other = kept_other + sum(value for _, value in rest)
+    return Breakdown(top, other, sum(value for _, value in top) + other)
+
+
 @frozen
 class QueryService:
-    """Reads only; every view is built synchronously on the reactor thread, so it is a
-    consistent snapshot (no worker can interleave an update half-way)."""
+    """Reads only. Live state is read synchronously on the reactor thread (a consistent
+    snapshot); history comes from the store under the flush lock, so a window is never
+    seen both pending and stored."""
 
     aggregator: Aggregator
-    store: WindowStore
+    flush: FlushService
+    store_service: StoreService
     queue: IntakeQueue
+    resolutions: tuple[Resolution, ...]
 
-    def metrics(self, prefix: str | None = None) -> dict[str, dict[str, Any]]:
-        return {
-            name: metric_view(snapshot)
-            for name, snapshot in self.aggregator.metrics(prefix).items()
-        }
+    @property
+    def node_id(self) -> str:
+        return self.store_service.store.node_id
 
-    def metric(self, name: str) -> dict[str, Any] | None:
-        snapshot = self.aggregator.metric(name)
-        return None if snapshot is None else metric_view(snapshot)
+    # -- all-time --------------------------------------------------------------------------
+
+    async def totals(
+        self, *, names: Sequence[str] | None = None, prefix: str | None = None
+    ) -> tuple[dict[str, Metric], bool]:
+        """All-time metrics of this node (live) merged with every other node's stored
+        totals; the flag is False when other nodes could not be read."""
+        merged = self.aggregator.global_metric_copies(names=names, prefix=prefix)
+        try:
+            rows = await self._store_read(
+                lambda store: store.read_totals(
+                    exclude_node=self.node_id, names=names, prefix=prefix
+                )
+            )
+        except StoreUnavailable:
+            return merged, False
+        for row in rows:
+            _merge_into(merged, row.metric, row.value)
+        return merged, True
+
+    async def metrics(self, prefix: str | None = None) -> tuple[dict[str, dict[str, Any]], bool]:
+        merged, complete = await self.totals(prefix=prefix)
+        views = {name: metric_view(merged[name].snapshot(name)) for name in sorted(merged)}
+        return views, complete
+
+    async def metric(self, name: str) -> dict[str, Any] | None:
+        merged, _ = await self.totals(names=[name])
+        metric = merged.get(name)
+        return None if metric is None else metric_view(metric.snapshot(name))
+
+    # -- ranges ----------------------------------------------------------------------------
+
+    async def windows_in(
+        self, timerange: TimeRange, *, names: Sequence[str] | None = None,
+        prefix: str | None = None,
+    ) -> dict[float, dict[str, Metric]]:
+        """Every window of the range's resolution: stored rows of all nodes, this node's
+        pending (unwritten) windows and its live ones, merged per window start."""
+        size = timerange.resolution.size
+        start_from, start_to = timerange.start_from, timerange.start_to
+        by_start: dict[float, dict[str, Metric]] = {}
+        await self.flush.lock.acquire()
+        try:
+            rows = await self._store_read(
+                lambda store: store.read_windows(
+                    int(size), start_from, start_to, names=names, prefix=prefix
+                )
+            )
+            pending = [
+                window for window in self.flush.pending
+                if window.resolution == size and start_from <= window.start < start_to
+            ]
+            for row in rows:
+                _merge_into(by_start.setdefault(float(row.window_start), {}), row.metric,
+                            row.value)
+            for window in pending:
+                self._merge_metrics(by_start.setdefault(window.start, {}),
+                                    window.metrics.items(), names, prefix)
+        finally:
+            self.flush.lock.release()
+        live = self.aggregator.live_windows(size, start_from, start_to)
+        for start, metrics in live.items():
+            self._merge_metrics(by_start.setdefault(start, {}), metrics.items(), names, prefix,
+                                owned=True)
+        return {start: by_start[start] for start in sorted(by_start) if by_start[start]}
+
+    async def metric_over(self, name: str, timerange: TimeRange) -> Metric | None:
+        windows = await self.windows_in(timerange, names=[name])
+        merged: dict[str, Metric] = {}
+        for metrics in windows.values():
+            if name in metrics:
+                _merge_into(merged, name, metrics[name])
+        return merged.get(name)
+
+    async def series(self, name: str, timerange: TimeRange) -> list[dict[str, Any]]:
+        windows = await self.windows_in(timerange, names=[name])
+        return [
+            {"start": iso_utc(start), "metric": metric_view(metrics[name].snapshot(name))}
+            for start, metrics in windows.items()
+            if name in metrics
+        ]
+
+    async def breakdown(
+        self, base: str, timerange: TimeRange | None, limit: int
+    ) -> tuple[Breakdown, bool]:
+        prefix = base + ":"
+        if timerange is None:
+            merged, complete = await self.totals(prefix=prefix)
+            return breakdown_of(base, merged, limit), complete
+        merged = {}
+        for metrics in (await self.windows_in(timerange, prefix=prefix)).values():
+            for name, metric in metrics.items():
+                _merge_into(merged, name, metric)
+        return breakdown_of(base, merged, limit), True
+
+    # -- this node -------------------------------------------------------------------------
 
     def stats(self, now: float) -> dict[str, Any]:
         stats = self.aggregator.stats(now)
@@ -70,10 +230,32 @@ class QueryService:
             "dimension_overflow": stats.dimension_overflow,
             "queue_depth": self.queue.depth,
             "queue_capacity": self.queue.capacity,
+            "pending_windows": len(self.flush.pending),
+            "node_id": self.node_id,
             "uptime_seconds": round(stats.uptime_seconds, 3),
         }
 
     def windows(self) -> list[dict[str, Any]]:
-        closed = [window.snapshot() for window in self.store.recent()]
+        closed = [window.snapshot() for window in self.flush.recent]
         open_ = self.aggregator.open_windows()
         return [window_view(window) for window in [*closed, *open_]]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _store_read(self, read: Any) -> list[StoredMetric]:
+        if not self.store_service.opened:
+            raise StoreUnavailable(f"store not open: {self.store_service.last_error}")
+        try:
+            return list(await read(self.store_service.store))
+        except Exception as error:
+            log.warn("store read failed: {error}", error=str(error))
+            raise StoreUnavailable(f"store read failed: {error}") from error
+
+    @staticmethod
+    def _merge_metrics(
+        target: dict[str, Metric], metrics: Iterable[tuple[str, Metric]],
+        names: Sequence[str] | None, prefix: str | None, *, owned: bool = False,
+    ) -> None:
+        for name, metric in metrics:
+            if _wanted(name, names, prefix):
+                _merge_into(target, name, metric if owned else metric.copy())

@@ -14,14 +14,16 @@ from twisted.python.failure import Failure
 from twisted_rta.flush import FlushService
 from twisted_rta.listeners import HTTPListener
 from twisted_rta.queue import IntakeQueue
-from twisted_rta.store.interface import WindowStore
+from twisted_rta.store.lifecycle import StoreService
+from twisted_rta.store.retention import RetentionService
 from twisted_rta.workers import WorkerPool
 
 log = Logger()
 
 
 class RTAService(MultiService):
-    """Starts flush -> workers -> listeners; stops in the order DESIGN.md 3 gives.
+    """Starts store -> flush -> retention -> workers -> listeners; stops in the order
+    DESIGN.md 3 gives.
 
     ``MultiService.stopService`` would stop children concurrently, which could flush
     before the queue is drained; here every step waits for the previous one.
@@ -32,26 +34,30 @@ class RTAService(MultiService):
         *,
         clock: IReactorTime,
         queue: IntakeQueue,
-        store: WindowStore,
+        store_service: StoreService,
         flush: FlushService,
+        retention: RetentionService,
         workers: WorkerPool,
         listeners: Sequence[HTTPListener],
         shutdown_timeout: float,
         log_observer: ILogObserver | None = None,
+        shutdown_errors: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.clock = clock
         self.queue = queue
-        self.store = store
+        self.store_service = store_service
         self.flush = flush
+        self.retention = retention
         self.workers = workers
         self.listeners = tuple(listeners)
         self.shutdown_timeout = shutdown_timeout
         self.log_observer = log_observer
         self.started_at: float | None = None
         self.stopping = False
-        self.shutdown_errors: list[str] = []
-        for child in (flush, workers, *self.listeners):
+        # Shared with the composition root, which turns any entry into exit status 1.
+        self.shutdown_errors = shutdown_errors if shutdown_errors is not None else []
+        for child in (store_service, flush, retention, workers, *self.listeners):
             child.setServiceParent(self)
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
@@ -82,18 +88,25 @@ class RTAService(MultiService):
         self.queue.close()
         log.info("shutdown 2/5: draining {depth} queued events", depth=self.queue.depth)
         await _stop(self.workers)
-        log.info("shutdown 3/5: stop the flush loop")
+        log.info("shutdown 3/5: stop the flush and retention loops")
         await _stop(self.flush)
-        log.info("shutdown 4/5: final flush of every window")
-        written = await self.flush.final_flush()
-        log.info("final flush wrote {windows} windows", windows=written)
-        log.info("shutdown 5/5: closing the store")
-        await self.store.close()
+        await _stop(self.retention)
+        try:
+            log.info("shutdown 4/5: final flush of every window")
+            written = await self.flush.final_flush()
+            log.info("final flush wrote {windows} windows", windows=written)
+        finally:
+            log.info("shutdown 5/5: closing the store")
+            await _stop(self.store_service)
+            await self.store_service.store.close()
         log.info("shutdown complete")
 
     def _shutdown_failed(self, failure: Failure) -> None:
         if failure.check(TimeoutError):
-            reason = f"shutdown did not finish within {self.shutdown_timeout:g}s"
+            reason = (
+                f"shutdown did not finish within {self.shutdown_timeout:g}s; "
+                f"{len(self.flush.pending)} windows not persisted"
+            )
         else:
             reason = f"shutdown step failed: {failure.getErrorMessage()}"
         self.shutdown_errors.append(reason)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import sys
+from collections.abc import Mapping
 from typing import IO, Any
 
 import attrs
@@ -14,7 +16,15 @@ from twisted.python import usage
 
 from twisted_rta import __version__
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.config import Config, ConfigError, choice, load_config, summary
+from twisted_rta.config import (
+    Config,
+    ConfigError,
+    choice,
+    default_node_id,
+    load_config,
+    store_url,
+    summary,
+)
 from twisted_rta.flush import FlushService
 from twisted_rta.health import check_readiness
 from twisted_rta.listeners import HTTPListener
@@ -23,7 +33,10 @@ from twisted_rta.query import QueryService
 from twisted_rta.queue import IntakeQueue
 from twisted_rta.service import RTAService
 from twisted_rta.store.interface import WindowStore
-from twisted_rta.store.memory import RecentWindowStore
+from twisted_rta.store.lifecycle import StoreService
+from twisted_rta.store.memory import MemoryWindowStore
+from twisted_rta.store.retention import RetentionService
+from twisted_rta.store.sql import SQLWindowStore
 from twisted_rta.web.api import ApiApp
 from twisted_rta.web.app import build_resource
 from twisted_rta.web.edge import CorsPolicy
@@ -101,6 +114,17 @@ def _log_stream(options: Options) -> IO[str]:
     return open(logfile or "twistd.log", "a", encoding="utf-8", buffering=1)
 
 
+def open_store(config: Config, reactor: Any, environ: Mapping[str, str]) -> WindowStore:
+    """The WindowStore named by ``store.url`` (default: the embedded SQLite file)."""
+    node_id = config.store.node_id or default_node_id(config.server.listen, socket.gethostname())
+    url = store_url(config.store, environ)
+    if url == "memory:":
+        return MemoryWindowStore(node_id=node_id)
+    return SQLWindowStore.from_url(
+        url, reactor=reactor, node_id=node_id, max_connections=config.store.max_connections
+    )
+
+
 def build_service(
     config: Config,
     reactor: Any,
@@ -109,23 +133,44 @@ def build_service(
 ) -> RTAService:
     """Wire every piece of the daemon for ``config`` on ``reactor`` (``store`` for tests)."""
     now = reactor.seconds()
+    resolutions = config.windows.resolutions
     aggregator = Aggregator(
-        window_sizes=(config.windows.size,),
+        window_sizes=tuple(resolution.size for resolution in resolutions),
         grace=config.windows.grace,
         max_dimension_values=config.limits.max_dimension_values,
         started_at=now,
     )
     queue = IntakeQueue(capacity=config.processing.buffer_size)
     if store is None:
-        store = RecentWindowStore(keep=config.windows.keep_closed)
-    flush = FlushService(aggregator, store, clock=reactor, interval=config.windows.flush_interval)
+        store = open_store(config, reactor, os.environ)
+    shutdown_errors: list[str] = []
+
+    def fatal(reason: str) -> None:
+        shutdown_errors.append(reason)
+        reactor.stop()
+
+    store_service = StoreService(
+        store, aggregator, clock=reactor, retry_initial=config.store.retry_initial,
+        retry_max=config.store.retry_max, on_fatal=fatal,
+    )
+    flush = FlushService(
+        aggregator, store_service, clock=reactor, interval=config.windows.flush_interval,
+        max_pending=config.store.max_pending_windows, retry_initial=config.store.retry_initial,
+        retry_max=config.store.retry_max, keep_recent=config.windows.keep_closed,
+    )
+    retention = RetentionService(
+        store_service, resolutions, clock=reactor, interval=config.store.retention_interval,
+        batch_size=config.store.retention_batch,
+    )
     workers = WorkerPool(
         queue, aggregator, clock=reactor, worker_count=config.processing.worker_count
     )
     holder: list[RTAService] = []
     ops = OpsApp(clock=reactor, readiness=lambda: check_readiness(holder[0], reactor.seconds()))
-    query = QueryService(aggregator=aggregator, store=store, queue=queue)
-    api = ApiApp(clock=reactor, queue=queue, query=query, limits=config.limits)
+    query = QueryService(aggregator=aggregator, flush=flush, store_service=store_service,
+                         queue=queue, resolutions=resolutions)
+    api = ApiApp(clock=reactor, queue=queue, query=query, limits=config.limits,
+                 resolutions=resolutions, store_backlogged=lambda: flush.backlogged)
     site = RTASite(
         build_resource(ops=ops.app.resource(), api=api.app.resource(),
                        cors=CorsPolicy(config.cors.allowed_origins)),
@@ -135,18 +180,17 @@ def build_service(
     )
     listeners = [HTTPListener(reactor, endpoint, site) for endpoint in config.server.listen]
     service = RTAService(
-        clock=reactor, queue=queue, store=store, flush=flush, workers=workers,
-        listeners=listeners, shutdown_timeout=config.server.shutdown_timeout,
-        log_observer=log_observer,
+        clock=reactor, queue=queue, store_service=store_service, flush=flush,
+        retention=retention, workers=workers, listeners=listeners,
+        shutdown_timeout=config.server.shutdown_timeout, log_observer=log_observer,
+        shutdown_errors=shutdown_errors,
     )
     holder.append(service)
     # Only the error list, not the service: a reference from the reactor would keep every
     # sketch alive past interpreter teardown (nanobind then prints leak warnings).
-    reactor.addSystemEventTrigger(
-        "after", "shutdown", _exit_status, reactor, service.shutdown_errors
-    )
-    log.info("twisted-rta {version} starting with {config}", version=__version__,
-             config=summary(config))
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, shutdown_errors)
+    log.info("twisted-rta {version} starting as node {node_id} with {config}",
+             version=__version__, node_id=store.node_id, config=summary(config))
     return service
 
 

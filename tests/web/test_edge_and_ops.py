@@ -26,7 +26,7 @@ def test_ready_checks_the_running_parts(daemon: Daemon) -> None:
     assert reply.status == 200
     assert reply.json["status"] == "ready"
     assert reply.json["checks"] == {
-        "shutdown": "ok", "listening": "ok", "workers": "ok", "flush": "ok",
+        "shutdown": "ok", "listening": "ok", "workers": "ok", "flush": "ok", "store": "ok",
     }
 
 

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from twisted_rta.aggregation.metrics import metric_class
+from twisted_rta.config import Resolution
 from twisted_rta.events import BodyError, EventLimits, RejectedEvent, decode_batch, decode_event
-from twisted_rta.query import QueryService
+from twisted_rta.query import QueryService, StoreUnavailable, metric_view, range_view, tidy_number
 from twisted_rta.queue import IntakeQueue
+from twisted_rta.timerange import (
+    RangeError,
+    TimeRange,
+    choose_resolution,
+    parse_range,
+    parse_resolution,
+)
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.responses import ApiError, json_body
 
 RETRY_AFTER_SECONDS = "1"
+T = TypeVar("T")
 
 
 def _success(request: IRequest, data: Any, message: str, status: int = 200) -> bytes:
@@ -31,11 +43,15 @@ class ApiApp:
         queue: IntakeQueue,
         query: QueryService,
         limits: EventLimits,
+        resolutions: tuple[Resolution, ...],
+        store_backlogged: Callable[[], bool],
     ) -> None:
         self._clock = clock
         self._queue = queue
         self._query = query
         self._limits = limits
+        self._resolutions = resolutions
+        self._store_backlogged = store_backlogged
 
     # -- ingestion ---------------------------------------------------------------------
 
@@ -87,9 +103,13 @@ class ApiApp:
 
     def _enqueue(self, events: Any) -> None:
         """All or nothing: a 202 promises that every listed event will be aggregated."""
+        headers = {"Retry-After": RETRY_AFTER_SECONDS}
+        if self._store_backlogged():
+            raise ApiError(503, "store_unavailable", "the window store is failing and too many "
+                           "closed windows wait for it; nothing of this request was accepted, "
+                           "retry later", headers={"Retry-After": "5"})
         if self._queue.offer(events):
             return
-        headers = {"Retry-After": RETRY_AFTER_SECONDS}
         if self._queue.closed:
             raise ApiError(503, "shutting_down", "the daemon is shutting down; retry on another "
                            "node or after it restarts", headers=headers)
@@ -103,19 +123,55 @@ class ApiApp:
     # -- queries -----------------------------------------------------------------------
 
     @app.route("/metrics", methods=["GET"])
-    def all_metrics(self, request: IRequest) -> bytes:
-        prefix_values = request.args.get(b"prefix")
-        prefix = prefix_values[0].decode("utf-8", "replace") if prefix_values else None
-        metrics = self._query.metrics(prefix)
+    async def all_metrics(self, request: IRequest) -> bytes:
+        metrics, complete = await self._query.metrics(_arg(request, "prefix"))
         message = f"retrieved {len(metrics)} metrics" if metrics else "no metrics yet"
+        if not complete:
+            message += " (this node only: the store could not be read)"
         return _success(request, metrics, message)
 
+    @app.route("/metrics/<path:name>/series", methods=["GET"])
+    async def metric_series(self, request: IRequest, name: str) -> bytes:
+        timerange = self._range(request, default_from="-1h", explicit_resolution=True)
+        points = await self._history(self._query.series(name, timerange))
+        data = {"name": name, **range_view(timerange), "points": points}
+        return _success(request, data, f"{len(points)} points of {name!r}")
+
     @app.route("/metrics/<path:name>", methods=["GET"])
-    def one_metric(self, request: IRequest, name: str) -> bytes:
-        metric = self._query.metric(name)
-        if metric is None:
-            raise ApiError(404, "metric_not_found", f"metric {name!r} not found", name=name)
-        return _success(request, metric, f"metric {name!r} found")
+    async def one_metric(self, request: IRequest, name: str) -> bytes:
+        if _arg(request, "from") is None and _arg(request, "to") is None:
+            metric = await self._query.metric(name)
+            if metric is None:
+                raise _metric_not_found(name)
+            return _success(request, metric, f"metric {name!r} found")
+        timerange = self._range(request, default_from=None)
+        merged = await self._history(self._query.metric_over(name, timerange))
+        if merged is None:
+            # Known metric, no data in the range: an empty value of its kind.
+            known = await self._query.metric(name)
+            if known is None:
+                raise _metric_not_found(name)
+            merged = metric_class(known["type"])()
+        view = {**metric_view(merged.snapshot(name)), "range": range_view(timerange)}
+        return _success(request, view, f"metric {name!r} found")
+
+    @app.route("/breakdown/<base>", methods=["GET"])
+    async def breakdown(self, request: IRequest, base: str) -> bytes:
+        if not _BASE_NAME.fullmatch(base):
+            raise ApiError(400, "invalid_parameter", "base must be a metric family name such "
+                           "as page_views, clicks or events_by_type", parameter="base")
+        limit = _int_arg(request, "limit", default=10, minimum=1, maximum=1000)
+        ranged = _arg(request, "from") is not None or _arg(request, "to") is not None
+        timerange = self._range(request, default_from=None) if ranged else None
+        result, complete = await self._history(self._query.breakdown(base, timerange, limit))
+        data: dict[str, Any] = {
+            "base": base,
+            "items": [{"value": key, "count": tidy_number(value)} for key, value in result.items],
+            "other": tidy_number(result.other),
+            "total": tidy_number(result.total),
+        }
+        data.update(range_view(timerange) if timerange else {"complete": complete})
+        return _success(request, data, f"top {len(result.items)} values of {base!r}")
 
     @app.route("/stats", methods=["GET"])
     def stats(self, request: IRequest) -> bytes:
@@ -126,3 +182,52 @@ class ApiApp:
     def windows(self, request: IRequest) -> bytes:
         windows = self._query.windows()
         return _success(request, {"windows": windows}, f"{len(windows)} windows")
+
+    def _range(
+        self, request: IRequest, *, default_from: str | None, explicit_resolution: bool = False
+    ) -> TimeRange:
+        now = self._clock.seconds()
+        try:
+            start, end = parse_range(_arg(request, "from"), _arg(request, "to"), now=now,
+                                     default_from=default_from)
+            wanted = parse_resolution(_arg(request, "resolution")) if explicit_resolution else None
+            return choose_resolution(start, end, now=now, resolutions=self._resolutions,
+                                     wanted_size=wanted)
+        except RangeError as error:
+            raise ApiError(400, "invalid_parameter", error.message,
+                           parameter=error.parameter) from None
+
+    @staticmethod
+    async def _history(pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except StoreUnavailable as error:
+            raise ApiError(503, "store_unavailable", f"history is unavailable: {error}",
+                           headers={"Retry-After": "5"}) from None
+
+
+_BASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def _metric_not_found(name: str) -> ApiError:
+    return ApiError(404, "metric_not_found", f"metric {name!r} not found", name=name)
+
+
+def _arg(request: IRequest, name: str) -> str | None:
+    values = request.args.get(name.encode("ascii"))
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _int_arg(request: IRequest, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    raw = _arg(request, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise ApiError(400, "invalid_parameter",
+                       f"{name} must be an integer between {minimum} and {maximum}; got {raw!r}",
+                       parameter=name)
+    return value

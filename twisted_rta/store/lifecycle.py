@@ -1,0 +1,84 @@
+"""StoreService: opens the store (retrying with backoff) and restores all-time totals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_rta.aggregation.aggregator import Aggregator
+from twisted_rta.aggregation.metrics import Metric
+from twisted_rta.store.interface import SchemaTooNewError, WindowStore
+
+log = Logger()
+
+
+class StoreService(Service):
+    """Started first: until the store is open the daemon still takes events (they wait in
+    memory, bounded), and /ready says why it is not ready. Restored totals are merged into
+    the live global metrics, so events counted before the restore are kept."""
+
+    name = "store"
+
+    def __init__(
+        self,
+        store: WindowStore,
+        aggregator: Aggregator,
+        *,
+        clock: IReactorTime,
+        retry_initial: float,
+        retry_max: float,
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self._aggregator = aggregator
+        self._clock = clock
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._delay = retry_initial
+        self._on_fatal = on_fatal
+        self._retry: IDelayedCall | None = None
+        self.opened = False
+        self.last_error: str | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._attempt()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+    def _attempt(self) -> None:
+        self._retry = None
+        opening = self.store.open()
+        opening.addCallback(lambda _: self.store.load_totals())
+        opening.addCallbacks(self._restore, self._failed)
+
+    def _restore(self, totals: dict[str, Metric]) -> None:
+        for name, metric in totals.items():
+            self._aggregator.restore_global(name, metric)
+        self.opened = True
+        self.last_error = None
+        self._delay = self._retry_initial
+        log.info("store open (node {node_id}); restored {count} all-time metrics",
+                 node_id=self.store.node_id, count=len(totals))
+
+    def _failed(self, failure: Failure) -> None:
+        reason = failure.getErrorMessage() or failure.type.__name__
+        if failure.check(SchemaTooNewError):
+            log.critical("cannot start: {reason}", reason=reason)
+            self._on_fatal(reason)
+            return
+        self.last_error = reason
+        if not self.running:
+            return
+        log.warn("store unavailable ({reason}); retrying in {delay}s", reason=reason,
+                 delay=round(self._delay, 3))
+        self._retry = self._clock.callLater(self._delay, self._attempt)
+        self._delay = min(self._delay * 2, self._retry_max)
