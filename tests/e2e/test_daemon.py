@@ -18,12 +18,25 @@ REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 20.0
 
 
-async def start(tmp_path: Path, *extra: str) -> tuple[DaemonProcess, str]:
-    daemon = DaemonProcess.spawn(["--listen", "tcp:0:interface=127.0.0.1", *extra], tmp_path)
+async def start(
+    tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[DaemonProcess, str]:
+    """Start twistd rta on a free port (tcp:0, the bound address read from its log) and
+    wait until /ready says ready (the store opens asynchronously)."""
+    daemon = DaemonProcess.spawn(
+        ["--listen", "tcp:0:interface=127.0.0.1", *extra], tmp_path, env=env
+    )
     listening = await daemon.wait_for(
         lambda r: r.get("logger") == "twisted_rta.listeners" and "address" in r
     )
-    return daemon, f"http://{listening['address']}"
+    base = f"http://{listening['address']}"
+
+    async def ready() -> bool:
+        status, _ = await get_json(base + "/ready")
+        return status == 200
+
+    await poll(ready, timeout=TIMEOUT)
+    return daemon, base
 
 
 async def get_json(url: str) -> tuple[int, Any]:
@@ -56,7 +69,7 @@ async def test_starts_answers_health_and_ready_and_stops_cleanly_on_sigterm(
     assert steps == [
         "shutdown 1/5: stop listening",
         "shutdown 2/5: draining 0 queued events",
-        "shutdown 3/5: stop the flush loop",
+        "shutdown 3/5: stop the flush and retention loops",
         "shutdown 4/5: final flush of every window",
         "shutdown 5/5: closing the store",
         "shutdown complete",
@@ -71,7 +84,7 @@ async def test_documented_config_file_starts(tmp_path: Path) -> None:
         status, _ = await get_json(base + "/ready")
         assert status == 200
         started = next(r for r in daemon.records if "config" in r)
-        assert started["config"]["windows.size"] == 60.0
+        assert started["config"]["windows.resolutions"][0] == {"size": 60.0, "retention": 172800.0}
     finally:
         reason = await daemon.terminate()
     assert clean_exit(reason), daemon.output_text()
@@ -125,7 +138,9 @@ async def test_ingest_query_and_final_flush(tmp_path: Path) -> None:
         reason = await daemon.terminate()
     assert clean_exit(reason), daemon.output_text()
     closed = [r for r in daemon.records if str(r.get("message", "")).startswith("window closed")]
-    assert sum(r["events"] for r in closed) == 1003, daemon.output_text()
+    for resolution in (60, 3600, 86400):
+        events = sum(r["events"] for r in closed if r["resolution"] == resolution)
+        assert events == 1003, (resolution, daemon.output_text())
     final = next(r for r in daemon.records if r.get("message", "").startswith("final flush"))
     assert final["windows"] == len(closed)
 
