@@ -49,6 +49,8 @@ class WorkerPool(Service):
         self._waiting: dict[int, Deferred[Sequence[Event]]] = {}
         self.busy = 0
         self.processed_events = 0
+        self.batches_processed = 0
+        self.busy_seconds = 0.0
         self.failed_batches = 0
 
     @property
@@ -75,6 +77,7 @@ class WorkerPool(Service):
             self.busy += 1
             try:
                 await self._cooperator.cooperate(self._slices(batch)).whenDone()
+                self.batches_processed += 1
             except Exception:
                 # A bad batch must not kill the loop; the events were validated, so this
                 # is a bug worth a loud log line, not a reason to stop aggregating.
@@ -86,7 +89,9 @@ class WorkerPool(Service):
     def _slices(self, batch: Sequence[Event]) -> Iterator[None]:
         for start in range(0, len(batch), self._slice_size):
             chunk = batch[start : start + self._slice_size]
-            self._aggregator.add_many(chunk, self._clock.seconds())
+            began = self._clock.seconds()
+            self._aggregator.add_many(chunk, began)
+            self.busy_seconds += self._clock.seconds() - began
             self.processed_events += len(chunk)
             yield None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from klein import Klein
@@ -12,9 +12,17 @@ from twisted.web.iweb import IRequest
 
 from twisted_rta.aggregation.metrics import metric_class
 from twisted_rta.config import Resolution
-from twisted_rta.events import BodyError, EventLimits, RejectedEvent, decode_batch, decode_event
+from twisted_rta.events import (
+    BodyError,
+    Event,
+    EventLimits,
+    RejectedEvent,
+    decode_batch,
+    decode_event,
+)
 from twisted_rta.query import QueryService, StoreUnavailable, metric_view, range_view, tidy_number
 from twisted_rta.queue import IntakeQueue
+from twisted_rta.telemetry import Telemetry
 from twisted_rta.timerange import (
     RangeError,
     TimeRange,
@@ -45,27 +53,33 @@ class ApiApp:
         limits: EventLimits,
         resolutions: tuple[Resolution, ...],
         store_backlogged: Callable[[], bool],
+        telemetry: Telemetry,
     ) -> None:
         self._clock = clock
         self._queue = queue
         self._query = query
-        self._limits = limits
+        self.limits = limits
         self._resolutions = resolutions
         self._store_backlogged = store_backlogged
+        self._telemetry = telemetry
 
     # -- ingestion ---------------------------------------------------------------------
 
     @app.route("/events", methods=["POST"])
     def ingest_one(self, request: IRequest) -> bytes:
+        endpoint = "single"
+        self._telemetry.events_received.labels(endpoint).inc()
         body = request.content.read()
         try:
-            event = decode_event(body, now=self._clock.seconds(), limits=self._limits)
+            event = decode_event(body, now=self._clock.seconds(), limits=self.limits)
         except BodyError as error:
+            self._rejected(endpoint, error.code)
             raise ApiError(error.status, error.code, error.message) from None
         except RejectedEvent as rejected:
             problem = rejected.error
+            self._rejected(endpoint, problem.code)
             raise ApiError(400, problem.code, problem.message, field=problem.field) from None
-        self._enqueue((event,))
+        self._enqueue((event,), endpoint)
         payload = {
             "status": "accepted",
             "data": {"event_id": event.id, "type": event.type},
@@ -75,18 +89,25 @@ class ApiApp:
 
     @app.route("/events/batch", methods=["POST"])
     def ingest_batch(self, request: IRequest) -> bytes:
+        endpoint = "batch"
         body = request.content.read()
         try:
-            batch = decode_batch(body, now=self._clock.seconds(), limits=self._limits)
+            batch = decode_batch(body, now=self._clock.seconds(), limits=self.limits)
         except BodyError as error:
+            # The events of an unreadable body cannot be counted: count the request as one.
+            self._telemetry.events_received.labels(endpoint).inc()
+            self._rejected(endpoint, error.code)
             raise ApiError(error.status, error.code, error.message) from None
+        self._telemetry.events_received.labels(endpoint).inc(batch.total)
+        for problem in batch.errors:
+            self._rejected(endpoint, problem.code)
         errors = [problem.as_dict() for problem in batch.errors]
         if not batch.events:
             raise ApiError(
                 400, "no_valid_events", f"none of the {batch.total} events is valid",
                 errors=errors,
             )
-        self._enqueue(batch.events)
+        self._enqueue(batch.events, endpoint)
         data = {
             "accepted": len(batch.events),
             "rejected": len(batch.errors),
@@ -101,8 +122,19 @@ class ApiApp:
         }
         return json_body(request, payload, 202)
 
-    def _enqueue(self, events: Any) -> None:
+    def _rejected(self, endpoint: str, reason: str, count: int = 1) -> None:
+        self._telemetry.events_rejected.labels(endpoint, reason).inc(count)
+
+    def _enqueue(self, events: Sequence[Event], endpoint: str) -> None:
         """All or nothing: a 202 promises that every listed event will be aggregated."""
+        try:
+            self._offer(events)
+        except ApiError as refused:
+            self._rejected(endpoint, refused.code, len(events))
+            raise
+        self._telemetry.events_accepted.labels(endpoint).inc(len(events))
+
+    def _offer(self, events: Sequence[Event]) -> None:
         headers = {"Retry-After": RETRY_AFTER_SECONDS}
         if self._store_backlogged():
             raise ApiError(503, "store_unavailable", "the window store is failing and too many "

@@ -1,10 +1,12 @@
-"""Operational routes: /health (liveness) and /ready (real readiness checks)."""
+"""Operational routes: /health (liveness), /ready (readiness checks), /metrics (Prometheus)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from klein import Klein
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
@@ -17,9 +19,16 @@ from twisted_rta.web.responses import json_body
 class OpsApp:
     app = add_json_error_handlers(Klein())
 
-    def __init__(self, *, clock: IReactorTime, readiness: Callable[[], Readiness]) -> None:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        readiness: Callable[[], Readiness],
+        registry: CollectorRegistry,
+    ) -> None:
         self._clock = clock
         self._readiness = readiness
+        self._registry = registry
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
@@ -30,7 +39,16 @@ class OpsApp:
         readiness = self._readiness()
         payload = {
             "status": "ready" if readiness.ready else "not_ready",
-            "checks": readiness.checks,
+            "checks": readiness.as_dict(),
             "time": iso_utc(self._clock.seconds()),
         }
         return json_body(request, payload, 200 if readiness.ready else 503)
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        # Rendered here on the reactor thread: a consistent snapshot, no WSGI thread pool.
+        # The Accept header picks the classic text format (0.0.4) or OpenMetrics.
+        accept = (request.getHeader(b"Accept") or b"").decode("latin-1")
+        encode, content_type = choose_encoder(accept)
+        request.setHeader(b"Content-Type", content_type.encode("ascii"))
+        return bytes(encode(self._registry))

@@ -10,10 +10,29 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from twisted_rta.telemetry import Telemetry
 from twisted_rta.web.edge import client_request_id
 from twisted_rta.web.responses import encode_json, error_payload
 
 log = Logger(namespace="twisted_rta.access")
+
+_EXACT_ROUTES = frozenset({
+    "/health", "/ready", "/metrics", "/api/v1/events", "/api/v1/events/batch",
+    "/api/v1/metrics", "/api/v1/stats", "/api/v1/windows",
+})
+
+
+def route_label(path: bytes) -> str:
+    """The route template of a request path: a bounded label set for the HTTP metrics."""
+    text = path.split(b"?", 1)[0].decode("utf-8", "replace")
+    if text in _EXACT_ROUTES:
+        return text
+    if text.startswith("/api/v1/metrics/"):
+        suffix = "/series" if text.endswith("/series") else ""
+        return "/api/v1/metrics/{name}" + suffix
+    if text.startswith("/api/v1/breakdown/"):
+        return "/api/v1/breakdown/{base}"
+    return "other"
 
 
 class RTARequest(Request):
@@ -80,12 +99,14 @@ class RTASite(Site):
         clock: IReactorTime,
         max_body_bytes: int,
         access_log: bool,
+        telemetry: Telemetry | None = None,
     ) -> None:
         # Form parsing costs about a third of the CPU of a small JSON POST (DESIGN.md 6).
         super().__init__(resource, parsePOSTFormSubmission=False, reactor=clock)
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        self.telemetry = telemetry
         self.noisy = False
 
     def log(self, request: RTARequest) -> None:  # called by twisted.web when a request ends
@@ -97,6 +118,10 @@ class RTASite(Site):
         self, method: bytes, path: bytes, status: int, duration_ms: float, sent: int,
         request_id: bytes,
     ) -> None:
+        if self.telemetry is not None:
+            route = route_label(path)
+            self.telemetry.http_requests.labels(route, str(status)).inc()
+            self.telemetry.http_latency.labels(route).observe(duration_ms / 1000.0)
         if not self.access_log:
             return
         log.info(

@@ -1,0 +1,153 @@
+"""Prometheus exposition: the daemon's state and its analytics metrics as metric families.
+
+Read at scrape time on the reactor thread, so a scrape is a consistent snapshot. The
+analytics metrics are this node's all-time values (Prometheus adds the instance label;
+sum counters across nodes in PromQL, but never sum unique counts).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+
+from attrs import frozen
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.samples import Sample
+
+from twisted_rta.aggregation.aggregator import Aggregator
+from twisted_rta.aggregation.metrics import MetricSnapshot
+from twisted_rta.aggregation.rules import EVENTS_BY_TYPE, Rules
+from twisted_rta.flush import FlushService
+from twisted_rta.queue import IntakeQueue
+from twisted_rta.store.lifecycle import StoreService
+from twisted_rta.store.retention import RetentionService
+from twisted_rta.workers import WorkerPool
+
+_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+_QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.95", "p95"), ("0.99", "p99"))
+
+
+def metric_name(name: str) -> str:
+    """``rta_`` plus the name with anything Prometheus does not allow replaced by ``_``."""
+    return "rta_" + _INVALID.sub("_", name)
+
+
+def dimension_labels(rules: Rules) -> dict[str, str]:
+    """Family base -> label name: ``page_views`` -> ``page``, ``events_by_type`` -> ``type``."""
+    labels = {EVENTS_BY_TYPE: "type"}
+    for rule in rules.types:
+        for dimension in rule.dimensions:
+            if dimension.counter_prefix is not None:
+                labels[dimension.counter_prefix] = _INVALID.sub("_", dimension.property)
+    return labels
+
+
+@frozen(eq=False)  # the registry keys collectors by identity
+class DaemonCollector:
+    """A prometheus_client collector over the running daemon's parts."""
+
+    aggregator: Aggregator
+    rules: Rules
+    queue: IntakeQueue
+    workers: WorkerPool
+    flush: FlushService
+    store_service: StoreService
+    retention: RetentionService
+    clock_seconds: Callable[[], float]
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._self_metrics()
+        yield from analytics_families(self.aggregator.metrics(), self.rules)
+
+    def _self_metrics(self) -> Iterator[Metric]:
+        now = self.clock_seconds()
+        stats = self.aggregator.stats(now)
+        yield _gauge("rta_queue_depth", "Events waiting in the intake queue", self.queue.depth)
+        yield _gauge("rta_queue_capacity", "Capacity of the intake queue in events",
+                     self.queue.capacity)
+        yield _counter("rta_batches_processed", "Queued batches aggregated by the workers",
+                       self.workers.batches_processed)
+        yield _counter("rta_events_aggregated", "Events aggregated by the workers",
+                       self.workers.processed_events)
+        yield _counter("rta_worker_busy_seconds", "Time the workers spent aggregating",
+                       self.workers.busy_seconds)
+        yield _counter("rta_worker_failed_batches", "Batches whose aggregation raised",
+                       self.workers.failed_batches)
+        yield _gauge("rta_windows_open", "Open windows at every resolution",
+                     stats.active_windows)
+        yield _counter("rta_windows_written", "Closed windows written to the store",
+                       self.flush.windows_written)
+        yield _gauge("rta_windows_pending", "Closed windows waiting to be written",
+                     len(self.flush.pending))
+        errors = CounterMetricFamily("rta_store_errors", "Failed store operations",
+                                     labels=["operation"])
+        errors.add_metric(["write"], self.flush.write_failures)
+        errors.add_metric(["open"], self.store_service.open_failures)
+        errors.add_metric(["retention"], self.retention.failures)
+        yield errors
+        yield _counter("rta_flush_tick_failures", "Flush ticks that raised", self.flush.failures)
+        yield _gauge("rta_store_open", "1 when the window store is open", int(
+            self.store_service.opened))
+        yield _counter("rta_late_events", "Events for windows that had already closed",
+                       stats.late_events)
+        overflow = CounterMetricFamily(
+            "rta_dimension_overflow", "Events counted under <base>:__other__", labels=["base"]
+        )
+        for base, count in sorted(stats.dimension_overflow_by_base.items()):
+            overflow.add_metric([base], count)
+        yield overflow
+        yield _gauge("rta_uptime_seconds", "Seconds since the daemon started",
+                     stats.uptime_seconds)
+
+
+def analytics_families(snapshots: Mapping[str, MetricSnapshot], rules: Rules) -> Iterator[Metric]:
+    """Counters as counters (dimension values as a label), uniques and gauges as gauges,
+    histograms as summaries (quantiles plus _count and _sum)."""
+    labels = dimension_labels(rules)
+    plain = {name for name in snapshots if ":" not in name}
+    families: dict[str, CounterMetricFamily] = {}
+    for name, snapshot in snapshots.items():
+        base, _, value = name.partition(":")
+        if value and base in labels:
+            label = labels[base]
+            family_name = metric_name(base if base not in plain else f"{base}_by_{label}")
+            family = families.get(family_name)
+            if family is None:
+                family = families[family_name] = CounterMetricFamily(
+                    family_name, f"Events per {label} ({base}:<{label}>)", labels=[label]
+                )
+            family.add_metric([value], snapshot.value)
+            continue
+        yield from _plain_family(name, snapshot)
+    yield from families.values()
+
+
+def _plain_family(name: str, snapshot: MetricSnapshot) -> Iterator[Metric]:
+    if snapshot.type == "counter":
+        yield _counter(metric_name(name), f"Analytics counter {name}", snapshot.value)
+    elif snapshot.type in ("gauge", "set"):
+        kind = "distinct count estimate" if snapshot.type == "set" else "gauge"
+        yield _gauge(metric_name(name), f"Analytics {kind} {name}", snapshot.value)
+    elif snapshot.type == "histogram":
+        family = SummaryMetricFamily(
+            metric_name(name), f"Analytics histogram {name} (quantiles from a KLL sketch)",
+            count_value=snapshot.count, sum_value=snapshot.sum or 0.0,
+        )
+        for quantile, attribute in _QUANTILES:
+            value = getattr(snapshot, attribute)
+            if value is not None:
+                family.samples.append(Sample(family.name, {"quantile": quantile}, value))
+        yield family
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
