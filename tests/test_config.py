@@ -195,3 +195,23 @@ def test_default_node_id_uses_hostname_and_port() -> None:
 def test_store_password_is_redacted_in_the_summary() -> None:
     config = config_from_mapping({"store": {"url": "postgresql://rta:s3cret@db:5432/rta"}})
     assert summary(config)["store.url"] == "postgresql://rta:***@db:5432/rta"
+
+
+def test_every_error_is_reported_at_once() -> None:
+    from twisted_rta.config import ConfigErrors
+
+    with pytest.raises(ConfigErrors) as caught:
+        config_from_mapping({
+            "processing": {"worker_count": 0, "buffer_size": "big"},
+            "logging": {"level": "loud"},
+            "typo": 1,
+        })
+    messages = [str(error) for error in caught.value.errors]
+    assert messages == [
+        "typo: unknown key (expected one of server, logging, processing, windows, limits, "
+        "store, cors)",
+        "logging.level: must be one of debug, info, warn, error, got 'loud'",
+        "processing.worker_count: must be an integer between 1 and 256, got 0",
+        "processing.buffer_size: must be an integer >= 1, got 'big'",
+    ]
+    assert str(caught.value) == "; ".join(messages)

@@ -208,3 +208,20 @@ def test_recent_keeps_only_normal_windows(delta: int) -> None:
     ticks(clock, 1)
     assert [w.late for batch in store.writes for w in batch] == [False, True]
     assert len(flush.recent) == 1
+
+
+def test_final_flush_with_nothing_counted_succeeds_even_without_a_store() -> None:
+    clock = Clock()
+    agg = Aggregator(window_sizes=(60.0,), grace=10.0, max_dimension_values=100,
+                     started_at=NOW)
+    store = CountingStore()
+    store.available = False
+    never_open = StoreService(store, agg, clock=clock, retry_initial=1.0, retry_max=8.0,
+                              on_fatal=lambda reason: None)
+    never_open.startService()
+    flush = FlushService(agg, never_open, clock=clock, interval=5.0, max_pending=10,
+                         retry_initial=1.0, retry_max=8.0, keep_recent=10)
+    assert result_of(Deferred.fromCoroutine(flush.final_flush())) == 0
+    agg.add(event(MINUTE), clock.seconds())  # now something would be lost
+    failure = failure_of(Deferred.fromCoroutine(flush.final_flush()))
+    assert failure.check(WindowsNotPersisted)

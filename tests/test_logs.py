@@ -103,3 +103,19 @@ def test_debug_level_shows_debug() -> None:
 def test_iso_utc() -> None:
     assert iso_utc(0.0) == "1970-01-01T00:00:00.000Z"
     assert iso_utc(1_700_000_000.25) == "2023-11-14T22:13:20.250Z"
+
+
+def test_observer_can_be_reconfigured_while_running() -> None:
+    from twisted_rta.logs import make_observer
+
+    stream = io.StringIO()
+    observer = make_observer(stream, log_format="console", level="info")
+    publisher = LogPublisher()
+    publisher.addObserver(observer)
+    log = Logger(namespace="t", observer=publisher)
+    log.debug("hidden")
+    observer.configure(log_format="json", level="debug")
+    log.debug("now shown")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["message"] == "now shown"

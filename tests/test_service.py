@@ -46,7 +46,8 @@ def messages(logs: list[dict[str, Any]], prefix: str) -> list[str]:
 def test_children_start_in_order(daemon: Daemon) -> None:
     names = [type(child).__name__ for child in daemon.service]
     assert names == [
-        "StoreService", "FlushService", "RetentionService", "WorkerPool", "HTTPListener",
+        "StoreService", "FlushService", "RetentionService", "LoadMonitor", "ReactorLagMonitor",
+        "WorkerPool", "HTTPListener", "NotifyService",
     ]
     assert all(child.running for child in daemon.service)
 

@@ -126,3 +126,36 @@ def test_retention_waits_for_the_store_and_survives_failures() -> None:
     store.available = False
     assert result_of(Deferred.fromCoroutine(retention.run_once())) == 0
     assert retention.failures == 1
+
+
+def test_try_open_attempts_at_once_instead_of_waiting_for_the_backoff() -> None:
+    store = MemoryWindowStore(node_id="n")
+    store.available = False
+    clock = Clock()
+    svc = service(store, clock, aggregator())
+    svc.startService()
+    assert len(clock.getDelayedCalls()) == 1
+    store.available = True
+    assert result_of(Deferred.fromCoroutine(svc.try_open())) is True
+    assert svc.opened
+    assert clock.getDelayedCalls() == []
+
+
+def test_try_open_joins_an_attempt_in_flight() -> None:
+    class SlowOpen(MemoryWindowStore):
+        def __init__(self) -> None:
+            super().__init__(node_id="n")
+            self.opens: list[Deferred[None]] = []
+
+        def open(self) -> Deferred[None]:
+            self.opens.append(Deferred())
+            return self.opens[-1]
+
+    store = SlowOpen()
+    svc = service(store, Clock(), aggregator())
+    svc.startService()
+    joined = Deferred.fromCoroutine(svc.try_open())
+    assert len(store.opens) == 1
+    assert not joined.called
+    store.opens[0].callback(None)
+    assert result_of(joined) is True

@@ -301,32 +301,58 @@ def _seed_listen(raw: dict[str, Any], path: str) -> dict[str, Any]:
     return raw
 
 
-def _build(cls: type, raw: Any, path: str) -> Any:
+def _build(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
+    """Build ``cls`` from ``raw``, collecting every error instead of stopping at the first."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(path, f"must be a mapping of keys, got {_show(raw)}")
-    if cls is ServerConfig:
-        raw = _seed_listen(dict(raw), path)
+        errors.append(ConfigError(path, f"must be a mapping of keys, got {_show(raw)}"))
+        return None
+    try:
+        if cls is ServerConfig:
+            raw = _seed_listen(dict(raw), path)
+    except ConfigError as error:
+        errors.append(error)
+        return None
     known = {f.name: f for f in attrs.fields(cls)}
     for key in raw:
         if key not in known:
             where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(where, f"unknown key (expected one of {', '.join(known)})")
+            errors.append(
+                ConfigError(where, f"unknown key (expected one of {', '.join(known)})")
+            )
     values: dict[str, Any] = {}
     for name, spec in known.items():
         if name not in raw:
             continue
         where = f"{path}.{name}" if path else name
         if "section" in spec.metadata:
-            values[name] = _build(spec.metadata["section"], raw[name], where)
-        else:
+            values[name] = _build(spec.metadata["section"], raw[name], where, errors)
+            continue
+        try:
             values[name] = spec.metadata["parse"](raw[name], where)
-    return cls(**values)
+        except ConfigError as error:
+            errors.append(error)
+    return None if errors else cls(**values)
+
+
+class ConfigErrors(ConfigError):
+    """Several problems in one config; ``errors`` lists each, the message joins them."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        ValueError.__init__(self, "; ".join(str(error) for error in errors))
+        self.path = errors[0].path
+        self.errors = errors
 
 
 def config_from_mapping(raw: Any) -> Config:
-    return _build(Config, raw, "")
+    errors: list[ConfigError] = []
+    config = _build(Config, raw, "", errors)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+    return config
 
 
 def load_config(path: str | Path | None) -> Config:

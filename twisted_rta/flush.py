@@ -4,7 +4,7 @@ totals, to the window store; failed writes stay pending and are retried with bac
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred
@@ -48,9 +48,11 @@ class FlushService(Service):
         retry_initial: float,
         retry_max: float,
         keep_recent: int,
+        observe_duration: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._aggregator = aggregator
         self._store_service = store_service
+        self._observe_duration = observe_duration
         self._clock = clock
         self.interval = interval
         self.max_pending = max_pending
@@ -110,6 +112,7 @@ class FlushService(Service):
             self.ticks += 1
             self.last_tick_at = self._clock.seconds()
             self.last_duration = self.last_tick_at - started
+            self._observe_duration(self.last_duration)
 
     async def _write_pending(self) -> bool:
         """Write every pending window and the changed totals; False (and backoff) on failure.
@@ -165,7 +168,9 @@ class FlushService(Service):
         """
         self.pending.extend(self._aggregator.close_all(self._clock.seconds()))
         count = len(self.pending)
-        if not self._store_service.opened:
+        if not await self._store_service.try_open():
+            if not count and not self._aggregator.global_changes(self._totals_mark):
+                return 0  # nothing was counted, so nothing is lost
             raise WindowsNotPersisted(
                 f"{count} windows and the all-time totals not persisted: store never opened "
                 f"({self._store_service.last_error})"

@@ -9,10 +9,10 @@ from types import MappingProxyType
 from typing import IO, Any
 
 from twisted.logger import (
-    FilteringLogObserver,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
 )
 from zope.interface import implementer
@@ -111,18 +111,26 @@ FORMATTERS: Mapping[str, Callable[[dict[str, Any]], str]] = MappingProxyType(
 
 @implementer(ILogObserver)
 class LineObserver:
-    """Writes each event as formatted text to a stream and flushes (journald reads lines)."""
+    """Writes each event at or above ``level`` as one formatted line to a stream.
 
-    def __init__(self, stream: IO[str], formatter: Callable[[dict[str, Any]], str]) -> None:
+    ``configure`` swaps the format and level while running (SIGHUP reload).
+    """
+
+    def __init__(self, stream: IO[str], *, log_format: str, level: str) -> None:
         self._stream = stream
-        self._formatter = formatter
+        self.configure(log_format=log_format, level=level)
+
+    def configure(self, *, log_format: str, level: str) -> None:
+        self._formatter = FORMATTERS[log_format]
+        self._predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if self._predicate(event) == PredicateResult.no:
+            return
         self._stream.write(self._formatter(event))
         self._stream.flush()
 
 
-def make_observer(stream: IO[str], *, log_format: str, level: str) -> ILogObserver:
+def make_observer(stream: IO[str], *, log_format: str, level: str) -> LineObserver:
     """An observer that drops events below ``level`` and writes the rest in ``log_format``."""
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    return FilteringLogObserver(LineObserver(stream, FORMATTERS[log_format]), [predicate])
+    return LineObserver(stream, log_format=log_format, level=level)

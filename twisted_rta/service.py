@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, ensureDeferred
@@ -40,6 +40,9 @@ class RTAService(MultiService):
         workers: WorkerPool,
         listeners: Sequence[HTTPListener],
         shutdown_timeout: float,
+        monitors: Sequence[Service] = (),
+        notify: Service | None = None,
+        on_stopping: Callable[[], None] = lambda: None,
         log_observer: ILogObserver | None = None,
         shutdown_errors: list[str] | None = None,
     ) -> None:
@@ -57,7 +60,14 @@ class RTAService(MultiService):
         self.stopping = False
         # Shared with the composition root, which turns any entry into exit status 1.
         self.shutdown_errors = shutdown_errors if shutdown_errors is not None else []
-        for child in (store_service, flush, retention, workers, *self.listeners):
+        self.monitors = tuple(monitors)
+        self._on_stopping = on_stopping
+        self.reloader: object | None = None  # set by the composition root (SIGHUP)
+        # The notifier comes last so that READY=1 follows the listeners being bound.
+        self.notify = notify
+        tail = (notify,) if notify is not None else ()
+        for child in (store_service, flush, retention, *self.monitors, workers,
+                      *self.listeners, *tail):
             child.setServiceParent(self)
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
@@ -84,6 +94,7 @@ class RTAService(MultiService):
     async def _stop_in_order(self) -> None:
         log.info("shutdown 1/5: stop listening")
         await DeferredList([ensureDeferred(_stop(listener)) for listener in self.listeners])
+        self._on_stopping()  # STOPPING=1 to systemd
         # Keep-alive connections may still send requests: refuse them from now on.
         self.queue.close()
         log.info("shutdown 2/5: draining {depth} queued events", depth=self.queue.depth)
@@ -91,6 +102,8 @@ class RTAService(MultiService):
         log.info("shutdown 3/5: stop the flush and retention loops")
         await _stop(self.flush)
         await _stop(self.retention)
+        for monitor in (*self.monitors, *((self.notify,) if self.notify else ())):
+            await _stop(monitor)
         try:
             log.info("shutdown 4/5: final flush of every window")
             written = await self.flush.final_flush()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import attrs
 from twisted.application.service import IService
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_rta import __version__
@@ -25,18 +27,24 @@ from twisted_rta.config import (
     store_url,
     summary,
 )
+from twisted_rta.exposition import DaemonCollector
 from twisted_rta.flush import FlushService
-from twisted_rta.health import check_readiness
+from twisted_rta.health import LoadMonitor, check_readiness
 from twisted_rta.listeners import HTTPListener
-from twisted_rta.logs import make_observer
+from twisted_rta.logs import LineObserver, make_observer
+from twisted_rta.notify import NotifyService, StatusLine
 from twisted_rta.query import QueryService
 from twisted_rta.queue import IntakeQueue
+from twisted_rta.reactor_lag import ReactorLagMonitor
+from twisted_rta.reload import Reloader
 from twisted_rta.service import RTAService
 from twisted_rta.store.interface import WindowStore
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore
 from twisted_rta.store.retention import RetentionService
 from twisted_rta.store.sql import SQLWindowStore
+from twisted_rta.systemd import SystemdNotifier
+from twisted_rta.telemetry import Telemetry
 from twisted_rta.web.api import ApiApp
 from twisted_rta.web.app import build_resource
 from twisted_rta.web.edge import CorsPolicy
@@ -128,10 +136,17 @@ def open_store(config: Config, reactor: Any, environ: Mapping[str, str]) -> Wind
 def build_service(
     config: Config,
     reactor: Any,
-    log_observer: ILogObserver | None,
+    log_observer: LineObserver | None,
     store: WindowStore | None = None,
+    notifier: SystemdNotifier | None = None,
+    reload_config: Callable[[], Config] | None = None,
 ) -> RTAService:
-    """Wire every piece of the daemon for ``config`` on ``reactor`` (``store`` for tests)."""
+    """Wire every piece of the daemon for ``config`` on ``reactor``.
+
+    ``store`` and ``notifier`` replace the ones the config and environment would give
+    (tests); ``reload_config`` re-reads the config for SIGHUP.
+    """
+    notifier = notifier or SystemdNotifier(None)
     now = reactor.seconds()
     resolutions = config.windows.resolutions
     aggregator = Aggregator(
@@ -153,10 +168,12 @@ def build_service(
         store, aggregator, clock=reactor, retry_initial=config.store.retry_initial,
         retry_max=config.store.retry_max, on_fatal=fatal,
     )
+    telemetry = Telemetry()
     flush = FlushService(
         aggregator, store_service, clock=reactor, interval=config.windows.flush_interval,
         max_pending=config.store.max_pending_windows, retry_initial=config.store.retry_initial,
         retry_max=config.store.retry_max, keep_recent=config.windows.keep_closed,
+        observe_duration=telemetry.flush_duration.observe,
     )
     retention = RetentionService(
         store_service, resolutions, clock=reactor, interval=config.store.retention_interval,
@@ -165,27 +182,63 @@ def build_service(
     workers = WorkerPool(
         queue, aggregator, clock=reactor, worker_count=config.processing.worker_count
     )
+    load = LoadMonitor(
+        clock=reactor, interval=config.windows.flush_interval,
+        busy_seconds=lambda: workers.busy_seconds, flush_seconds=lambda: flush.last_duration,
+    )
+    lag = ReactorLagMonitor(clock=reactor, interval=1.0, observe=telemetry.reactor_lag.observe)
+    telemetry.registry.register(DaemonCollector(
+        aggregator=aggregator, rules=aggregator.rules, queue=queue, workers=workers,
+        flush=flush, store_service=store_service, retention=retention,
+        clock_seconds=reactor.seconds,
+    ))
     holder: list[RTAService] = []
-    ops = OpsApp(clock=reactor, readiness=lambda: check_readiness(holder[0], reactor.seconds()))
+    ops = OpsApp(
+        clock=reactor,
+        readiness=lambda: check_readiness(holder[0], load, reactor.seconds()),
+        registry=telemetry.registry,
+    )
     query = QueryService(aggregator=aggregator, flush=flush, store_service=store_service,
                          queue=queue, resolutions=resolutions)
     api = ApiApp(clock=reactor, queue=queue, query=query, limits=config.limits,
-                 resolutions=resolutions, store_backlogged=lambda: flush.backlogged)
+                 resolutions=resolutions, store_backlogged=lambda: flush.backlogged,
+                 telemetry=telemetry)
+    edge = build_resource(ops=ops.app.resource(), api=api.app.resource(),
+                          cors=CorsPolicy(config.cors.allowed_origins))
     site = RTASite(
-        build_resource(ops=ops.app.resource(), api=api.app.resource(),
-                       cors=CorsPolicy(config.cors.allowed_origins)),
+        edge,
         clock=reactor,
         max_body_bytes=config.limits.max_body_bytes,
         access_log=config.logging.access_log,
+        telemetry=telemetry,
     )
     listeners = [HTTPListener(reactor, endpoint, site) for endpoint in config.server.listen]
+    notify = NotifyService(
+        notifier, clock=reactor, reactor_lag=lambda: lag.last_lag,
+        status=StatusLine(queue, workers, flush).render,
+    )
     service = RTAService(
         clock=reactor, queue=queue, store_service=store_service, flush=flush,
-        retention=retention, workers=workers, listeners=listeners,
+        retention=retention, workers=workers, listeners=listeners, monitors=(load, lag),
         shutdown_timeout=config.server.shutdown_timeout, log_observer=log_observer,
-        shutdown_errors=shutdown_errors,
+        shutdown_errors=shutdown_errors, notify=notify, on_stopping=notifier.stopping,
     )
     holder.append(service)
+
+    def apply(new: Config) -> None:
+        """Swap in what may change while running (see reload.RUNTIME_PREFIXES)."""
+        if log_observer is not None:
+            log_observer.configure(log_format=new.logging.format, level=new.logging.level)
+        site.access_log = new.logging.access_log
+        site.max_body_bytes = new.limits.max_body_bytes
+        edge.cors = CorsPolicy(new.cors.allowed_origins)
+        api.limits = new.limits
+
+    service.reloader = Reloader(
+        load=reload_config or (lambda: config), current=config, apply=apply,
+        before=lambda: notifier.reloading(time.monotonic_ns() // 1000),
+        after=lambda: notifier.ready(),
+    )
     # Only the error list, not the service: a reference from the reactor would keep every
     # sketch alive past interpreter teardown (nanobind then prints leak warnings).
     reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, shutdown_errors)
@@ -218,4 +271,13 @@ def makeService(options: Options) -> IService:
     observer = make_observer(
         _log_stream(options), log_format=config.logging.format, level=config.logging.level
     )
-    return build_service(config, reactor, observer)
+    service = build_service(
+        config, reactor, observer,
+        notifier=SystemdNotifier.from_environ(os.environ),
+        reload_config=lambda: _apply_overrides(load_config(options["config"]), options),
+    )
+    reloader = service.reloader
+    assert isinstance(reloader, Reloader)
+    # The handler only schedules: the reload itself runs on the reactor thread.
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reloader.reload))
+    return service

@@ -36,11 +36,26 @@ class DaemonProcess(ProcessProtocol):
         self._waiters: list[tuple[Callable[[Record], bool], Deferred[Record]]] = []
 
     @classmethod
-    def spawn(cls, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> DaemonProcess:
+    def spawn(
+        cls,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        *,
+        inherit_fd: int | None = None,
+    ) -> DaemonProcess:
+        """Start ``twistd -n rta``; ``inherit_fd`` is passed as fd 3 with LISTEN_PID set to
+        the daemon's own pid, as systemd's socket activation does."""
         protocol = cls()
         environment = {**os.environ, **(env or {})}
         argv = [twistd_path(), "-n", "--pidfile=", "rta", "--log-format", "json", *args]
-        reactor.spawnProcess(protocol, argv[0], argv, env=environment, path=str(cwd))
+        child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
+        if inherit_fd is not None:
+            child_fds[3] = inherit_fd
+            # The pid is only known after fork: sh's $$ survives the exec into twistd.
+            argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *argv]
+        reactor.spawnProcess(protocol, argv[0], argv, env=environment, path=str(cwd),
+                             childFDs=child_fds)
         return protocol
 
     def outReceived(self, data: bytes) -> None:

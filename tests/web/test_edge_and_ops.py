@@ -21,13 +21,26 @@ def test_health(daemon: Daemon) -> None:
     assert reply.header("Cache-Control") == "no-store"
 
 
-def test_ready_checks_the_running_parts(daemon: Daemon) -> None:
+def detail(reply: Any, check: str) -> str:
+    return str(reply.json["checks"][check]["detail"])
+
+
+def failing(reply: Any) -> set[str]:
+    return {name for name, check in reply.json["checks"].items() if check["status"] != "ok"}
+
+
+def test_ready_checks_the_running_parts_with_figures(daemon: Daemon) -> None:
     reply = daemon.http.get("/ready")
     assert reply.status == 200
     assert reply.json["status"] == "ready"
-    assert reply.json["checks"] == {
-        "shutdown": "ok", "listening": "ok", "workers": "ok", "flush": "ok", "store": "ok",
+    assert failing(reply) == set()
+    assert set(reply.json["checks"]) == {
+        "shutdown", "listening", "workers", "queue", "load", "flush", "store",
     }
+    assert detail(reply, "workers") == "2 of 2 workers running"
+    assert detail(reply, "listening") == "1 of 1 listeners bound"
+    assert detail(reply, "queue") == "0 of 100000 events queued (0%; limit 90%)"
+    assert detail(reply, "store") == "open; 0 windows waiting"
 
 
 def test_not_ready_before_start() -> None:
@@ -35,30 +48,61 @@ def test_not_ready_before_start() -> None:
     reply = daemon.http.get("/ready")
     assert reply.status == 503
     assert reply.json["status"] == "not_ready"
-    assert reply.json["checks"]["listening"].startswith("not listening on tcp:0")
-    assert reply.json["checks"]["workers"] == "0 of 2 workers running"
-    assert reply.json["checks"]["flush"] == "flush loop not running"
+    assert detail(reply, "listening").endswith("not listening on tcp:0:interface=127.0.0.1")
+    assert detail(reply, "workers") == "0 of 2 workers running"
+    assert detail(reply, "flush") == "flush loop not running"
+    assert failing(reply) == {"listening", "workers", "flush", "store"}
 
 
-def test_not_ready_when_flush_ticks_stop_coming(daemon: Daemon) -> None:
+def test_not_ready_when_the_flush_loop_stops(daemon: Daemon) -> None:
     daemon.service.flush.stopService()
-    assert daemon.http.get("/ready").json["checks"]["flush"] == "flush loop not running"
+    reply = daemon.http.get("/ready")
+    assert failing(reply) == {"flush"}
+    assert detail(reply, "flush") == "flush loop not running"
 
 
 def test_not_ready_once_shutdown_begins(daemon: Daemon) -> None:
     daemon.service.stopService()
     reply = daemon.http.get("/ready")
     assert reply.status == 503
-    assert reply.json["checks"]["shutdown"] == "shutting down"
+    assert "shutdown" in failing(reply)
+    assert detail(reply, "shutdown") == "shutting down"
 
 
 def test_stale_flush_tick_makes_not_ready(daemon: Daemon) -> None:
     daemon.reactor.advance(5.0)  # one tick
     assert daemon.http.get("/ready").status == 200
-    daemon.service.flush.last_tick_at = daemon.reactor.seconds() - 16.0
+    daemon.service.flush.last_tick_at = daemon.reactor.seconds() - 11.0
     reply = daemon.http.get("/ready")
     assert reply.status == 503
-    assert reply.json["checks"]["flush"] == "no flush tick for more than 15s"
+    assert failing(reply) == {"flush"}
+    assert detail(reply, "flush") == "last tick 11.0s ago (limit 10s)"
+
+
+def test_not_ready_when_the_queue_is_over_ninety_percent() -> None:
+    daemon = make_daemon({"processing": {"buffer_size": 10}}, start=False)
+    daemon.service.privilegedStartService()
+    for child in daemon.service:
+        if child is not daemon.service.workers:
+            child.startService()  # everything but the workers, so the queue fills
+    daemon.http.post("/api/v1/events/batch", [{"type": "x"}] * 9)
+    assert daemon.http.get("/ready").json["checks"]["queue"]["status"] == "ok"
+    daemon.http.post("/api/v1/events", {"type": "x"})
+    reply = daemon.http.get("/ready")
+    assert "queue" in failing(reply)
+    assert detail(reply, "queue") == "10 of 10 events queued (100%; limit 90%)"
+
+
+def test_not_ready_when_flushing_and_aggregating_take_most_of_the_interval(
+    daemon: Daemon,
+) -> None:
+    daemon.service.workers.busy_seconds += 4.0  # 4s of a 5s interval spent aggregating
+    daemon.reactor.advance(5.0)
+    reply = daemon.http.get("/ready")
+    assert failing(reply) == {"load"}
+    assert detail(reply, "load").startswith("80% of the last flush interval")
+    daemon.reactor.advance(5.0)  # an idle interval
+    assert daemon.http.get("/ready").status == 200
 
 
 def test_unknown_route_is_json_404(daemon: Daemon) -> None:
@@ -168,4 +212,4 @@ def test_unexpected_handler_error_is_a_500_envelope_without_traceback(
 
 def test_stop_listening_is_observable(daemon: Daemon) -> None:
     result_of(daemon.service.listeners[0].stopService())
-    assert daemon.http.get("/ready").json["checks"]["listening"].startswith("not listening")
+    assert "not listening on" in detail(daemon.http.get("/ready"), "listening")

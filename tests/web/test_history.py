@@ -167,7 +167,7 @@ def test_history_while_the_store_is_down_is_503_and_ingest_pauses_when_backlogge
     flush_ticks(daemon, 10)  # the minute closes; its write fails
     ready = daemon.http.get("/ready")
     assert ready.status == 503
-    assert ready.json["checks"]["store"].startswith("writes failing")
+    assert ready.json["checks"]["store"]["detail"].startswith("writes failing")
     refused = daemon.http.post("/api/v1/events", {"type": "x"})
     assert (refused.status, refused.json["code"]) == (503, "store_unavailable")
     # The all-time view still answers from this node's live state.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -41,7 +42,9 @@ class StoreService(Service):
         self._delay = retry_initial
         self._on_fatal = on_fatal
         self._retry: IDelayedCall | None = None
+        self._waiters: list[Deferred[None]] = []
         self.opened = False
+        self.open_failures = 0
         self.last_error: str | None = None
 
     def startService(self) -> None:
@@ -54,11 +57,34 @@ class StoreService(Service):
             self._retry.cancel()
         self._retry = None
 
-    def _attempt(self) -> None:
+    def _attempt(self) -> Deferred[None]:
+        """Open and restore; a call while an attempt is in flight joins it."""
         self._retry = None
-        opening = self.store.open()
-        opening.addCallback(lambda _: self.store.load_totals())
-        opening.addCallbacks(self._restore, self._failed)
+        done: Deferred[None] = Deferred()
+        self._waiters.append(done)
+        if len(self._waiters) == 1:
+            opening = self.store.open()
+            opening.addCallback(lambda _: self.store.load_totals())
+            opening.addCallbacks(self._restore, self._failed)
+            opening.addBoth(self._attempt_done)
+        return done
+
+    def _attempt_done(self, result: object) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    async def try_open(self) -> bool:
+        """One more attempt now (the final flush at shutdown must not wait for backoff).
+
+        Joins an attempt already in flight; returns whether the store is open.
+        """
+        if self.opened:
+            return True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        await self._attempt()
+        return self.opened
 
     def _restore(self, totals: dict[str, Metric]) -> None:
         for name, metric in totals.items():
@@ -76,9 +102,11 @@ class StoreService(Service):
             self._on_fatal(reason)
             return
         self.last_error = reason
+        self.open_failures += 1
         if not self.running:
             return
         log.warn("store unavailable ({reason}); retrying in {delay}s", reason=reason,
                  delay=round(self._delay, 3))
         self._retry = self._clock.callLater(self._delay, self._attempt)
         self._delay = min(self._delay * 2, self._retry_max)
+

@@ -26,5 +26,5 @@ class RootApp:
         return self._ops
 
 
-def build_resource(*, ops: IResource, api: IResource, cors: CorsPolicy) -> IResource:
+def build_resource(*, ops: IResource, api: IResource, cors: CorsPolicy) -> EdgeResource:
     return EdgeResource(RootApp(ops=ops, api=api).app.resource(), cors)

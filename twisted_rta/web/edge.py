@@ -54,13 +54,13 @@ class EdgeResource(Resource):
     def __init__(self, inner: IResource, cors: CorsPolicy) -> None:
         super().__init__()
         self._inner = inner
-        self._cors = cors
+        self.cors = cors  # replaced on reload
 
     def render(self, request: IRequest) -> bytes | int:
         request_id = client_request_id(request) or str(uuid.uuid4()).encode("ascii")
         request.request_id = request_id  # the access log reads it
         request.setHeader(b"X-Request-ID", request_id)
-        allowed = self._cors.apply(request)
+        allowed = self.cors.apply(request)
         if request.method == b"OPTIONS":
             # Preflight: answered here for every path so browsers can POST beacons.
             request.setResponseCode(204)

@@ -1,0 +1,107 @@
+"""SIGHUP reload: what may change is applied, the rest is reported, bad files change nothing."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import attrs
+
+from tests.helpers import NOW, HttpClient
+from twisted_rta.config import Config, ConfigError, config_from_mapping
+from twisted_rta.logs import make_observer
+from twisted_rta.reload import Reloader
+from twisted_rta.tap import build_service
+
+
+def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Any, HttpClient]:
+    from twisted.internet.testing import MemoryReactorClock
+
+    config = config_from_mapping({
+        "server": {"listen": ["tcp:0"]}, "store": {"url": "memory:", "node_id": "n"},
+        "cors": {"allowed_origins": ["https://old.example"]},
+    })
+    reactor = MemoryReactorClock()
+    reactor.advance(NOW)
+    observer = make_observer(stream or io.StringIO(), log_format="console", level="info")
+    service = build_service(config, reactor, observer, reload_config=loader)
+    service.privilegedStartService()
+    service.startService()
+    return service, HttpClient(service.listeners[0].factory.resource)
+
+
+def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:
+    new = config_from_mapping({
+        "server": {"listen": ["tcp:9999"]}, "store": {"url": "memory:", "node_id": "n"},
+        "cors": {"allowed_origins": ["https://new.example"]},
+        "limits": {"max_batch_events": 2, "max_dimension_values": 5},
+        "logging": {"format": "json", "level": "debug"},
+    })
+    stream = io.StringIO()
+    service, http = daemon_with(lambda: new, stream)
+    assert http.get("/health", headers={"Origin": "https://old.example"}).header(
+        "Access-Control-Allow-Origin") == "https://old.example"
+    outcome = service.reloader.reload()
+    assert outcome.ok
+    assert set(outcome.applied) == {
+        "cors.allowed_origins", "limits.max_batch_events", "logging.format", "logging.level",
+    }
+    assert set(outcome.ignored) == {"server.listen", "limits.max_dimension_values"}
+    new_origin = http.get("/health", headers={"Origin": "https://new.example"})
+    assert new_origin.header("Access-Control-Allow-Origin") == "https://new.example"
+    assert http.get("/health", headers={"Origin": "https://old.example"}).header(
+        "Access-Control-Allow-Origin") is None
+    too_many = http.post("/api/v1/events/batch", [{"type": "a"}] * 3)
+    assert (too_many.status, too_many.json["code"]) == (413, "batch_too_large")
+    assert service.listeners[0].description == "tcp:0"  # needs a restart
+    assert service.reloader.current.limits.max_dimension_values == 10_000
+
+
+def test_a_bad_file_keeps_the_running_config_and_lists_every_error(
+    captured_logs: list[dict[str, Any]],
+) -> None:
+    def broken() -> Config:
+        return config_from_mapping({"cors": {"allowed_origins": 5}, "logging": {"level": "x"}})
+
+    service, http = daemon_with(broken)
+    before = service.reloader.current
+    outcome = service.reloader.reload()
+    assert not outcome.ok
+    assert len(outcome.errors) == 2
+    assert service.reloader.current is before
+    assert http.get("/health", headers={"Origin": "https://old.example"}).header(
+        "Access-Control-Allow-Origin") == "https://old.example"
+    problems = [e["problem"] for e in captured_logs if "problem" in e]
+    assert any(p.startswith("logging.level") for p in problems)
+    assert any(p.startswith("cors.allowed_origins") for p in problems)
+
+
+def test_reload_tells_systemd_before_and_after() -> None:
+    calls: list[str] = []
+
+    def failing() -> Config:
+        raise ConfigError("", "cannot read config file")
+
+    reloader = Reloader(load=failing, current=Config(), apply=lambda config: None,
+                        before=lambda: calls.append("RELOADING"),
+                        after=lambda: calls.append("READY"))
+    assert not reloader.reload().ok
+    assert calls == ["RELOADING", "READY"]
+
+
+def test_log_level_and_format_change_on_reload() -> None:
+    stream = io.StringIO()
+    new = attrs.evolve(Config(), logging=attrs.evolve(Config().logging, format="json"))
+    service, _http = daemon_with(lambda: attrs.evolve(
+        new, server=attrs.evolve(new.server, listen=("tcp:0",)),
+        store=attrs.evolve(new.store, url="memory:", node_id="n"),
+    ), stream)
+    service.reloader.reload()
+    from twisted.logger import Logger, globalLogPublisher
+
+    globalLogPublisher.addObserver(service.log_observer)
+    try:
+        Logger(namespace="probe").info("after reload")
+    finally:
+        globalLogPublisher.removeObserver(service.log_observer)
+    assert '"message":"after reload"' in stream.getvalue()
