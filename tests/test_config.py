@@ -124,11 +124,13 @@ def test_listen_accepts_a_single_string() -> None:
          "server.port: must be an integer between 0 and 65535, got 70000"),
         ({"server": {"port": 8080, "listen": ["tcp:1"]}},
          "server.listen: give either listen or host/port, not both"),
-        ({"cors": {"allowed_origins": "*", "extra": 1}},
-         "cors.extra: unknown key (expected one of allowed_origins)"),
+        ({"cors": {"ingest": {"allowed_origins": "*", "extra": 1}}},
+         "cors.ingest.extra: unknown key (expected one of allowed_origins)"),
+        ({"cors": {"allowed_origins": ["*"]}},
+         "cors.allowed_origins: unknown key (expected one of ingest, query)"),
         ({"procesing": {}},
          "procesing: unknown key (expected one of server, logging, processing, windows, "
-         "limits, store, cors)"),
+         "limits, store, cors, auth, rate_limits)"),
         ({"windows": ["size"]}, "windows: must be a mapping of keys, got ['size']"),
         (["server"], "must be a mapping of keys, got ['server']"),
     ],
@@ -155,9 +157,15 @@ def test_summary_is_flat_and_complete() -> None:
     assert flat["server.listen"] == ["tcp:8080:interface=0.0.0.0"]
     assert flat["limits.max_event_age"] == 604800.0
     assert flat["windows.resolutions"][0] == {"size": 60.0, "retention": 172800.0}
-    assert len(flat) == sum(
-        len(attrs.fields(f.metadata["section"])) for f in attrs.fields(Config)
-    )
+    def leaves(cls: type) -> int:
+        return sum(
+            leaves(f.metadata["section"]) if "section" in f.metadata else 1
+            for f in attrs.fields(cls)
+        )
+
+    assert len(flat) == leaves(Config)
+    assert flat["cors.query.allowed_origins"] == []
+    assert flat["rate_limits.ingest.events_burst"] == 200_000.0
 
 
 def test_durations_in_weeks_and_years() -> None:
@@ -209,7 +217,7 @@ def test_every_error_is_reported_at_once() -> None:
     messages = [str(error) for error in caught.value.errors]
     assert messages == [
         "typo: unknown key (expected one of server, logging, processing, windows, limits, "
-        "store, cors)",
+        "store, cors, auth, rate_limits)",
         "logging.level: must be one of debug, info, warn, error, got 'loud'",
         "processing.worker_count: must be an integer between 1 and 256, got 0",
         "processing.buffer_size: must be an integer >= 1, got 'big'",

@@ -19,7 +19,7 @@ def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Any, Ht
 
     config = config_from_mapping({
         "server": {"listen": ["tcp:0"]}, "store": {"url": "memory:", "node_id": "n"},
-        "cors": {"allowed_origins": ["https://old.example"]},
+        "cors": {"query": {"allowed_origins": ["https://old.example"]}},
     })
     reactor = MemoryReactorClock()
     reactor.advance(NOW)
@@ -33,7 +33,7 @@ def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Any, Ht
 def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:
     new = config_from_mapping({
         "server": {"listen": ["tcp:9999"]}, "store": {"url": "memory:", "node_id": "n"},
-        "cors": {"allowed_origins": ["https://new.example"]},
+        "cors": {"query": {"allowed_origins": ["https://new.example"]}},
         "limits": {"max_batch_events": 2, "max_dimension_values": 5},
         "logging": {"format": "json", "level": "debug"},
     })
@@ -44,7 +44,8 @@ def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:
     outcome = service.reloader.reload()
     assert outcome.ok
     assert set(outcome.applied) == {
-        "cors.allowed_origins", "limits.max_batch_events", "logging.format", "logging.level",
+        "cors.query.allowed_origins", "limits.max_batch_events", "logging.format",
+        "logging.level",
     }
     assert set(outcome.ignored) == {"server.listen", "limits.max_dimension_values"}
     new_origin = http.get("/health", headers={"Origin": "https://new.example"})
@@ -61,7 +62,9 @@ def test_a_bad_file_keeps_the_running_config_and_lists_every_error(
     captured_logs: list[dict[str, Any]],
 ) -> None:
     def broken() -> Config:
-        return config_from_mapping({"cors": {"allowed_origins": 5}, "logging": {"level": "x"}})
+        return config_from_mapping(
+            {"cors": {"query": {"allowed_origins": 5}}, "logging": {"level": "x"}}
+        )
 
     service, http = daemon_with(broken)
     before = service.reloader.current
@@ -73,7 +76,7 @@ def test_a_bad_file_keeps_the_running_config_and_lists_every_error(
         "Access-Control-Allow-Origin") == "https://old.example"
     problems = [e["problem"] for e in captured_logs if "problem" in e]
     assert any(p.startswith("logging.level") for p in problems)
-    assert any(p.startswith("cors.allowed_origins") for p in problems)
+    assert any(p.startswith("cors.query.allowed_origins") for p in problems)
 
 
 def test_reload_tells_systemd_before_and_after() -> None:

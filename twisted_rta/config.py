@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -135,6 +137,28 @@ def text(value: Any, path: str) -> str:
     return value
 
 
+def number(minimum: float | None = None) -> Parser:
+    def parse(value: Any, path: str) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or (minimum is not None and value < minimum):
+            raise ConfigError(path, f"must be a number{_bounds_text(minimum, None)}, got "
+                                    f"{_show(value)}")
+        return float(value)
+
+    return parse
+
+
+def network(value: Any, path: str) -> str:
+    """An IP address or CIDR network, e.g. 10.0.0.0/8 or ::1."""
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            pass
+    raise ConfigError(path, f"must be an IP address or network like 10.0.0.0/8, got "
+                            f"{_show(value)}")
+
+
 def optional(parse: Parser) -> Parser:
     """``null`` keeps the built-in choice (documented per key); anything else is parsed."""
 
@@ -171,6 +195,13 @@ class ServerConfig:
         ("tcp:8080:interface=0.0.0.0",), string_list(allow_empty=False)
     )
     shutdown_timeout: float = setting(10.0, duration(minimum=0.1))
+    # A request's head and body must arrive within this (slowloris defence).
+    request_timeout: float = setting(30.0, duration(minimum=0.1))
+    # A kept-alive connection with no request for this long is closed.
+    idle_timeout: float = setting(60.0, duration(minimum=0.1))
+    max_connections: int = setting(10_000, integer(minimum=1))
+    # Peers whose X-Forwarded-For is believed (addresses or CIDR networks).
+    trusted_proxies: tuple[str, ...] = setting((), string_list(item=lambda v, p: network(v, p)))
 
 
 @frozen
@@ -270,8 +301,103 @@ class StoreConfig:
 
 
 @frozen
-class CorsConfig:
+class IngestCorsConfig:
     allowed_origins: tuple[str, ...] = setting(("*",), string_list())
+
+
+@frozen
+class QueryCorsConfig:
+    allowed_origins: tuple[str, ...] = setting((), string_list())
+
+
+@frozen
+class CorsConfig:
+    """Browsers may post beacons from anywhere; business data is readable by none."""
+
+    ingest: IngestCorsConfig = section(IngestCorsConfig)
+    query: QueryCorsConfig = section(QueryCorsConfig)
+
+
+SCOPES = ("ingest", "read", "admin")
+
+
+@frozen
+class ApiKeyConfig:
+    """An API key by name; only the SHA-256 digest of the key is kept in memory."""
+
+    name: str
+    sha256: str = field(repr=False)
+    scopes: tuple[str, ...]
+
+
+def api_keys(value: Any, path: str) -> tuple[ApiKeyConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(path, f"must be a list of {{name, key or sha256, scopes}}, got "
+                                f"{_show(value)}")
+    keys: list[ApiKeyConfig] = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(where, "must be a mapping with name, key or sha256, and scopes")
+        unknown = sorted(set(item) - {"name", "key", "sha256", "scopes"})
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}",
+                              "unknown key (expected name, key, sha256, scopes)")
+        name = text(item.get("name"), f"{where}.name")
+        if ("key" in item) == ("sha256" in item):
+            raise ConfigError(where, "give exactly one of key or sha256")
+        if "key" in item:
+            key = item["key"]
+            if not isinstance(key, str) or len(key) < 16:
+                raise ConfigError(f"{where}.key", "must be a string of at least 16 characters")
+            digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        else:
+            digest = item["sha256"]
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ConfigError(f"{where}.sha256", "must be 64 hexadecimal characters")
+            digest = digest.lower()
+        scopes = string_list(item=choice(*SCOPES), allow_empty=False)(
+            item.get("scopes"), f"{where}.scopes"
+        )
+        keys.append(ApiKeyConfig(name, digest, scopes))
+    names = [key.name for key in keys]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate is not None:
+        raise ConfigError(path, f"key names must be unique; {duplicate!r} appears twice")
+    return tuple(keys)
+
+
+@frozen
+class AuthConfig:
+    keys: tuple[ApiKeyConfig, ...] = setting((), api_keys)
+    # Let Prometheus scrape /metrics without a key.
+    public_metrics: bool = setting(False, boolean)
+
+
+@frozen
+class IngestRateConfig:
+    requests_per_second: float = setting(1000.0, number(minimum=0.0))
+    requests_burst: float = setting(2000.0, number(minimum=1.0))
+    events_per_second: float = setting(100_000.0, number(minimum=0.0))
+    events_burst: float = setting(200_000.0, number(minimum=1.0))
+
+
+@frozen
+class ReadRateConfig:
+    requests_per_second: float = setting(100.0, number(minimum=0.0))
+    requests_burst: float = setting(200.0, number(minimum=1.0))
+
+
+@frozen
+class RateLimitsConfig:
+    """Token buckets per API key, or per client address for anonymous requests."""
+
+    enabled: bool = setting(True, boolean)
+    ingest: IngestRateConfig = section(IngestRateConfig)
+    read: ReadRateConfig = section(ReadRateConfig)
+    # Buckets kept at most; the least recently used go first (an address-spraying client
+    # cannot grow memory without bound).
+    max_clients: int = setting(100_000, integer(minimum=1))
 
 
 @frozen
@@ -283,6 +409,8 @@ class Config:
     limits: LimitsConfig = section(LimitsConfig)
     store: StoreConfig = section(StoreConfig)
     cors: CorsConfig = section(CorsConfig)
+    auth: AuthConfig = section(AuthConfig)
+    rate_limits: RateLimitsConfig = section(RateLimitsConfig)
 
 
 def _seed_listen(raw: dict[str, Any], path: str) -> dict[str, Any]:
@@ -372,24 +500,28 @@ def load_config(path: str | Path | None) -> Config:
     return config_from_mapping(raw)
 
 
-def summary(config: Config) -> dict[str, Any]:
-    """The effective config as a flat mapping for the startup log (holds no secrets today)."""
+def summary(config: Any, prefix: str = "") -> dict[str, Any]:
+    """The effective config as a flat ``section.key`` mapping, secrets redacted (startup log,
+    reload diffs)."""
     flat: dict[str, Any] = {}
-    for section_field in attrs.fields(Config):
-        values = getattr(config, section_field.name)
-        for value_field in attrs.fields(type(values)):
-            value = getattr(values, value_field.name)
-            key = f"{section_field.name}.{value_field.name}"
-            if isinstance(value, tuple):
-                value = [attrs.asdict(item) if attrs.has(type(item)) else item for item in value]
-            flat[key] = _redact(key, value)
+    for value_field in attrs.fields(type(config)):
+        value = getattr(config, value_field.name)
+        key = f"{prefix}{value_field.name}"
+        if "section" in value_field.metadata:
+            flat.update(summary(value, key + "."))
+            continue
+        if isinstance(value, tuple):
+            value = [attrs.asdict(item) if attrs.has(type(item)) else item for item in value]
+        flat[key] = _redact(key, value)
     return flat
 
 
 def _redact(key: str, value: Any) -> Any:
-    """Hide a password inside a database URL before it reaches the log."""
+    """Hide a database password and API key digests before they reach the log."""
     if key == "store.url" and isinstance(value, str):
         return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", value)
+    if key == "auth.keys":
+        return [{"name": item["name"], "scopes": item["scopes"]} for item in value]
     return value
 
 

@@ -14,8 +14,9 @@ log = Logger()
 # Settings the running daemon can take without a restart; everything else (listen
 # addresses, store, windows, workers, and the dimension bound baked into the aggregator)
 # is reported as ignored until restart.
-RUNTIME_PREFIXES = ("logging.", "cors.", "limits.")
-RESTART_ONLY = frozenset({"limits.max_dimension_values"})
+RUNTIME_PREFIXES = ("logging.", "cors.", "limits.", "auth.", "rate_limits.",
+                    "server.trusted_proxies")
+RESTART_ONLY = frozenset({"limits.max_dimension_values", "rate_limits.max_clients"})
 
 
 def runtime_changeable(key: str) -> bool:
@@ -70,13 +71,19 @@ class Reloader:
         changed = [key for key in new_values if new_values[key] != old_values.get(key)]
         applied = tuple(key for key in changed if runtime_changeable(key))
         ignored = tuple(key for key in changed if not runtime_changeable(key))
+        current = self.current
         effective = attrs.evolve(
-            self.current,
+            current,
             logging=new.logging,
             cors=new.cors,
+            auth=new.auth,
             limits=attrs.evolve(
-                new.limits, max_dimension_values=self.current.limits.max_dimension_values
+                new.limits, max_dimension_values=current.limits.max_dimension_values
             ),
+            rate_limits=attrs.evolve(
+                new.rate_limits, max_clients=current.rate_limits.max_clients
+            ),
+            server=attrs.evolve(current.server, trusted_proxies=new.server.trusted_proxies),
         )
         self._apply(effective)
         self.current = effective

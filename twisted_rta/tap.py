@@ -35,6 +35,7 @@ from twisted_rta.logs import LineObserver, make_observer
 from twisted_rta.notify import NotifyService, StatusLine
 from twisted_rta.query import QueryService
 from twisted_rta.queue import IntakeQueue
+from twisted_rta.ratelimit import RequestLimiters
 from twisted_rta.reactor_lag import ReactorLagMonitor
 from twisted_rta.reload import Reloader
 from twisted_rta.service import RTAService
@@ -47,7 +48,7 @@ from twisted_rta.systemd import SystemdNotifier
 from twisted_rta.telemetry import Telemetry
 from twisted_rta.web.api import ApiApp
 from twisted_rta.web.app import build_resource
-from twisted_rta.web.edge import CorsPolicy
+from twisted_rta.web.edge import AccessPolicy
 from twisted_rta.web.ops import OpsApp
 from twisted_rta.web.site import RTASite
 from twisted_rta.workers import WorkerPool
@@ -200,17 +201,22 @@ def build_service(
     )
     query = QueryService(aggregator=aggregator, flush=flush, store_service=store_service,
                          queue=queue, resolutions=resolutions)
+    limiters = RequestLimiters(config.rate_limits)
     api = ApiApp(clock=reactor, queue=queue, query=query, limits=config.limits,
                  resolutions=resolutions, store_backlogged=lambda: flush.backlogged,
-                 telemetry=telemetry)
+                 telemetry=telemetry, limiters=limiters)
     edge = build_resource(ops=ops.app.resource(), api=api.app.resource(),
-                          cors=CorsPolicy(config.cors.allowed_origins))
+                          policy=AccessPolicy.from_config(config), limiters=limiters,
+                          clock=reactor)
     site = RTASite(
         edge,
         clock=reactor,
         max_body_bytes=config.limits.max_body_bytes,
         access_log=config.logging.access_log,
         telemetry=telemetry,
+        request_timeout=config.server.request_timeout,
+        idle_timeout=config.server.idle_timeout,
+        max_connections=config.server.max_connections,
     )
     listeners = [HTTPListener(reactor, endpoint, site) for endpoint in config.server.listen]
     notify = NotifyService(
@@ -231,7 +237,8 @@ def build_service(
             log_observer.configure(log_format=new.logging.format, level=new.logging.level)
         site.access_log = new.logging.access_log
         site.max_body_bytes = new.limits.max_body_bytes
-        edge.cors = CorsPolicy(new.cors.allowed_origins)
+        edge.policy = AccessPolicy.from_config(new)
+        limiters.configure(new.rate_limits)
         api.limits = new.limits
 
     service.reloader = Reloader(
@@ -244,6 +251,9 @@ def build_service(
     reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, shutdown_errors)
     log.info("twisted-rta {version} starting as node {node_id} with {config}",
              version=__version__, node_id=store.node_id, config=summary(config))
+    if not config.auth.keys:
+        log.warn("no API keys configured (auth.keys): every route is open to anyone who can "
+                 "reach the listen addresses")
     return service
 
 

@@ -119,7 +119,7 @@ async def test_sighup_reloads_what_it_can_and_keeps_running_on_a_bad_file(
     def write(**sections: object) -> None:
         config.write_text(yaml.safe_dump({"store": {"url": "memory:"}, **sections}))
 
-    write(cors={"allowed_origins": ["https://a.example"]})
+    write(cors={"query": {"allowed_origins": ["https://a.example"]}})
     notify = NotifySocket()
     notify_path = str(tmp_path / "notify.sock")
     notify_port = reactor.listenUNIXDatagram(notify_path, notify)
@@ -135,11 +135,11 @@ async def test_sighup_reloads_what_it_can_and_keeps_running_on_a_bad_file(
             return values[0] if values else None
 
         assert await allowed_origin("https://a.example") == "https://a.example"
-        write(cors={"allowed_origins": ["https://b.example"]}, windows={"grace": "1m"})
+        write(cors={"query": {"allowed_origins": ["https://b.example"]}}, windows={"grace": "1m"})
         daemon.transport.signalProcess("HUP")
         reloaded = await daemon.wait_for(lambda r: r.get("message", "").startswith(
             "config reloaded"))
-        assert reloaded["applied"] == "cors.allowed_origins"
+        assert reloaded["applied"] == "cors.query.allowed_origins"
         assert reloaded["ignored"] == "windows.grace"
         assert await allowed_origin("https://b.example") == "https://b.example"
         assert await allowed_origin("https://a.example") is None

@@ -135,16 +135,16 @@ def test_preflight_options_answers_204_with_cors(daemon: Daemon) -> None:
 
 
 def test_cors_restricted_to_configured_origins() -> None:
-    daemon = make_daemon({"cors": {"allowed_origins": ["https://shop.example"]}})
+    daemon = make_daemon({"cors": {"query": {"allowed_origins": ["https://shop.example"]}}})
     allowed = daemon.http.get("/health", headers={"Origin": "https://shop.example"})
     assert allowed.header("Access-Control-Allow-Origin") == "https://shop.example"
     assert allowed.header("Vary") == "Origin"
     other = daemon.http.get("/health", headers={"Origin": "https://evil.example"})
     assert other.header("Access-Control-Allow-Origin") is None
     preflight = daemon.http.request(
-        "OPTIONS", "/api/v1/events", headers={"Origin": "https://evil.example"}
+        "OPTIONS", "/api/v1/stats", headers={"Origin": "https://evil.example"}
     )
-    assert preflight.status == 204
+    assert (preflight.status, preflight.json["code"]) == (403, "origin_not_allowed")
     assert preflight.header("Access-Control-Allow-Methods") is None
 
 

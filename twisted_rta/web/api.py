@@ -22,6 +22,7 @@ from twisted_rta.events import (
 )
 from twisted_rta.query import QueryService, StoreUnavailable, metric_view, range_view, tidy_number
 from twisted_rta.queue import IntakeQueue
+from twisted_rta.ratelimit import RequestLimiters, retry_after
 from twisted_rta.telemetry import Telemetry
 from twisted_rta.timerange import (
     RangeError,
@@ -54,6 +55,7 @@ class ApiApp:
         resolutions: tuple[Resolution, ...],
         store_backlogged: Callable[[], bool],
         telemetry: Telemetry,
+        limiters: RequestLimiters | None = None,
     ) -> None:
         self._clock = clock
         self._queue = queue
@@ -62,6 +64,7 @@ class ApiApp:
         self._resolutions = resolutions
         self._store_backlogged = store_backlogged
         self._telemetry = telemetry
+        self._limiters = limiters
 
     # -- ingestion ---------------------------------------------------------------------
 
@@ -79,6 +82,7 @@ class ApiApp:
             problem = rejected.error
             self._rejected(endpoint, problem.code)
             raise ApiError(400, problem.code, problem.message, field=problem.field) from None
+        self._check_event_rate(request, 1, endpoint)
         self._enqueue((event,), endpoint)
         payload = {
             "status": "accepted",
@@ -107,6 +111,7 @@ class ApiApp:
                 400, "no_valid_events", f"none of the {batch.total} events is valid",
                 errors=errors,
             )
+        self._check_event_rate(request, len(batch.events), endpoint)
         self._enqueue(batch.events, endpoint)
         data = {
             "accepted": len(batch.events),
@@ -121,6 +126,21 @@ class ApiApp:
             "message": f"batch processed: {batch.total} events",
         }
         return json_body(request, payload, 202)
+
+    def _check_event_rate(self, request: IRequest, count: int, endpoint: str) -> None:
+        if self._limiters is None:
+            return
+        identity = getattr(request, "rate_identity", None)
+        wait = self._limiters.take_events(identity, count, self._clock.seconds())
+        if wait:
+            self._rejected(endpoint, "rate_limited", count)
+            rate = self._limiters.ingest_events.rate
+            raise ApiError(
+                429, "rate_limited",
+                f"too many events; at most {rate.per_second:g} per second (burst "
+                f"{rate.burst:g}) for this client; nothing of this request was accepted",
+                headers={"Retry-After": retry_after(wait)},
+            )
 
     def _rejected(self, endpoint: str, reason: str, count: int = 1) -> None:
         self._telemetry.events_rejected.labels(endpoint, reason).inc(count)

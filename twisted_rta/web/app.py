@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from klein import Klein
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from twisted_rta.web.edge import CorsPolicy, EdgeResource
+from twisted_rta.ratelimit import RequestLimiters
+from twisted_rta.web.edge import AccessPolicy, EdgeResource
 from twisted_rta.web.errors import add_json_error_handlers
 
 
@@ -26,5 +28,13 @@ class RootApp:
         return self._ops
 
 
-def build_resource(*, ops: IResource, api: IResource, cors: CorsPolicy) -> EdgeResource:
-    return EdgeResource(RootApp(ops=ops, api=api).app.resource(), cors)
+def build_resource(
+    *,
+    ops: IResource,
+    api: IResource,
+    policy: AccessPolicy,
+    limiters: RequestLimiters | None = None,
+    clock: IReactorTime | None = None,
+) -> EdgeResource:
+    return EdgeResource(RootApp(ops=ops, api=api).app.resource(), policy, limiters=limiters,
+                        clock=clock)

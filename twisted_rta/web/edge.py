@@ -1,18 +1,43 @@
-"""The outermost resource: request ids, CORS and preflight for every route."""
+"""The outermost resource: request ids, CORS, API keys and request rate limits, for every
+route, before any route runs."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
+from collections.abc import Sequence
 
 from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
+
+from twisted_rta.auth import INGEST, READ, Authenticator, Caller
+from twisted_rta.config import Config
+from twisted_rta.ratelimit import RequestLimiters, retry_after
+from twisted_rta.web.responses import error_payload, json_body
 
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 _ALLOWED_METHODS = b"GET, POST, OPTIONS"
 _ALLOWED_HEADERS = b"Content-Type, Authorization, X-API-Key, X-Request-ID"
 _EXPOSED_HEADERS = b"X-Request-ID, Retry-After"
+_BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
+
+OPEN, METRICS = "open", "metrics"  # route classes besides auth.INGEST and auth.READ
+_OPEN_PATHS = frozenset({b"/health", b"/ready", b"/openapi.json"})
+_INGEST_PATHS = frozenset({b"/api/v1/events", b"/api/v1/events/batch"})
+
+
+def route_class(path: bytes) -> str:
+    """Which policy a path falls under: open, ingest, metrics or read."""
+    if path in _OPEN_PATHS:
+        return OPEN
+    if path in _INGEST_PATHS:
+        return INGEST
+    if path == b"/metrics":
+        return METRICS
+    return READ
 
 
 def client_request_id(request: IRequest) -> bytes | None:
@@ -46,28 +71,161 @@ class CorsPolicy:
         return True
 
 
+@frozen
+class ClientAddresses:
+    """The client's address: the socket peer, or, when that peer is a trusted proxy, the
+    nearest X-Forwarded-For hop that is not one."""
+
+    trusted_proxies: tuple[str, ...]
+
+    def of(self, request: IRequest) -> str:
+        peer = getattr(request.getClientAddress(), "host", None) or "unknown"
+        if not self.trusted_proxies or not self._trusted(peer):
+            return peer
+        forwarded = b",".join(request.requestHeaders.getRawHeaders(b"X-Forwarded-For", []))
+        hops = [hop.strip() for hop in forwarded.decode("latin-1").split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop[:64]
+        return hops[0][:64] if hops else peer
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(parsed in ipaddress.ip_network(net) for net in self.trusted_proxies)
+
+
+@frozen
+class AccessPolicy:
+    """What the edge enforces; replaced as a whole on reload."""
+
+    ingest_cors: CorsPolicy
+    query_cors: CorsPolicy
+    authenticator: Authenticator
+    public_metrics: bool
+    addresses: ClientAddresses
+
+    @classmethod
+    def from_config(cls, config: Config) -> AccessPolicy:
+        return cls(
+            ingest_cors=CorsPolicy(config.cors.ingest.allowed_origins),
+            query_cors=CorsPolicy(config.cors.query.allowed_origins),
+            authenticator=Authenticator.from_config(config.auth.keys),
+            public_metrics=config.auth.public_metrics,
+            addresses=ClientAddresses(config.server.trusted_proxies),
+        )
+
+
+def presented_key(request: IRequest, *, allow_query: bool) -> str | None:
+    """``Authorization: Bearer``, ``X-API-Key``, or (ingest only, for browser beacons that
+    cannot set headers) the ``api_key`` query parameter."""
+    authorization = request.getHeader(b"Authorization")
+    if authorization is not None:
+        bearer = _BEARER.match(authorization.decode("latin-1"))
+        if bearer:
+            return bearer.group(1)
+    api_key = request.getHeader(b"X-API-Key")
+    if api_key is not None:
+        return api_key.decode("latin-1").strip()
+    if allow_query:
+        values: Sequence[bytes] = request.args.get(b"api_key") or ()
+        if values:
+            return values[0].decode("utf-8", "replace")
+    return None
+
+
 class EdgeResource(Resource):
     """Wraps the routing resource; runs before any route for every request."""
 
     isLeaf = True
 
-    def __init__(self, inner: IResource, cors: CorsPolicy) -> None:
+    def __init__(
+        self,
+        inner: IResource,
+        policy: AccessPolicy,
+        *,
+        limiters: RequestLimiters | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         super().__init__()
         self._inner = inner
-        self.cors = cors  # replaced on reload
+        self.policy = policy  # replaced on reload
+        self._limiters = limiters
+        self._clock = clock
 
     def render(self, request: IRequest) -> bytes | int:
         request_id = client_request_id(request) or str(uuid.uuid4()).encode("ascii")
         request.request_id = request_id  # the access log reads it
+        request.caller_name = "-"
         request.setHeader(b"X-Request-ID", request_id)
-        allowed = self.cors.apply(request)
+        policy = self.policy
+        route = route_class(request.path)
+        cors = policy.ingest_cors if route == INGEST else policy.query_cors
+        allowed = cors.apply(request)
         if request.method == b"OPTIONS":
-            # Preflight: answered here for every path so browsers can POST beacons.
-            request.setResponseCode(204)
-            request.setHeader(b"Allow", _ALLOWED_METHODS)
-            if allowed:
-                request.setHeader(b"Access-Control-Allow-Methods", _ALLOWED_METHODS)
-                request.setHeader(b"Access-Control-Allow-Headers", _ALLOWED_HEADERS)
-                request.setHeader(b"Access-Control-Max-Age", b"86400")
-            return b""
+            return self._preflight(request, allowed)
+        caller, refusal = self._authenticate(request, route, policy)
+        if refusal is not None:
+            return refusal
+        request.caller_name = caller.name if caller is not None else "-"
+        identity = ("key", caller.name) if caller else ("address", policy.addresses.of(request))
+        request.rate_identity = identity  # the ingest route takes events from the same client
+        limiters = self._limiters
+        if route != OPEN and limiters is not None and limiters.enabled:
+            limiter = limiters.for_route(route)
+            wait = limiter.take(identity, 1, self._now())
+            if wait:
+                request.setHeader(b"Retry-After", retry_after(wait).encode("ascii"))
+                return json_body(request, error_payload(
+                    "rate_limited",
+                    f"too many requests; at most {limiter.rate.per_second:g} per second "
+                    f"(burst {limiter.rate.burst:g}) for this client",
+                ), 429)
         return self._inner.render(request)
+
+    def _now(self) -> float:
+        return self._clock.seconds() if self._clock is not None else 0.0
+
+    @staticmethod
+    def _preflight(request: IRequest, allowed: bool) -> bytes:
+        if request.getHeader(b"Origin") is not None and not allowed:
+            # Preflights are answered only for the origins the policy allows.
+            return json_body(request, error_payload(
+                "origin_not_allowed", "this origin may not call this route from a browser",
+            ), 403)
+        request.setResponseCode(204)
+        request.setHeader(b"Allow", _ALLOWED_METHODS)
+        if allowed:
+            request.setHeader(b"Access-Control-Allow-Methods", _ALLOWED_METHODS)
+            request.setHeader(b"Access-Control-Allow-Headers", _ALLOWED_HEADERS)
+            request.setHeader(b"Access-Control-Max-Age", b"86400")
+        return b""
+
+    @staticmethod
+    def _authenticate(
+        request: IRequest, route: str, policy: AccessPolicy
+    ) -> tuple[Caller | None, bytes | None]:
+        """(caller, None) when the request may go on, else (None, the error body)."""
+        authenticator = policy.authenticator
+        if route == OPEN or not authenticator.enabled:
+            return None, None
+        if route == METRICS and policy.public_metrics:
+            return None, None
+        presented = presented_key(request, allow_query=route == INGEST)
+        caller = authenticator.identify(presented) if presented else None
+        if caller is None:
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="rta"')
+            message = (
+                "an API key is required: send Authorization: Bearer <key> or X-API-Key"
+                if presented is None else "unknown API key"
+            )
+            return None, json_body(request, error_payload("unauthorized", message), 401)
+        scope = INGEST if route == INGEST else READ
+        if not caller.may(scope):
+            request.caller_name = caller.name
+            return None, json_body(request, error_payload(
+                "forbidden", f"the key {caller.name!r} lacks the {scope!r} scope",
+            ), 403)
+        return caller, None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -87,10 +89,53 @@ class RTARequest(Request):
         site.log_line(b"-", self.uri or b"-", 413, 0.0, len(body), self.request_id)
 
 
+class RTAChannel(HTTPChannel):
+    """An HTTP connection that must deliver each request's head and body within the site's
+    ``request_timeout`` (a slowloris client trickling bytes never gets to hold it), with
+    Twisted's header flood limits tightened."""
+
+    maxHeaders = 100
+    totalHeadersSize = 16384
+    site: RTASite
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.connection_opened()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not getattr(self, "_handlingRequest", False):
+            self._deadline = self.site.clock.callLater(self.site.request_timeout, self._too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancel_deadline()
+        self.site.connection_closed()
+        super().connectionLost(reason)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        log.info("closing a client that took more than {timeout}s to send a request",
+                 timeout=self.site.request_timeout)
+        self.site.slow_clients += 1
+        self.transport.abortConnection()
+
+
 class RTASite(Site):
-    """Site without form parsing (we only take JSON) and with a structured access log."""
+    """Site without form parsing (we only take JSON), with a structured access log, request
+    deadlines and a cap on open connections."""
 
     requestFactory = RTARequest
+    protocol = RTAChannel
 
     def __init__(
         self,
@@ -100,23 +145,47 @@ class RTASite(Site):
         max_body_bytes: int,
         access_log: bool,
         telemetry: Telemetry | None = None,
+        request_timeout: float = 30.0,
+        idle_timeout: float = 60.0,
+        max_connections: int = 10_000,
     ) -> None:
         # Form parsing costs about a third of the CPU of a small JSON POST (DESIGN.md 6).
-        super().__init__(resource, parsePOSTFormSubmission=False, reactor=clock)
+        super().__init__(
+            resource, parsePOSTFormSubmission=False, reactor=clock, timeout=idle_timeout
+        )
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.open_connections = 0
+        self.refused_connections = 0
+        self.slow_clients = 0
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
         self.telemetry = telemetry
         self.noisy = False
 
+    def buildProtocol(self, addr: IAddress) -> RTAChannel | None:
+        if self.open_connections >= self.max_connections:
+            self.refused_connections += 1
+            return None  # Twisted closes the connection at once
+        return super().buildProtocol(addr)
+
+    def connection_opened(self) -> None:
+        self.open_connections += 1
+
+    def connection_closed(self) -> None:
+        self.open_connections -= 1
+
     def log(self, request: RTARequest) -> None:  # called by twisted.web when a request ends
         duration_ms = (self.clock.seconds() - request.started_at) * 1000.0
         self.log_line(request.method, request.uri, request.code, duration_ms,
-                      request.sentLength, request.request_id)
+                      request.sentLength, request.request_id,
+                      getattr(request, "caller_name", "-"))
 
     def log_line(
         self, method: bytes, path: bytes, status: int, duration_ms: float, sent: int,
         request_id: bytes,
+        caller: str = "-",
     ) -> None:
         if self.telemetry is not None:
             route = route_label(path)
@@ -132,4 +201,5 @@ class RTASite(Site):
             duration_ms=round(duration_ms, 3),
             bytes=sent,
             request_id=request_id.decode("ascii"),
+            key=caller,
         )
