@@ -16,6 +16,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from tests.contract import check as check_contract
+
 T = TypeVar("T")
 
 # 2026-11-27T03:00:00Z: tests pin the clock, they never read the real one.
@@ -58,8 +60,11 @@ class Reply:
 class HttpClient:
     """Drives a resource in memory with StubTreq; every call returns a finished Reply."""
 
-    def __init__(self, resource: IResource) -> None:
+    def __init__(self, resource: IResource, *, contract: bool = True) -> None:
         self._stub = StubTreq(resource)
+        # Every reply is checked against docs/openapi.yaml unless a test provokes an
+        # undocumented answer on purpose.
+        self._contract = contract
 
     def request(
         self,
@@ -83,7 +88,10 @@ class HttpClient:
             name.decode().lower(): [value.decode() for value in values]
             for name, values in response.headers.getAllRawHeaders()
         }
-        return Reply(response.code, raw, content)
+        reply = Reply(response.code, raw, content)
+        if self._contract:
+            check_contract(method, path, reply.status, reply.headers, reply.body)
+        return reply
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
         return self.request("GET", path, headers=headers)

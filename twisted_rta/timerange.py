@@ -12,6 +12,8 @@ from attrs import frozen
 from twisted_rta.config import Resolution, parse_duration
 
 MAX_POINTS = 1500
+# Instants outside 1970..9999 cannot be windows of ours (nor printed as RFC 3339 years).
+EARLIEST, LATEST = 0.0, 253_402_300_799.0
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?(?:ms|s|m|h|d|w|y))$")
 
 
@@ -31,7 +33,7 @@ def parse_instant(text: str, now: float, parameter: str) -> float:
         return now
     relative = _RELATIVE.match(value)
     if relative:
-        return now - parse_duration(relative.group(1))
+        return _bounded(now - parse_duration(relative.group(1)), text, parameter)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -42,7 +44,13 @@ def parse_instant(text: str, now: float, parameter: str) -> float:
             f"{parameter} must be 'now', a relative time like -1h or -7d, or an RFC 3339 time "
             f"with an offset; got {text!r}",
         )
-    return moment.timestamp()
+    return _bounded(moment.timestamp(), text, parameter)
+
+
+def _bounded(instant: float, text: str, parameter: str) -> float:
+    if not EARLIEST <= instant <= LATEST:
+        raise RangeError(parameter, f"{parameter} must lie between 1970 and 9999; got {text!r}")
+    return instant
 
 
 @frozen

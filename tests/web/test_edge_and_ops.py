@@ -213,3 +213,19 @@ def test_unexpected_handler_error_is_a_500_envelope_without_traceback(
 def test_stop_listening_is_observable(daemon: Daemon) -> None:
     result_of(daemon.service.listeners[0].stopService())
     assert "not listening on" in detail(daemon.http.get("/ready"), "listening")
+
+
+def test_undecodable_path_is_a_json_400() -> None:
+    from tests.helpers import HttpClient
+
+    daemon = make_daemon()
+    http = HttpClient(daemon.service.listeners[0].factory.resource, contract=False)
+    reply = http.get("/api/v1/metrics/%ff")
+    assert (reply.status, reply.json["code"]) == (400, "invalid_path")
+
+
+def test_preflight_allow_lists_the_route_class_methods(daemon: Daemon) -> None:
+    ingest = daemon.http.request("OPTIONS", "/api/v1/events", headers={"Origin": "https://a.b"})
+    assert ingest.header("Allow") == "POST, OPTIONS"
+    read = daemon.http.request("OPTIONS", "/health")
+    assert read.header("Allow") == "GET, HEAD, OPTIONS"

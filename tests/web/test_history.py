@@ -217,3 +217,11 @@ def test_restart_restores_all_time_totals_exactly() -> None:
     for name in before:
         for key in ("value", "count", "sum", "min", "max", "p50", "p99"):
             assert before[name].get(key) == after[name].get(key), (name, key)
+
+
+def test_instants_outside_1970_to_9999_are_400() -> None:
+    daemon = make_daemon()
+    for query in ("from=-99999999999y", "from=9999-12-31T23:59:59%2B00:00&to=now",
+                  "from=0001-01-01T00:00:00Z"):
+        reply = daemon.http.get(f"/api/v1/metrics/pageviews?{query}")
+        assert (reply.status, reply.json["code"]) == (400, "invalid_parameter"), query

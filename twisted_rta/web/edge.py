@@ -7,6 +7,7 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Sequence
+from urllib.parse import unquote_to_bytes
 
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
@@ -19,7 +20,8 @@ from twisted_rta.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import error_payload, json_body
 
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
-_ALLOWED_METHODS = b"GET, POST, OPTIONS"
+_INGEST_METHODS = b"POST, OPTIONS"
+_READ_METHODS = b"GET, HEAD, OPTIONS"
 _ALLOWED_HEADERS = b"Content-Type, Authorization, X-API-Key, X-Request-ID"
 _EXPOSED_HEADERS = b"X-Request-ID, Retry-After"
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
@@ -38,6 +40,14 @@ def route_class(path: bytes) -> str:
     if path == b"/metrics":
         return METRICS
     return READ
+
+
+def _decodable(path: bytes) -> bool:
+    try:
+        unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def client_request_id(request: IRequest) -> bytes | None:
@@ -165,7 +175,10 @@ class EdgeResource(Resource):
         cors = policy.ingest_cors if route == INGEST else policy.query_cors
         allowed = cors.apply(request)
         if request.method == b"OPTIONS":
-            return self._preflight(request, allowed)
+            return self._preflight(request, allowed, route)
+        if not _decodable(request.path):
+            return json_body(request, error_payload(
+                "invalid_path", "the path must be UTF-8 once percent-decoded"), 400)
         caller, refusal = self._authenticate(request, route, policy)
         if refusal is not None:
             return refusal
@@ -189,16 +202,17 @@ class EdgeResource(Resource):
         return self._clock.seconds() if self._clock is not None else 0.0
 
     @staticmethod
-    def _preflight(request: IRequest, allowed: bool) -> bytes:
+    def _preflight(request: IRequest, allowed: bool, route: str) -> bytes:
         if request.getHeader(b"Origin") is not None and not allowed:
             # Preflights are answered only for the origins the policy allows.
             return json_body(request, error_payload(
                 "origin_not_allowed", "this origin may not call this route from a browser",
             ), 403)
+        methods = _INGEST_METHODS if route == INGEST else _READ_METHODS
         request.setResponseCode(204)
-        request.setHeader(b"Allow", _ALLOWED_METHODS)
+        request.setHeader(b"Allow", methods)
         if allowed:
-            request.setHeader(b"Access-Control-Allow-Methods", _ALLOWED_METHODS)
+            request.setHeader(b"Access-Control-Allow-Methods", methods)
             request.setHeader(b"Access-Control-Allow-Headers", _ALLOWED_HEADERS)
             request.setHeader(b"Access-Control-Max-Age", b"86400")
         return b""

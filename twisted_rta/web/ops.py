@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources
+from typing import Any
 
+import yaml
 from klein import Klein
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -13,7 +16,14 @@ from twisted.web.iweb import IRequest
 from twisted_rta.health import Readiness
 from twisted_rta.logs import iso_utc
 from twisted_rta.web.errors import add_json_error_handlers
-from twisted_rta.web.responses import json_body
+from twisted_rta.web.responses import encode_json, json_body
+
+
+def load_openapi() -> dict[str, Any]:
+    """The OpenAPI contract shipped in this package (docs/openapi.yaml links to it)."""
+    text = resources.files("twisted_rta.web").joinpath("openapi.yaml").read_text("utf-8")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: faster
+    return dict(yaml.load(text, Loader=loader))
 
 
 class OpsApp:
@@ -29,6 +39,7 @@ class OpsApp:
         self._clock = clock
         self._readiness = readiness
         self._registry = registry
+        self._openapi: bytes | None = None  # loaded on first request
 
     @app.route("/health", methods=["GET"])
     def health(self, request: IRequest) -> bytes:
@@ -43,6 +54,13 @@ class OpsApp:
             "time": iso_utc(self._clock.seconds()),
         }
         return json_body(request, payload, 200 if readiness.ready else 503)
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> bytes:
+        if self._openapi is None:
+            self._openapi = encode_json(load_openapi())
+        json_body(request, None)  # the JSON headers; the body is the cached spec
+        return self._openapi
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:
