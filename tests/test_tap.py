@@ -134,3 +134,39 @@ def test_log_stream_follows_twistd_options(tmp_path: Path) -> None:
     stream.write("line\n")
     stream.close()
     assert logfile.read_text() == "line\n"
+
+
+def test_reuseport_endpoint_string_is_available_to_twistd() -> None:
+    from twisted.internet.endpoints import serverFromString
+
+    from twisted_rta.reuseport import ReusePortEndpoint
+
+    reactor = MemoryReactorClock()
+    endpoint = serverFromString(reactor, "reuseport:0:interface=127.0.0.1:backlog=7")
+    assert isinstance(endpoint, ReusePortEndpoint)
+
+
+def test_two_reuseport_listeners_share_one_port() -> None:
+    import socket
+
+    from twisted.internet.protocol import Factory
+
+    from tests.helpers import result_of
+    from twisted_rta.reuseport import ReusePortEndpoint
+
+    class AdoptingReactor(MemoryReactorClock):
+        def adoptStreamPort(self, fd: int, family: object, factory: object) -> object:
+            # Keep a duplicate, as the real reactor does, and report the bound port.
+            return socket.socket(fileno=socket.dup(fd))
+
+    reactor = AdoptingReactor()
+    first = result_of(ReusePortEndpoint(reactor, 0, "127.0.0.1").listen(Factory()))
+    port = first.getsockname()[1]
+    second = result_of(ReusePortEndpoint(reactor, port, "127.0.0.1").listen(Factory()))
+    assert second.getsockname()[1] == port
+    first.close()
+    second.close()
+
+
+def test_node_id_option_overrides_the_config() -> None:
+    assert parse("--node-id", "core-1").config.store.node_id == "core-1"

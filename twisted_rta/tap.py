@@ -26,6 +26,7 @@ from twisted_rta.config import (
     load_config,
     store_url,
     summary,
+    text,
 )
 from twisted_rta.exposition import DaemonCollector
 from twisted_rta.flush import FlushService
@@ -66,6 +67,7 @@ class Options(usage.Options):
         ["config", "c", None, "Path to the YAML config file."],
         ["log-level", None, None, "Override logging.level: debug, info, warn or error."],
         ["log-format", None, None, "Override logging.format: console or json."],
+        ["node-id", None, None, "Override store.node_id (one per process sharing a store)."],
     ]
 
     def __init__(self) -> None:
@@ -109,7 +111,10 @@ def _apply_overrides(config: Config, options: Options) -> Config:
     server = config.server
     if options["listen"]:
         server = attrs.evolve(server, listen=tuple(options["listen"]))
-    return attrs.evolve(config, logging=logging, server=server)
+    store = config.store
+    if options["node-id"] is not None:
+        store = attrs.evolve(store, node_id=text(options["node-id"], "--node-id"))
+    return attrs.evolve(config, logging=logging, server=server, store=store)
 
 
 def _log_stream(options: Options) -> IO[str]:

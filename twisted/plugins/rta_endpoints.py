@@ -1,0 +1,18 @@
+# The reuseport: endpoint string for twistd and serverFromString. It imports only Twisted at
+# load time (a failing import here would only make twistd skip the endpoint).
+from twisted.internet.interfaces import IStreamServerEndpointStringParser
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class _ReusePortParser:
+    prefix = "reuseport"
+
+    def parseStreamServer(self, reactor, *args, **kwargs):
+        from twisted_rta.reuseport import parse_reuseport
+
+        return parse_reuseport(reactor, *args, **kwargs)
+
+
+reuseport = _ReusePortParser()
