@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from attrs import define, field, frozen
 
+from twisted_rta.aggregation.batch import BatchLayout, BatchSummary, layout_for
 from twisted_rta.aggregation.metrics import Metric, MetricSnapshot
 from twisted_rta.aggregation.metricset import MetricSet
 from twisted_rta.aggregation.rollups import Rollups
@@ -56,6 +57,7 @@ class Aggregator:
     window_lg_k: int = DEFAULT_WINDOW_LG_K
 
     _global: MetricSet = field(init=False)
+    _layout: BatchLayout = field(init=False)
     _windows: Rollups = field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -64,6 +66,7 @@ class Aggregator:
         if self.max_dimension_values < 0:
             raise ValueError("max_dimension_values must be >= 0")
         self._global = MetricSet(self.rules, self.max_dimension_values, self.global_lg_k)
+        self._layout = layout_for(self.rules)
         self._windows = Rollups(
             self.window_sizes, self.grace, self.rules, self.max_dimension_values, self.window_lg_k
         )
@@ -75,8 +78,10 @@ class Aggregator:
 
     def add_many(self, events: Iterable[Event], now: float) -> None:
         batch = events if isinstance(events, list | tuple) else list(events)
-        self._global.add_many(batch, now)
-        self._windows.add_many(batch, now)
+        # Summarised once for both the all-time set and (usually) the one window it falls in.
+        summary = BatchSummary.of(batch, self._layout)
+        self._global.add_summary(summary, now)
+        self._windows.add_many(batch, now, summary)
 
     # -- closing ------------------------------------------------------------------------
 

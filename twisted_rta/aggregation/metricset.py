@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from attrs import define, field
 
+from twisted_rta.aggregation.batch import BatchLayout, BatchSummary, layout_for
 from twisted_rta.aggregation.metrics import (
     Counter,
     CounterFamily,
@@ -21,17 +22,8 @@ from twisted_rta.aggregation.rules import (
     UNIQUE_SESSIONS,
     UNIQUE_USERS,
     Rules,
-    TypeRule,
-    as_amount,
 )
 from twisted_rta.events import Event
-
-# A type rule resolved for one set: (counter name, dimensions, amounts), where a dimension
-# is (property, unique set name, bounded counter family) and an amount is (property, sum
-# counter name, histogram name); None where the rule has no such metric.
-_Dimension = tuple[str, str | None, CounterFamily | None]
-_Amount = tuple[str, str | None, str | None]
-_Plan = tuple[str, tuple[_Dimension, ...], tuple[_Amount, ...]]
 
 
 @define
@@ -50,8 +42,10 @@ class MetricSet:
     lg_k: int
     metrics: dict[str, Metric] = field(init=False, factory=dict)
     _families: dict[str, CounterFamily] = field(init=False)
-    # Per event type, the rule with names and families resolved once per set.
-    _plans: dict[str, _Plan] = field(init=False)
+    _layout: BatchLayout = field(init=False)
+    # The layout's families resolved to this set's objects.
+    _family_channels: tuple[tuple[CounterFamily, int], ...] = field(init=False)
+    _by_type: CounterFamily = field(init=False)
     # Held directly so the hot path skips name lookups; published with the first event.
     _total: Counter = field(init=False, factory=Counter)
     _users: Unique = field(init=False)
@@ -63,7 +57,11 @@ class MetricSet:
             base: CounterFamily(base, self.max_dimension_values, self.metrics)
             for base in self.rules.dimension_bases()
         }
-        self._plans = {rule.event_type: self._compile(rule) for rule in self.rules.types}
+        self._layout = layout_for(self.rules)
+        self._family_channels = tuple(
+            (self._families[base], channel) for base, channel in self._layout.families
+        )
+        self._by_type = self._families[EVENTS_BY_TYPE]
         self._users = Unique.with_lg_k(self.lg_k)
         self._sessions = Unique.with_lg_k(self.lg_k)
 
@@ -119,74 +117,61 @@ class MetricSet:
         self.add_many((event,), now)
 
     def add_many(self, events: Iterable[Event], now: float) -> None:
-        published = self._published
-        total = self._total
-        by_type = self._families[EVENTS_BY_TYPE].increment
-        users = self._users
-        sessions = self._sessions
-        plans = self._plans
-        apply = self._apply
-        for event in events:
-            if not published:
-                self._publish_generic()
-                published = True
-            total.increment(now)
-            by_type(event.type, now)
-            if event.user_id:
-                users.add(event.user_id, now)
-            if event.session_id:
-                sessions.add(event.session_id, now)
-            plan = plans.get(event.type)
-            if plan is not None:
-                apply(plan, event, now)
+        batch = events if isinstance(events, list | tuple) else list(events)
+        self.add_summary(BatchSummary.of(batch, self._layout), now)
 
-    def _apply(self, plan: _Plan, event: Event, now: float) -> None:
-        # No kind checks per event: Rules gives each name one kind, and merge and restore
-        # reject any other kind under a rule's name, so a found metric is the right kind.
-        metrics = self.metrics
-        name, dimensions, amounts = plan
-        counter = metrics.get(name)
-        if counter is None:
-            counter = metrics[name] = Counter()
-        counter.increment(now)  # type: ignore[union-attr]
-        props = event.properties
-        for prop, unique_name, family in dimensions:
-            value = props.get(prop)
-            if not isinstance(value, str):
-                continue
-            if unique_name is not None:
-                unique = metrics.get(unique_name)
-                if unique is None:
-                    unique = metrics[unique_name] = Unique.with_lg_k(self.lg_k)
-                unique.add(value, now)  # type: ignore[union-attr]
-            if family is not None:
-                family.increment(value, now)
-        for prop, sum_name, histogram_name in amounts:
-            amount = as_amount(props.get(prop))
-            if amount is None:
-                continue
-            if sum_name is not None:
-                total = metrics.get(sum_name)
-                if total is None:
-                    total = metrics[sum_name] = Counter()
-                total.increment(now, amount)  # type: ignore[union-attr]
-            if histogram_name is not None:
-                histogram = metrics.get(histogram_name)
-                if histogram is None:
-                    histogram = metrics[histogram_name] = Histogram()
-                histogram.observe(amount, now)  # type: ignore[union-attr]
+    def add_summary(self, summary: BatchSummary, now: float) -> None:
+        """Add a summarised batch: the result of adding its events one by one, with one
+        update per metric and distinct value instead of one per event.
 
-    def _compile(self, rule: TypeRule) -> _Plan:
-        dimensions = tuple(
-            (
-                dim.property,
-                dim.unique,
-                None if dim.counter_prefix is None else self._families[dim.counter_prefix],
-            )
-            for dim in rule.dimensions
-        )
-        amounts = tuple((a.property, a.sum_counter, a.histogram) for a in rule.amounts)
-        return rule.counter, dimensions, amounts
+        One difference: metrics new in this batch enter ``metrics`` metric by metric, not
+        event by event, so names of different families may interleave differently. Within
+        a family the order is still the admission order, which ``merge`` depends on.
+        """
+        if not summary.size:
+            return
+        if not self._published:
+            self._publish_generic()
+        self._total.increment_times(summary.size, now)
+        self._by_type.increment_counts(summary.types, now)
+        if summary.users:
+            self._users.add_all(summary.users, now)
+        if summary.sessions:
+            self._sessions.add_all(summary.sessions, now)
+        # No kind checks: Rules gives each name one kind, and merge and restore reject any
+        # other kind under a rule's name, so a found metric is the right kind.
+        layout = self._layout
+        for event_type, n in summary.types.items():
+            name = layout.counters.get(event_type)
+            if name is not None:
+                self._metric(name, Counter).increment_times(n, now)  # type: ignore[union-attr]
+        # A metric appears with its first contribution: empty channels create nothing.
+        for name, channel in layout.uniques:
+            members = summary.strings[channel]
+            if members:
+                self._metric(name, self._new_unique).add_all(members, now)  # type: ignore[union-attr]
+        for family, channel in self._family_channels:
+            if summary.strings[channel]:
+                family.increment_counts(summary.tally(channel), now)
+        for name, channel in layout.sums:
+            amounts = summary.amounts[channel]
+            if amounts:
+                self._metric(name, Counter).increment_each(amounts, now)  # type: ignore[union-attr]
+        for name, channel in layout.histograms:
+            amounts = summary.amounts[channel]
+            if amounts:
+                histogram = self._metric(name, Histogram)
+                for amount in amounts:
+                    histogram.observe(amount, now)  # type: ignore[union-attr]
+
+    def _metric(self, name: str, create: Callable[[], Metric]) -> Metric:
+        metric = self.metrics.get(name)
+        if metric is None:
+            metric = self.metrics[name] = create()
+        return metric
+
+    def _new_unique(self) -> Unique:
+        return Unique.with_lg_k(self.lg_k)
 
     def _publish_generic(self) -> None:
         self.metrics[TOTAL_EVENTS] = self._total

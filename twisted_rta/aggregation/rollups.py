@@ -7,6 +7,7 @@ from itertools import pairwise
 
 from attrs import define, field
 
+from twisted_rta.aggregation.batch import BatchSummary
 from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.metricset import MetricSet
 from twisted_rta.aggregation.rules import Rules
@@ -68,7 +69,11 @@ class Rollups:
 
     # -- ingest -------------------------------------------------------------------------
 
-    def add_many(self, events: Sequence[Event], now: float) -> None:
+    def add_many(
+        self, events: Sequence[Event], now: float, summary: BatchSummary | None = None
+    ) -> None:
+        """Add ``events`` to the finest windows; ``summary``, if given, summarises them all
+        and spares a second pass when they fall in one window (the usual case)."""
         if not self._levels:
             return
         finest = self._levels[0]
@@ -87,7 +92,10 @@ class Rollups:
                     break
                 j += 1
             window, late = finest.window_for(start)
-            window.metrics.add_many(events if j - i == n else events[i:j], now)
+            if j - i == n and summary is not None:
+                window.metrics.add_summary(summary, now)
+            else:
+                window.metrics.add_many(events if j - i == n else events[i:j], now)
             if late:
                 self.late_events += j - i
             i = j
