@@ -40,6 +40,19 @@ class IntakeQueue:
         """A Deferred for the next batch; cancelling it leaves the queue untouched."""
         return self._items.get().addCallback(self._taken)
 
+    def take_ready(self, max_events: int) -> list[Sequence[Event]]:
+        """Remove batches that are already waiting, up to about ``max_events`` events, without
+        waiting (a worker coalesces many one-event requests into one aggregation pass)."""
+        pending = self._items.pending
+        taken: list[Sequence[Event]] = []
+        count = 0
+        while pending and count < max_events:
+            batch = pending.pop(0)
+            taken.append(batch)
+            count += len(batch)
+        self.depth -= count
+        return taken
+
     def close(self) -> None:
         """Refuse every later offer (shutdown has begun)."""
         self.closed = True

@@ -35,6 +35,7 @@ class WorkerPool(Service):
         clock: IReactorTime,
         worker_count: int,
         slice_size: int = 200,
+        coalesce_events: int = 1000,
         cooperator: Cooperator | None = None,
     ) -> None:
         self._queue = queue
@@ -42,6 +43,7 @@ class WorkerPool(Service):
         self._clock = clock
         self.worker_count = worker_count
         self._slice_size = slice_size
+        self._coalesce_events = coalesce_events
         self._cooperator = cooperator or Cooperator(
             scheduler=lambda work: clock.callLater(0, work), started=False
         )
@@ -74,6 +76,11 @@ class WorkerPool(Service):
                 return
             finally:
                 self._waiting.pop(index, None)
+            ready = self._queue.take_ready(self._coalesce_events - len(batch))
+            if ready:
+                # One pass over many small requests: the per-batch costs (a cooperative
+                # task, the aggregator's batch summary) are paid once, not per request.
+                batch = [event for part in (batch, *ready) for event in part]
             self.busy += 1
             try:
                 await self._cooperator.cooperate(self._slices(batch)).whenDone()

@@ -64,6 +64,7 @@ class ApiApp:
         self._resolutions = resolutions
         self._store_backlogged = store_backlogged
         self._telemetry = telemetry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._limiters = limiters
 
     # -- ingestion ---------------------------------------------------------------------
@@ -71,7 +72,7 @@ class ApiApp:
     @app.route("/events", methods=["POST"])
     def ingest_one(self, request: IRequest) -> bytes:
         endpoint = "single"
-        self._telemetry.events_received.labels(endpoint).inc()
+        self._received(endpoint).inc()
         body = request.content.read()
         try:
             event = decode_event(body, now=self._clock.seconds(), limits=self.limits)
@@ -99,10 +100,10 @@ class ApiApp:
             batch = decode_batch(body, now=self._clock.seconds(), limits=self.limits)
         except BodyError as error:
             # The events of an unreadable body cannot be counted: count the request as one.
-            self._telemetry.events_received.labels(endpoint).inc()
+            self._received(endpoint).inc()
             self._rejected(endpoint, error.code)
             raise ApiError(error.status, error.code, error.message) from None
-        self._telemetry.events_received.labels(endpoint).inc(batch.total)
+        self._received(endpoint).inc(batch.total)
         for problem in batch.errors:
             self._rejected(endpoint, problem.code)
         errors = [problem.as_dict() for problem in batch.errors]
@@ -142,8 +143,19 @@ class ApiApp:
                 headers={"Retry-After": retry_after(wait)},
             )
 
+    def _received(self, endpoint: str) -> Any:
+        # Label lookups cost ~3 us each; the few label values are resolved once.
+        return self._counter_child(self._telemetry.events_received, endpoint)
+
+    def _counter_child(self, counter: Any, *labels: str) -> Any:
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        return child
+
     def _rejected(self, endpoint: str, reason: str, count: int = 1) -> None:
-        self._telemetry.events_rejected.labels(endpoint, reason).inc(count)
+        self._counter_child(self._telemetry.events_rejected, endpoint, reason).inc(count)
 
     def _enqueue(self, events: Sequence[Event], endpoint: str) -> None:
         """All or nothing: a 202 promises that every listed event will be aggregated."""
@@ -152,7 +164,7 @@ class ApiApp:
         except ApiError as refused:
             self._rejected(endpoint, refused.code, len(events))
             raise
-        self._telemetry.events_accepted.labels(endpoint).inc(len(events))
+        self._counter_child(self._telemetry.events_accepted, endpoint).inc(len(events))
 
     def _offer(self, events: Sequence[Event]) -> None:
         headers = {"Retry-After": RETRY_AFTER_SECONDS}

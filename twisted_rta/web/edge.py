@@ -153,14 +153,16 @@ class EdgeResource(Resource):
 
     def __init__(
         self,
-        inner: IResource,
+        ops: IResource,
+        api: IResource,
         policy: AccessPolicy,
         *,
         limiters: RequestLimiters | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         super().__init__()
-        self._inner = inner
+        self._ops = ops
+        self._api = api
         self.policy = policy  # replaced on reload
         self._limiters = limiters
         self._clock = clock
@@ -196,7 +198,16 @@ class EdgeResource(Resource):
                     f"too many requests; at most {limiter.rate.per_second:g} per second "
                     f"(burst {limiter.rate.burst:g}) for this client",
                 ), 429)
-        return self._inner.render(request)
+        return self._route(request)
+
+    def _route(self, request: IRequest) -> bytes | int:
+        """/api/v1/... goes to the API app (which sees the rest of the path), all else to ops."""
+        postpath = request.postpath
+        if len(postpath) > 2 and postpath[0] == b"api" and postpath[1] == b"v1":
+            request.prepath = [*request.prepath, b"api", b"v1"]
+            request.postpath = postpath[2:]
+            return self._api.render(request)
+        return self._ops.render(request)
 
     def _now(self) -> float:
         return self._clock.seconds() if self._clock is not None else 0.0
