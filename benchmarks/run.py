@@ -1,0 +1,151 @@
+"""Benchmark suite of twisted-rta: real ``twistd -n rta`` processes loaded by wrk.
+
+    /work/venv/bin/python benchmarks/run.py [--quick] [--scenario NAME ...] [--duration S]
+                                            [--json PATH] [--install] [--no-pin]
+
+Run it with the Python of the virtual environment the daemon is installed in: the daemon is
+started as the ``twistd`` next to that interpreter. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchkit.machine import apply_to_self, choose_pinning, describe_machine
+from benchkit.report import JsonLines, table
+from benchkit.scenarios import SCENARIOS, Settings
+
+BENCH_DIR = Path(__file__).resolve().parent
+INSTALL_WRK = ["apt-get", "install", "-y", "wrk"]
+DEFAULT_SCENARIOS = list(SCENARIOS)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark a real twistd rta daemon with wrk (loopback only).")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds per scenario, 200k events for memory")
+    parser.add_argument("--scenario", action="append", choices=DEFAULT_SCENARIOS,
+                        metavar="NAME", help="repeatable; default: all of "
+                        + ", ".join(DEFAULT_SCENARIOS))
+    parser.add_argument("--duration", type=float, metavar="S",
+                        help="measured seconds of the timed scenarios (default 30, quick 3)")
+    parser.add_argument("--memory-events", type=int, metavar="N",
+                        help="events of the memory scenario (default 10M, quick 200k)")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="JSON lines output (default benchmarks/results/<time>.jsonl)")
+    parser.add_argument("--install", action="store_true",
+                        help="install wrk with apt-get when it is missing (root only)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the daemon and wrk to separate cores")
+    parser.add_argument("--wrk-threads", type=int, default=1, metavar="N",
+                        help="wrk threads per wrk process (default 1: one core for load)")
+    options = parser.parse_args(argv)
+    if options.duration is not None and options.duration < 1:
+        parser.error("--duration must be at least 1 second (wrk's resolution)")
+    return options
+
+
+def find_wrk(install: bool) -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    command = " ".join(INSTALL_WRK)
+    print(f"wrk is not on PATH. Install it with:\n    {command}", file=sys.stderr)
+    if not install:
+        print("(or rerun as root with --install to have this script run it)", file=sys.stderr)
+        raise SystemExit(2)
+    if os.geteuid() != 0:
+        print("--install needs root", file=sys.stderr)
+        raise SystemExit(2)
+    print(f"running: {command}", flush=True)
+    if subprocess.run(INSTALL_WRK, timeout=900, check=False).returncode != 0:
+        # A fresh machine may have no package lists yet.
+        subprocess.run(["apt-get", "update"], timeout=900, check=False)
+        subprocess.run(INSTALL_WRK, timeout=900, check=False)
+    found = shutil.which("wrk")
+    if not found:
+        print(f"{command} did not provide wrk", file=sys.stderr)
+        raise SystemExit(2)
+    return found
+
+
+def find_twistd() -> str:
+    twistd = Path(sys.executable).with_name("twistd")
+    if not twistd.exists():
+        print(f"no twistd next to {sys.executable}: run this script with the Python of the "
+              "virtual environment where twisted-rta is installed", file=sys.stderr)
+        raise SystemExit(2)
+    return str(twistd)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Unwind like Ctrl-C so every running daemon and wrk is stopped by its finally block.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    options = parse_args(argv)
+    wrk = find_wrk(options.install)
+    twistd = find_twistd()
+    pinning = choose_pinning(not options.no_pin)
+    machine = describe_machine(pinning, wrk, BENCH_DIR.parent)
+    apply_to_self(pinning)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    output = JsonLines(options.json or BENCH_DIR / "results" / f"{stamp}.jsonl")
+    names = options.scenario or DEFAULT_SCENARIOS
+    print(f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), Python "
+          f"{machine['python']}, {machine['wrk']}, git {machine['git']}")
+    print(f"pinning: {pinning.describe()}")
+    print(f"scenarios: {', '.join(names)}{' (quick)' if options.quick else ''}", flush=True)
+
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="rta-bench-") as workdir:
+        settings = Settings(
+            duration_s=options.duration or (3.0 if options.quick else 30.0),
+            warmup_s=1.0 if options.quick else 5.0,
+            memory_events=options.memory_events or (200_000 if options.quick else 10_000_000),
+            ceiling_s=options.duration or (3.0 if options.quick else 10.0),
+            wrk_threads=options.wrk_threads,
+            wrk=wrk,
+            twistd=twistd,
+            pinning=pinning,
+            workdir=Path(workdir),
+        )
+        for name in names:
+            print(f"running {name} ...", flush=True)
+            started = time.monotonic()
+            common = {"quick": options.quick, "started_at": datetime.now(UTC).isoformat(),
+                      "configured_duration_s": settings.duration_s, "warmup_s": settings.warmup_s,
+                      "wrk_threads": settings.wrk_threads,
+                      "machine": machine}
+            try:
+                results = SCENARIOS[name](settings)
+            except Exception as error:  # report it, keep running the other scenarios
+                traceback.print_exc()
+                results = [{"scenario": name, "error": f"{type(error).__name__}: {error}"}]
+            results = [{**result, **common} for result in results]
+            output.append(results)
+            records.extend(results)
+            print(f"  done in {time.monotonic() - started:.0f}s", flush=True)
+
+    print()
+    print(table(records))
+    print(f"\nJSON lines: {output.path}")
+    return 1 if any("error" in record for record in records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
