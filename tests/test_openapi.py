@@ -21,6 +21,7 @@ from tests.helpers import NOW, Reply, raw_http
 from twisted_rta.config import config_from_mapping
 from twisted_rta.events import MAX_ID_LENGTH, MAX_SUBJECT_LENGTH, MAX_TYPE_LENGTH
 from twisted_rta.web.api import ApiApp
+from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.ops import OpsApp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,10 +181,12 @@ def test_protected_operations_document_auth_and_rate_limits(document: dict[str, 
             continue
         assert {"401", "403", "429"} <= statuses, f"{method} {template}"
         schemes = {name for requirement in operation["security"] for name in requirement}
-        ingest = template.startswith("/api/v1/events")
-        assert schemes == ({"bearer", "apiKeyHeader", "apiKeyQuery"} if ingest
+        # EventSource cannot send headers: the stream takes api_key like the ingest routes.
+        query_key = template.startswith("/api/v1/events") or template == "/api/v1/stream"
+        assert schemes == ({"bearer", "apiKeyHeader", "apiKeyQuery"} if query_key
                            else {"bearer", "apiKeyHeader"}), template
-    assert open_routes == {"/health", "/ready", "/openapi.json"}
+    assert open_routes == {"/health", "/ready", "/openapi.json", "/", "/dashboard",
+                           "/dashboard/assets/{file}"}
 
 
 def test_every_path_documents_the_preflight(document: dict[str, Any]) -> None:
@@ -195,10 +198,10 @@ def test_every_path_documents_the_preflight(document: dict[str, Any]) -> None:
 
 
 def klein_routes() -> set[tuple[str, str]]:
-    """(METHOD, template) of every Klein route as the edge mounts them (ops at the root, the
-    API under /api/v1); werkzeug adds HEAD."""
+    """(METHOD, template) of every Klein route as the edge mounts them (ops and the dashboard
+    at the root, the API under /api/v1); werkzeug adds HEAD."""
     routes = set()
-    for prefix, app in (("", OpsApp.app), ("/api/v1", ApiApp.app)):
+    for prefix, app in (("", OpsApp.app), ("/api/v1", ApiApp.app), ("", DashboardApp.app)):
         for rule in app.url_map.iter_rules():
             template = prefix + rule.rule
             for converter in ("<path:", "<"):

@@ -47,6 +47,7 @@ def test_children_start_in_order(daemon: Daemon) -> None:
     names = [type(child).__name__ for child in daemon.service]
     assert names == [
         "StoreService", "FlushService", "RetentionService", "LoadMonitor", "ReactorLagMonitor",
+        "LiveFeed",
         "WorkerPool", "HTTPListener", "NotifyService",
     ]
     assert all(child.running for child in daemon.service)

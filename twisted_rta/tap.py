@@ -30,7 +30,7 @@ from twisted_rta.config import (
 )
 from twisted_rta.exposition import DaemonCollector
 from twisted_rta.flush import FlushService
-from twisted_rta.health import LoadMonitor, check_readiness
+from twisted_rta.health import LoadMonitor, Readiness, check_readiness
 from twisted_rta.listeners import HTTPListener
 from twisted_rta.logs import LineObserver, make_observer
 from twisted_rta.notify import NotifyService, StatusLine
@@ -49,6 +49,7 @@ from twisted_rta.systemd import SystemdNotifier
 from twisted_rta.telemetry import Telemetry
 from twisted_rta.web.api import ApiApp
 from twisted_rta.web.app import build_resource
+from twisted_rta.web.dashboard import DashboardApp, LiveFeed, LiveFigures
 from twisted_rta.web.edge import AccessPolicy
 from twisted_rta.web.ops import OpsApp
 from twisted_rta.web.site import RTASite
@@ -199,20 +200,24 @@ def build_service(
         clock_seconds=reactor.seconds,
     ))
     holder: list[RTAService] = []
-    ops = OpsApp(
-        clock=reactor,
-        readiness=lambda: check_readiness(holder[0], load, reactor.seconds()),
-        registry=telemetry.registry,
-    )
+
+    def readiness() -> Readiness:
+        return check_readiness(holder[0], load, reactor.seconds())
+
+    ops = OpsApp(clock=reactor, readiness=readiness, registry=telemetry.registry)
     query = QueryService(aggregator=aggregator, flush=flush, store_service=store_service,
                          queue=queue, resolutions=resolutions)
+    figures = LiveFigures(query=query, readiness=readiness, clock=reactor,
+                          resolutions=resolutions)
+    feed = LiveFeed(clock=reactor, snapshot=figures.snapshot)
+    dashboard = DashboardApp(feed=feed)
     limiters = RequestLimiters(config.rate_limits)
     api = ApiApp(clock=reactor, queue=queue, query=query, limits=config.limits,
                  resolutions=resolutions, store_backlogged=lambda: flush.backlogged,
                  telemetry=telemetry, limiters=limiters)
     edge = build_resource(ops=ops.app.resource(), api=api.app.resource(),
                           policy=AccessPolicy.from_config(config), limiters=limiters,
-                          clock=reactor)
+                          clock=reactor, dashboard=dashboard.app.resource())
     site = RTASite(
         edge,
         clock=reactor,
@@ -230,7 +235,8 @@ def build_service(
     )
     service = RTAService(
         clock=reactor, queue=queue, store_service=store_service, flush=flush,
-        retention=retention, workers=workers, listeners=listeners, monitors=(load, lag),
+        retention=retention, workers=workers, listeners=listeners,
+        monitors=(load, lag, feed),
         shutdown_timeout=config.server.shutdown_timeout, log_observer=log_observer,
         shutdown_errors=shutdown_errors, notify=notify, on_stopping=notifier.stopping,
     )

@@ -198,3 +198,21 @@ def test_header_flood_is_refused() -> None:
     written, closed = raw_http(site, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
     assert written.startswith(b"HTTP/1.1 400")
     assert closed
+
+
+def test_api_keys_in_the_query_never_reach_the_access_log(
+    captured_logs: list[dict[str, Any]],
+) -> None:
+    from twisted_rta.web.site import loggable_path
+
+    assert loggable_path(b"/api/v1/events?x=1&api_key=secret&y=2") == (
+        b"/api/v1/events?x=1&api_key=***&y=2"
+    )
+    daemon = make_daemon(KEYS)
+    body = b'{"type":"x"}'
+    raw_http(daemon.service.listeners[0].factory,
+             b"POST /api/v1/events?api_key=" + INGEST_KEY.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    lines = [e for e in captured_logs if e.get("log_namespace") == "twisted_rta.access"]
+    assert lines[-1]["path"] == "/api/v1/events?api_key=***"
+    assert all(INGEST_KEY not in repr(event) for event in captured_logs)

@@ -16,7 +16,8 @@ def build_resource(
     policy: AccessPolicy,
     limiters: RequestLimiters | None = None,
     clock: IReactorTime | None = None,
+    dashboard: IResource | None = None,
 ) -> EdgeResource:
     """The edge mounts the API app at /api/v1 itself rather than through a Klein branch
     route: a second Klein dispatch cost ~40% of a single-event request (measured)."""
-    return EdgeResource(ops, api, policy, limiters=limiters, clock=clock)
+    return EdgeResource(ops, api, policy, limiters=limiters, clock=clock, dashboard=dashboard)

@@ -17,6 +17,7 @@ from twisted.web.resource import IResource, Resource
 from twisted_rta.auth import INGEST, READ, Authenticator, Caller
 from twisted_rta.config import Config
 from twisted_rta.ratelimit import RequestLimiters, retry_after
+from twisted_rta.web.dashboard import STREAM_PATH, is_dashboard_path, is_open_dashboard_path
 from twisted_rta.web.responses import error_payload, json_body
 
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -33,7 +34,7 @@ _INGEST_PATHS = frozenset({b"/api/v1/events", b"/api/v1/events/batch"})
 
 def route_class(path: bytes) -> str:
     """Which policy a path falls under: open, ingest, metrics or read."""
-    if path in _OPEN_PATHS:
+    if path in _OPEN_PATHS or is_open_dashboard_path(path):
         return OPEN
     if path in _INGEST_PATHS:
         return INGEST
@@ -159,10 +160,12 @@ class EdgeResource(Resource):
         *,
         limiters: RequestLimiters | None = None,
         clock: IReactorTime | None = None,
+        dashboard: IResource | None = None,
     ) -> None:
         super().__init__()
         self._ops = ops
         self._api = api
+        self._dashboard = dashboard
         self.policy = policy  # replaced on reload
         self._limiters = limiters
         self._clock = clock
@@ -201,7 +204,10 @@ class EdgeResource(Resource):
         return self._route(request)
 
     def _route(self, request: IRequest) -> bytes | int:
-        """/api/v1/... goes to the API app (which sees the rest of the path), all else to ops."""
+        """/api/v1/... goes to the API app (which sees the rest of the path), the dashboard's
+        page, assets and stream to the dashboard app, all else to ops."""
+        if self._dashboard is not None and is_dashboard_path(request.path):
+            return self._dashboard.render(request)
         postpath = request.postpath
         if len(postpath) > 2 and postpath[0] == b"api" and postpath[1] == b"v1":
             request.prepath = [*request.prepath, b"api", b"v1"]
@@ -238,7 +244,9 @@ class EdgeResource(Resource):
             return None, None
         if route == METRICS and policy.public_metrics:
             return None, None
-        presented = presented_key(request, allow_query=route == INGEST)
+        # EventSource cannot send headers: the stream also takes the key as api_key.
+        allow_query = route == INGEST or request.path == STREAM_PATH
+        presented = presented_key(request, allow_query=allow_query)
         caller = authenticator.identify(presented) if presented else None
         if caller is None:
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="rta"')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -19,9 +20,16 @@ from twisted_rta.web.responses import encode_json, error_payload
 log = Logger(namespace="twisted_rta.access")
 
 _EXACT_ROUTES = frozenset({
-    "/health", "/ready", "/metrics", "/api/v1/events", "/api/v1/events/batch",
-    "/api/v1/metrics", "/api/v1/stats", "/api/v1/windows",
+    "/", "/dashboard", "/health", "/ready", "/metrics", "/openapi.json", "/api/v1/events",
+    "/api/v1/events/batch", "/api/v1/metrics", "/api/v1/stats", "/api/v1/windows",
+    "/api/v1/stream",
 })
+_API_KEY_VALUE = re.compile(rb"(?<=[?&]api_key=)[^&#]*")
+
+
+def loggable_path(uri: bytes) -> bytes:
+    """The request URI with an ``api_key`` query value masked: keys are never logged."""
+    return _API_KEY_VALUE.sub(b"***", uri)
 
 
 def route_label(path: bytes) -> str:
@@ -34,6 +42,8 @@ def route_label(path: bytes) -> str:
         return "/api/v1/metrics/{name}" + suffix
     if text.startswith("/api/v1/breakdown/"):
         return "/api/v1/breakdown/{base}"
+    if text.startswith("/dashboard/assets/"):
+        return "/dashboard/assets/{file}"
     return "other"
 
 
@@ -86,7 +96,8 @@ class RTARequest(Request):
         self.channel.transport.write(head + body)
         self.channel.loseConnection()
         site: RTASite = self.channel.site
-        site.log_line(b"-", self.uri or b"-", 413, 0.0, len(body), self.request_id)
+        site.log_line(b"-", loggable_path(self.uri or b"-"), 413, 0.0, len(body),
+                      self.request_id)
 
 
 class RTAChannel(HTTPChannel):
@@ -178,7 +189,7 @@ class RTASite(Site):
 
     def log(self, request: RTARequest) -> None:  # called by twisted.web when a request ends
         duration_ms = (self.clock.seconds() - request.started_at) * 1000.0
-        self.log_line(request.method, request.uri, request.code, duration_ms,
+        self.log_line(request.method, loggable_path(request.uri), request.code, duration_ms,
                       request.sentLength, request.request_id,
                       getattr(request, "caller_name", "-"))
 

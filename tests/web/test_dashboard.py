@@ -1,0 +1,246 @@
+"""The dashboard: page and assets, and the Server-Sent Events stream driven over a real
+HTTPChannel on a StringTransport with the daemon's MemoryReactorClock."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.test.requesthelper import DummyRequest
+
+from tests.conftest import Daemon, make_daemon
+from tests.contract import check
+from tests.helpers import NOW
+from twisted_rta.web.dashboard import LiveFeed
+from twisted_rta.web.edge import OPEN, route_class
+
+READ_KEY = "read-key-0123456789ab"
+INGEST_KEY = "ingest-key-0123456789"
+KEYS = {"auth": {"keys": [
+    {"name": "dash", "key": READ_KEY, "scopes": ["read"]},
+    {"name": "site", "key": INGEST_KEY, "scopes": ["ingest"]},
+]}}
+_DATA = re.compile(rb"data: (\{.*?\})\n\n")
+
+
+class Stream:
+    """One client of the stream on a real HTTPChannel of the daemon's site."""
+
+    def __init__(self, daemon: Daemon, query: str = "") -> None:
+        site = daemon.service.listeners[0].factory
+        self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        self.channel.dataReceived(
+            b"GET /api/v1/stream" + query.encode() + b" HTTP/1.1\r\nHost: rta.test\r\n\r\n")
+
+    def head(self) -> tuple[int, dict[str, str]]:
+        raw, _, _ = self.transport.value().partition(b"\r\n\r\n")
+        status_line, *lines = raw.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}
+
+    def updates(self) -> list[dict[str, Any]]:
+        return [json.loads(found) for found in _DATA.findall(self.transport.value())]
+
+    def leave(self) -> None:
+        self.channel.connectionLost(Failure(ConnectionDone()))
+
+
+def feed_of(daemon: Daemon) -> LiveFeed:
+    return next(m for m in daemon.service.monitors if isinstance(m, LiveFeed))
+
+
+def settle(daemon: Daemon) -> None:
+    """Let the worker loops aggregate what was queued (cooperative, on the fake reactor)."""
+    for _ in range(50):
+        daemon.reactor.advance(0)
+
+
+def post_sample_events(daemon: Daemon) -> None:
+    reply = daemon.http.post("/api/v1/events/batch", [
+        {"type": "pageview", "user_id": "u1", "session_id": "s1",
+         "properties": {"page": "/home"}},
+        {"type": "pageview", "user_id": "u2", "session_id": "s2",
+         "properties": {"page": "/home"}},
+        {"type": "click", "user_id": "u1", "properties": {"element": "buy"}},
+        {"type": "purchase", "user_id": "u1", "properties": {"amount": 19.5}},
+        {"type": "purchase", "user_id": "u3", "properties": {"amount": 30}},
+    ])
+    assert reply.status == 202
+    settle(daemon)
+
+
+# -- page and assets -------------------------------------------------------------------------
+
+
+def test_page_is_served_at_root_and_dashboard_with_a_strict_policy() -> None:
+    daemon = make_daemon()
+    for path in ("/", "/dashboard"):
+        reply = daemon.http.get(path)  # contract-checked: text/html, documented headers
+        assert reply.status == 200
+        assert reply.headers["content-type"] == ["text/html; charset=utf-8"]
+        assert b'src="/dashboard/assets/dashboard.js"' in reply.body
+        policy = reply.headers["content-security-policy"][0]
+        assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+        assert b"http://" not in reply.body and b"https://" not in reply.body  # no CDN
+
+
+def test_assets_are_served_from_the_package_and_nothing_else() -> None:
+    daemon = make_daemon()
+    script = daemon.http.get("/dashboard/assets/dashboard.js")
+    assert script.status == 200
+    assert script.headers["content-type"] == ["text/javascript; charset=utf-8"]
+    assert b"EventSource" in script.body
+    style = daemon.http.get("/dashboard/assets/dashboard.css")
+    assert style.status == 200 and b"prefers-color-scheme: dark" in style.body
+    for path in ("/dashboard/assets/missing.js", "/dashboard/assets/..%2Fopenapi.yaml",
+                 "/dashboard/assets/index.html"):
+        reply = daemon.http.get(path)
+        assert (reply.status, reply.json["code"]) == (404, "not_found"), path
+
+
+def test_page_and_assets_are_open_but_the_stream_needs_a_read_key() -> None:
+    daemon = make_daemon(KEYS)
+    assert route_class(b"/dashboard/assets/dashboard.js") == OPEN
+    assert daemon.http.get("/").status == 200
+    assert daemon.http.get("/dashboard/assets/dashboard.css").status == 200
+
+    refused = Stream(daemon)
+    status, headers = refused.head()
+    assert status == 401 and headers["www-authenticate"] == 'Bearer realm="rta"'
+    assert b'"unauthorized"' in refused.transport.value()
+    assert Stream(daemon, f"?api_key={INGEST_KEY}").head()[0] == 403
+    assert feed_of(daemon).subscribers == set()
+
+    accepted = Stream(daemon, f"?api_key={READ_KEY}")
+    assert accepted.head()[0] == 200
+    assert len(feed_of(daemon).subscribers) == 1
+    # The query-string key is for the stream only: other read routes still want a header.
+    assert daemon.http.get(f"/api/v1/stats?api_key={READ_KEY}").status == 401
+    accepted.leave()
+
+
+def test_head_on_the_stream_answers_headers_and_ends() -> None:
+    daemon = make_daemon()
+    reply = daemon.http.request("HEAD", "/api/v1/stream")
+    assert reply.status == 200 and reply.body == b""
+    assert reply.headers["content-type"] == ["text/event-stream; charset=utf-8"]
+    assert feed_of(daemon).subscribers == set()
+
+
+# -- the stream ------------------------------------------------------------------------------
+
+
+def test_stream_sends_the_live_figures_at_once_and_each_period() -> None:
+    daemon = make_daemon()
+    post_sample_events(daemon)
+    client = Stream(daemon)
+    status, headers = client.head()
+    assert status == 200
+    assert headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert headers["cache-control"] == "no-store"
+    check("GET", "/api/v1/stream", status, headers, b"")
+    assert b"retry: 3000\n\n" in client.transport.value()
+
+    first = client.updates()
+    assert len(first) == 1  # the first tick runs as the first client arrives
+    update = first[0]
+    assert update["total_events"] == 5
+    assert (update["pageviews"], update["clicks"], update["purchases"]) == (2, 1, 2)
+    assert update["revenue"] == 49.5
+    assert update["revenue_histogram"]["count"] == 2
+    assert update["revenue_histogram"]["p99"] == 30
+    assert update["unique_users"] == 3 and update["unique_sessions"] == 2
+    assert update["active_users_5m"] == 3
+    assert update["unique_users_today"] == 3 and update["unique_users_hour"] == 3
+    assert update["unique_sessions_today"] == 2
+    assert update["events_per_second"] is None  # one sample: no rate yet
+    health = update["health"]
+    assert health["ready"] is True and health["failing"] == []
+    assert (health["queue_depth"], health["queue_capacity"]) == (0, 100000)
+    assert health["node_id"] == "node-a"
+
+    feed = feed_of(daemon)
+    daemon.reactor.advance(feed.period - 0.01)
+    assert len(client.updates()) == 1  # nothing before the period is over
+    daemon.reactor.advance(0.01)
+    assert len(client.updates()) == 2
+
+    for _ in range(3):  # 3 more events within the next period: a rate over the samples
+        daemon.http.post("/api/v1/events", {"type": "click", "properties": {"element": "x"}})
+    settle(daemon)
+    daemon.reactor.advance(feed.period)
+    latest = client.updates()[-1]
+    assert latest["total_events"] == 8 and latest["clicks"] == 4
+    assert latest["events_per_second"] == 3 / (2 * feed.period)
+    client.leave()
+
+
+def test_a_late_subscriber_gets_the_last_update_at_once() -> None:
+    daemon = make_daemon()
+    first = Stream(daemon)
+    daemon.reactor.advance(0.5)
+    second = Stream(daemon)
+    assert len(second.updates()) == 1
+    daemon.reactor.advance(feed_of(daemon).period - 0.5)  # one tick serves both
+    assert (len(first.updates()), len(second.updates())) == (2, 2)
+    first.leave()
+    second.leave()
+
+
+def test_disconnected_clients_are_removed_and_the_loop_stops_with_the_last() -> None:
+    daemon = make_daemon()
+    feed = feed_of(daemon)
+    staying, leaving = Stream(daemon), Stream(daemon)
+    assert len(feed.subscribers) == 2 and feed.ticking
+
+    leaving.leave()
+    assert len(feed.subscribers) == 1
+    before = len(leaving.updates())
+    daemon.reactor.advance(feed.period)
+    assert len(leaving.updates()) == before  # nothing written to a gone client
+    assert len(staying.updates()) == 2
+
+    staying.leave()
+    assert feed.subscribers == set() and not feed.ticking
+    calls = len(daemon.reactor.getDelayedCalls())
+    daemon.reactor.advance(feed.period * 5)
+    assert len(staying.updates()) == 2
+    assert len(daemon.reactor.getDelayedCalls()) <= calls  # no timer left behind
+
+
+def test_stopping_the_feed_ends_every_open_stream() -> None:
+    daemon = make_daemon()
+    client = Stream(daemon)
+    feed = feed_of(daemon)
+    feed.stopService()
+    assert feed.subscribers == set() and not feed.ticking
+    assert client.transport.value().endswith(b"0\r\n\r\n")  # the last chunk: stream ended
+
+
+def test_a_failing_snapshot_is_counted_and_the_feed_keeps_going() -> None:
+    clock = Clock()
+    clock.advance(NOW)
+    calls: list[int] = []
+
+    async def snapshot() -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("store exploded")
+        return {"n": len(calls)}
+
+    feed = LiveFeed(clock=clock, snapshot=snapshot, period=2.0)
+    request = DummyRequest([b""])
+    feed.subscribe(request)
+    assert feed.failures == 1 and b"data:" not in b"".join(request.written)
+    clock.advance(2.0)
+    assert b'data: {"n":2}\n\n' in request.written
+    request.processingFailed(Failure(ConnectionDone()))  # the client goes away
+    assert feed.subscribers == set() and not feed.ticking

@@ -1,0 +1,424 @@
+// twisted-rta dashboard: live figures over Server-Sent Events (polling the JSON API when the
+// stream fails), the events chart and the breakdowns from the query API. No dependencies.
+(() => {
+  "use strict";
+
+  const KEY_NAME = "rta.apiKey";
+  const POLL_MS = 5000;
+  const STALE_MS = 8000; // no stream message for this long: poll until the stream is back
+  const SSE_RETRY_MS = 30000;
+  const SLOW_POLL_EVERY = 6; // polls between refreshes of the day/hour uniques
+  const RANGES = {
+    "15m": { from: "-15m", resolution: "1m", label: "last 15 min", refresh: 10000 },
+    "1h": { from: "-1h", resolution: "1m", label: "last hour", refresh: 15000 },
+    "24h": { from: "-24h", resolution: "1h", label: "last 24 h", refresh: 60000 },
+    "7d": { from: "-7d", resolution: "1h", label: "last 7 days", refresh: 300000 },
+    "30d": { from: "-30d", resolution: "1d", label: "last 30 days", refresh: 300000 },
+  };
+  const UNITS = { 60: "minute", 3600: "hour", 86400: "day" };
+  const BREAKDOWNS = ["page_views", "clicks", "events_by_type"];
+
+  const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+  const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+  const money = new Intl.NumberFormat(undefined, {
+    minimumFractionDigits: 2, maximumFractionDigits: 2,
+  });
+
+  const $ = (id) => document.getElementById(id);
+  let range = "1h";
+  let source = null;
+  let lastMessage = 0;
+  let pollTimer = null;
+  let polls = 0;
+  let slowFigures = {};
+  let lastPollTotal = null;
+  let refreshTimer = null;
+  let watchdog = null;
+  let sseRetry = null;
+
+  class AuthError extends Error {}
+
+  function apiKey() {
+    try { return sessionStorage.getItem(KEY_NAME); } catch { return null; }
+  }
+
+  async function api(path) {
+    const headers = { Accept: "application/json" };
+    const key = apiKey();
+    if (key) headers.Authorization = "Bearer " + key;
+    const response = await fetch(path, { headers, cache: "no-store" });
+    const body = await response.json().catch(() => null);
+    if (response.status === 401 || response.status === 403) {
+      throw new AuthError((body && body.message) || "the API key was refused");
+    }
+    return { status: response.status, body };
+  }
+
+  // -- rendering ------------------------------------------------------------------------
+
+  function show(field, text) {
+    for (const node of document.querySelectorAll(`[data-field="${field}"]`)) {
+      node.textContent = text;
+    }
+  }
+
+  const dash = (value, format) => (value === null || value === undefined ? "–" : format(value));
+  const count = (value) => dash(value, (v) => integer.format(v));
+  const rate = (value) => dash(value, (v) => decimal.format(v));
+  const amount = (value) => dash(value, (v) => money.format(v));
+
+  function ago(seconds) {
+    if (seconds < 90) return `${Math.max(0, Math.round(seconds))} s ago`;
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+    return `${Math.round(seconds / 3600)} h ago`;
+  }
+
+  function duration(seconds) {
+    if (seconds < 120) return `${Math.round(seconds)} s`;
+    if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+    if (seconds < 172800) return `${Math.round(seconds / 3600)} h`;
+    return `${Math.round(seconds / 86400)} d`;
+  }
+
+  function render(update) {
+    for (const name of ["total_events", "pageviews", "clicks", "purchases", "unique_users",
+      "unique_sessions", "active_users_5m", "unique_users_today", "unique_users_hour",
+      "unique_sessions_today", "unique_sessions_hour"]) {
+      show(name, count(update[name]));
+    }
+    show("events_per_second", rate(update.events_per_second));
+    show("events_per_second_5m", rate(update.events_per_second_5m));
+    show("revenue", amount(update.revenue));
+    show("revenue_total", amount(update.revenue));
+    const histogram = update.revenue_histogram || {};
+    show("orders", count(histogram.count));
+    for (const q of ["p50", "p95", "p99"]) show(q, amount(histogram[q]));
+    renderHealth(update.health || {}, update.time);
+    $("updated").textContent = new Date(update.time || Date.now()).toLocaleTimeString();
+  }
+
+  function renderHealth(health, time) {
+    const ready = $("ready");
+    if (health.ready === undefined) {
+      ready.dataset.state = "unknown";
+      ready.textContent = "unknown";
+    } else {
+      ready.dataset.state = health.ready ? "ready" : "not-ready";
+      ready.textContent = health.ready ? "ready" : "not ready";
+    }
+    $("failing").textContent = health.failing && health.failing.length
+      ? "failing: " + health.failing.join(", ") : "";
+    show("queue_depth", count(health.queue_depth));
+    show("queue_capacity", count(health.queue_capacity));
+    const share = health.queue_capacity ? health.queue_depth / health.queue_capacity : 0;
+    $("queue-meter").style.width = `${Math.min(100, share * 100)}%`;
+    show("pending_windows", count(health.pending_windows));
+    show("node_id", health.node_id || "–");
+    show("uptime", dash(health.uptime_seconds, duration));
+    // Both times come from the server: the browser's clock may be off.
+    const now = time ? Date.parse(time) : Date.now();
+    let flushed = "–"; // polling cannot tell: /ready only describes it in words
+    if (health.last_flush) flushed = ago((now - Date.parse(health.last_flush)) / 1000);
+    else if (health.last_flush === null) flushed = "not yet";
+    show("last_flush", flushed);
+  }
+
+  function setConnection(state, text) {
+    const pill = $("connection");
+    pill.dataset.state = state;
+    pill.textContent = text;
+  }
+
+  // -- live figures: the stream, and polling when it fails ------------------------------
+
+  function connectStream() {
+    if (source) source.close();
+    if (sseRetry) clearTimeout(sseRetry);
+    sseRetry = null;
+    if (typeof EventSource === "undefined") {
+      startPolling();
+      return;
+    }
+    const key = apiKey();
+    // EventSource cannot send headers: the key goes in the query string (this route only).
+    const url = "/api/v1/stream" + (key ? "?api_key=" + encodeURIComponent(key) : "");
+    source = new EventSource(url);
+    source.onmessage = (event) => {
+      lastMessage = Date.now();
+      stopPolling();
+      setConnection("live", "live");
+      render(JSON.parse(event.data));
+    };
+    source.onerror = () => {
+      if (source && source.readyState === EventSource.CLOSED) {
+        // Refused (e.g. 401) or not an event stream: the browser will not retry by itself.
+        source = null;
+        startPolling();
+        sseRetry = setTimeout(connectStream, SSE_RETRY_MS);
+      }
+    };
+  }
+
+  function startPolling() {
+    if (pollTimer) return;
+    setConnection("polling", "polling");
+    pollOnce();
+    pollTimer = setInterval(pollOnce, POLL_MS);
+  }
+
+  function stopPolling() {
+    if (!pollTimer) return;
+    clearInterval(pollTimer);
+    pollTimer = null;
+    lastPollTotal = null;
+  }
+
+  async function metricValue(name, query = "") {
+    const { status, body } = await api(`/api/v1/metrics/${encodeURIComponent(name)}${query}`);
+    if (status === 404) return { value: 0, count: 0 };
+    if (status !== 200) throw new Error(`${name}: ${status}`);
+    return body.data;
+  }
+
+  async function pollOnce() {
+    try {
+      const slow = polls++ % SLOW_POLL_EVERY === 0;
+      const [stats, ready, pageviews, clicks, purchases, revenue, histogram, recent, active] =
+        await Promise.all([
+          api("/api/v1/stats"), api("/ready"), metricValue("pageviews"),
+          metricValue("clicks"), metricValue("purchases"), metricValue("revenue"),
+          metricValue("revenue_histogram"), metricValue("total_events", "?from=-5m"),
+          metricValue("unique_users", "?from=-5m"),
+        ]);
+      if (slow) {
+        const midnight = new Date();
+        midnight.setUTCHours(0, 0, 0, 0);
+        const today = "?from=" + encodeURIComponent(midnight.toISOString());
+        const [usersToday, usersHour, sessionsToday, sessionsHour] = await Promise.all([
+          metricValue("unique_users", today), metricValue("unique_users", "?from=-1h"),
+          metricValue("unique_sessions", today), metricValue("unique_sessions", "?from=-1h"),
+        ]);
+        slowFigures = {
+          unique_users_today: usersToday.value, unique_users_hour: usersHour.value,
+          unique_sessions_today: sessionsToday.value, unique_sessions_hour: sessionsHour.value,
+        };
+      }
+      const data = stats.body.data;
+      const now = Date.now();
+      let perSecond = null;
+      if (lastPollTotal) {
+        perSecond = (data.total_events - lastPollTotal.total) / ((now - lastPollTotal.at) / 1000);
+      }
+      lastPollTotal = { total: data.total_events, at: now };
+      const span = recent.range ? (now - Date.parse(recent.range.from)) / 1000 : 300;
+      const checks = (ready.body && ready.body.checks) || {};
+      render({
+        time: new Date(now).toISOString(),
+        total_events: data.total_events, unique_users: data.unique_users,
+        unique_sessions: data.unique_sessions, pageviews: pageviews.value,
+        clicks: clicks.value, purchases: purchases.value, revenue: revenue.value,
+        revenue_histogram: histogram,
+        events_per_second: perSecond === null ? null : Math.max(0, perSecond),
+        events_per_second_5m: recent.value / Math.max(span, 1),
+        active_users_5m: active.value,
+        ...slowFigures,
+        health: {
+          ready: ready.status === 200,
+          failing: Object.keys(checks).filter((name) => checks[name].status !== "ok"),
+          queue_depth: data.queue_depth, queue_capacity: data.queue_capacity,
+          pending_windows: data.pending_windows, node_id: data.node_id,
+          uptime_seconds: data.uptime_seconds,
+        },
+      });
+      if (pollTimer) setConnection("polling", "polling");
+    } catch (error) {
+      if (error instanceof AuthError) {
+        needKey(error.message);
+        return;
+      }
+      setConnection("offline", "offline");
+    }
+  }
+
+  // -- chart and breakdowns -------------------------------------------------------------
+
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function drawChart(data) {
+    const svg = $("chart");
+    svg.replaceChildren();
+    const step = data.resolution_seconds * 1000;
+    const values = new Map(data.points.map((p) => [Date.parse(p.start), p.metric.value]));
+    let first = Date.parse(data.from);
+    let last = Date.parse(data.to) - step;
+    for (const start of values.keys()) {
+      first = Math.min(first, start);
+      last = Math.max(last, start);
+    }
+    const slots = [];
+    for (let t = first; t <= last; t += step) slots.push([t, values.get(t) || 0]);
+    const max = Math.max(1, ...slots.map(([, v]) => v));
+    const width = 600;
+    const height = 200;
+    const slot = width / Math.max(slots.length, 1);
+    for (const fraction of [0.25, 0.5, 0.75]) {
+      const line = document.createElementNS(SVG, "line");
+      line.setAttribute("class", "grid");
+      line.setAttribute("x1", "0");
+      line.setAttribute("x2", String(width));
+      line.setAttribute("y1", String(height * fraction));
+      line.setAttribute("y2", String(height * fraction));
+      svg.appendChild(line);
+    }
+    slots.forEach(([t, v], i) => {
+      const bar = document.createElementNS(SVG, "rect");
+      const h = (v / max) * (height - 4);
+      bar.setAttribute("class", "bar");
+      bar.setAttribute("x", String(i * slot + slot * 0.1));
+      bar.setAttribute("width", String(Math.max(slot * 0.8, 0.5)));
+      bar.setAttribute("y", String(height - h));
+      bar.setAttribute("height", String(h));
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = `${new Date(t).toLocaleString()}: ${integer.format(v)} events`;
+      bar.appendChild(title);
+      svg.appendChild(bar);
+    });
+    const short = step < 86400000
+      ? (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      : (t) => new Date(t).toLocaleDateString();
+    $("axis-from").textContent = slots.length ? short(slots[0][0]) : "";
+    $("axis-to").textContent = slots.length ? short(slots[slots.length - 1][0]) : "";
+    $("axis-max").textContent = `max ${integer.format(max)}`;
+    $("chart-unit").textContent = UNITS[data.resolution_seconds] || `${data.resolution_seconds} s`;
+    svg.setAttribute("aria-label", `events per ${$("chart-unit").textContent}, max ${max}`);
+  }
+
+  async function loadSeries() {
+    const chosen = RANGES[range];
+    const base = `/api/v1/metrics/total_events/series?from=${chosen.from}`;
+    let reply = await api(`${base}&resolution=${chosen.resolution}`);
+    if (reply.status === 400) reply = await api(base); // resolutions configured differently
+    if (reply.status === 200) drawChart(reply.body.data);
+  }
+
+  function drawBars(base, data) {
+    const list = $(`bars-${base}`);
+    list.replaceChildren();
+    if (!data.items.length) {
+      const empty = document.createElement("li");
+      empty.className = "empty";
+      empty.textContent = "no data in this range";
+      list.appendChild(empty);
+      return;
+    }
+    const max = Math.max(...data.items.map((item) => item.count), 1);
+    for (const item of data.items) {
+      const row = document.createElement("li");
+      const fill = document.createElement("span");
+      fill.className = "fill";
+      fill.style.width = `${(item.count / max) * 100}%`;
+      const label = document.createElement("span");
+      label.className = "label";
+      label.textContent = item.value; // textContent: values come from event senders
+      label.title = item.value;
+      const figure = document.createElement("span");
+      figure.className = "count";
+      figure.textContent = integer.format(item.count);
+      row.dataset.value = item.value;
+      row.append(fill, label, figure);
+      list.appendChild(row);
+    }
+  }
+
+  async function loadBreakdowns() {
+    const chosen = RANGES[range];
+    await Promise.all(BREAKDOWNS.map(async (base) => {
+      const reply = await api(`/api/v1/breakdown/${base}?from=${chosen.from}&limit=8`);
+      if (reply.status === 200) drawBars(base, reply.body.data);
+    }));
+    for (const node of document.querySelectorAll(".range-label")) {
+      node.textContent = `(${chosen.label})`;
+    }
+  }
+
+  async function refreshHistory() {
+    try {
+      await Promise.all([loadSeries(), loadBreakdowns()]);
+    } catch (error) {
+      if (error instanceof AuthError) needKey(error.message);
+    }
+  }
+
+  function scheduleHistory() {
+    if (refreshTimer) clearInterval(refreshTimer);
+    refreshHistory();
+    refreshTimer = setInterval(refreshHistory, RANGES[range].refresh);
+  }
+
+  // -- API key --------------------------------------------------------------------------
+
+  function stopAll() {
+    if (source) source.close();
+    source = null;
+    stopPolling();
+    for (const timer of [refreshTimer, watchdog]) if (timer) clearInterval(timer);
+    if (sseRetry) clearTimeout(sseRetry);
+    refreshTimer = watchdog = sseRetry = null;
+  }
+
+  function needKey(message) {
+    stopAll();
+    setConnection("key", "API key needed");
+    $("key-form").hidden = false;
+    const error = $("key-error");
+    error.hidden = !apiKey();
+    error.textContent = apiKey() ? message : "";
+    $("key-input").focus();
+  }
+
+  async function start() {
+    stopAll();
+    try {
+      await api("/api/v1/stats"); // 401/403 here: ask for a key before opening anything
+    } catch (error) {
+      if (error instanceof AuthError) {
+        needKey(error.message);
+        return;
+      }
+    }
+    $("key-form").hidden = true;
+    $("forget-key").hidden = !apiKey();
+    connectStream();
+    lastMessage = Date.now();
+    watchdog = setInterval(() => {
+      if (Date.now() - lastMessage > STALE_MS) startPolling();
+    }, 2000);
+    scheduleHistory();
+  }
+
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("key-input").value.trim();
+    if (!value) return;
+    try { sessionStorage.setItem(KEY_NAME, value); } catch { /* private mode: this load only */ }
+    $("key-input").value = "";
+    start();
+  });
+
+  $("forget-key").addEventListener("click", () => {
+    try { sessionStorage.removeItem(KEY_NAME); } catch { /* nothing kept */ }
+    window.location.reload();
+  });
+
+  for (const button of document.querySelectorAll("[data-range]")) {
+    button.addEventListener("click", () => {
+      range = button.dataset.range;
+      for (const other of document.querySelectorAll("[data-range]")) {
+        other.setAttribute("aria-checked", String(other === button));
+      }
+      scheduleHistory();
+    });
+  }
+
+  start();
+})();
