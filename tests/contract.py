@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote
@@ -272,6 +272,14 @@ class Contract:
             except UnicodeDecodeError:
                 yield f"the {media_type} body is not UTF-8"
                 return
+        if media_type == "text/event-stream":
+            # The schema describes one event; validate each one the body holds.
+            for event in _sse_events(instance):
+                yield from self._schema_problems(schema_pointer, event)
+            return
+        yield from self._schema_problems(schema_pointer, instance)
+
+    def _schema_problems(self, schema_pointer: str, instance: Any) -> Iterator[str]:
         errors = sorted(self.validator(schema_pointer).iter_errors(instance),
                         key=lambda error: list(error.absolute_path))
         if errors:
@@ -312,3 +320,28 @@ def check(
 ) -> None:
     """``Contract.check`` against the shipped document."""
     contract().check(method, path, status, headers, body)
+
+
+def _sse_events(text: str) -> list[dict[str, Any]]:
+    """Parse a text/event-stream body into events ({data, event, id, retry}), skipping a block
+    that only sets ``retry`` (it carries no event)."""
+    events: list[dict[str, Any]] = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        event: dict[str, Any] = {}
+        data: list[str] = []
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "retry" and value.isdigit():
+                event["retry"] = int(value)
+            elif name in ("event", "id"):
+                event[name] = value
+        if data:
+            event["data"] = "\n".join(data)
+            event.setdefault("event", "message")
+            events.append(event)
+    return events
