@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 import pytest
-from attrs import frozen
 
+from twisted_rta.config import LimitsConfig
 from twisted_rta.events import (
     BatchResult,
     BodyError,
@@ -28,17 +28,8 @@ from twisted_rta.events import (
 NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 
 
-@frozen
-class Limits:
-    max_body_bytes: int = 1_048_576
-    max_batch_events: int = 1000
-    max_event_bytes: int = 65_536
-    max_properties: int = 64
-    max_property_depth: int = 5
-    max_property_key_length: int = 128
-    max_string_length: int = 2048
-    max_future_skew: float = 300.0
-    max_event_age: float = 604_800.0
+# The daemon's own limits type: its defaults are the documented ones.
+Limits = LimitsConfig
 
 
 LIMITS = Limits()

@@ -18,6 +18,7 @@ import attrs
 import pytest
 from attrs import frozen
 
+from twisted_rta.config import LimitsConfig
 from twisted_rta.events import (
     BatchResult,
     BodyError,
@@ -33,17 +34,8 @@ NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 NOW_MS = int(NOW * 1000)
 
 
-@frozen
-class Limits:
-    max_body_bytes: int = 1_048_576
-    max_batch_events: int = 1000
-    max_event_bytes: int = 65_536
-    max_properties: int = 64
-    max_property_depth: int = 5
-    max_property_key_length: int = 128
-    max_string_length: int = 2048
-    max_future_skew: float = 300.0
-    max_event_age: float = 604_800.0
+# The daemon's own limits type: its defaults are the documented ones.
+Limits = LimitsConfig
 
 
 LIMITS = Limits()

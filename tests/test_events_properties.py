@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn, SearchStrategy, composite
 
+from twisted_rta.config import LimitsConfig
 from twisted_rta.events import (
     _RFC3339,
     BatchResult,
@@ -72,22 +73,12 @@ BODY_CODES = {
 TOP_FIELDS = ("type", "id", "timestamp", "user_id", "session_id")
 
 
-@frozen
-class Limits:
-    """Small limits, so random data crosses every one of them often."""
-
-    max_body_bytes: int = 8192
-    max_batch_events: int = 8
-    max_event_bytes: int = 1024
-    max_properties: int = 4
-    max_property_depth: int = 2
-    max_property_key_length: int = 8
-    max_string_length: int = 24
-    max_future_skew: float = 300.0
-    max_event_age: float = 86_400.0
-
-
-LIMITS = Limits()
+# Small limits, so random data crosses every one of them often.
+LIMITS = LimitsConfig(
+    max_body_bytes=8192, max_batch_events=8, max_event_bytes=1024, max_properties=4,
+    max_property_depth=2, max_property_key_length=8, max_string_length=24,
+    max_event_age=86_400.0,
+)
 ROOMY = attrs.evolve(LIMITS, max_event_bytes=1 << 20, max_body_bytes=1 << 20)
 OLDEST = NOW - LIMITS.max_event_age
 NEWEST = NOW + LIMITS.max_future_skew
@@ -114,7 +105,7 @@ def encodable(text: str) -> bool:
     return True
 
 
-def check_property_value(value: Any, level: int, limits: Limits) -> None:
+def check_property_value(value: Any, level: int, limits: LimitsConfig) -> None:
     """``level`` is the depth of the container holding ``value`` (properties itself is 0)."""
     kind = type(value)
     if kind is str:
@@ -135,7 +126,7 @@ def check_property_value(value: Any, level: int, limits: Limits) -> None:
         assert value is None or kind in (bool, int)
 
 
-def check_event(event: Any, limits: Limits = LIMITS, now: float = NOW) -> None:
+def check_event(event: Any, limits: LimitsConfig = LIMITS, now: float = NOW) -> None:
     assert type(event) is Event
     assert type(event.type) is str
     assert event.type == event.type.strip()
@@ -178,7 +169,7 @@ def check_body_error(error: BodyError) -> None:
     assert error.errors == ()
 
 
-def check_batch(result: Any, limits: Limits = LIMITS) -> None:
+def check_batch(result: Any, limits: LimitsConfig = LIMITS) -> None:
     assert type(result) is BatchResult
     assert 1 <= result.total <= limits.max_batch_events
     assert len(result.events) + len(result.errors) == result.total
@@ -192,7 +183,7 @@ def check_batch(result: Any, limits: Limits = LIMITS) -> None:
         check_event(event, limits)
 
 
-def single_outcome(body: bytes, limits: Limits = LIMITS) -> Event | EventError | BodyError:
+def single_outcome(body: bytes, limits: LimitsConfig = LIMITS) -> Event | EventError | BodyError:
     """Decode one event; any exception but the two documented ones fails the test."""
     try:
         event = decode_event(body, now=NOW, limits=limits, new_id=constant_id)
@@ -210,7 +201,7 @@ def single_outcome(body: bytes, limits: Limits = LIMITS) -> Event | EventError |
     return event
 
 
-def batch_outcome(body: bytes, limits: Limits = LIMITS) -> BatchResult | BodyError:
+def batch_outcome(body: bytes, limits: LimitsConfig = LIMITS) -> BatchResult | BodyError:
     try:
         result = decode_batch(body, now=NOW, limits=limits, new_id=constant_id)
     except BodyError as error:
@@ -657,7 +648,7 @@ BREAKING = [*sorted(BREAKERS), "oversized", "oversized"]  # the one that varies 
 
 
 @composite
-def mixed_batches(draw: DrawFn) -> tuple[bytes, Limits, list[Event], list[tuple[int, str]]]:
+def mixed_batches(draw: DrawFn) -> tuple[bytes, LimitsConfig, list[Event], list[tuple[int, str]]]:
     """A batch body, its limits, the Events it must yield and its (index, code) errors."""
     slots = draw(st.lists(st.one_of(st.none(), st.sampled_from(BREAKING)), max_size=6))
     tight = draw(st.booleans())  # max_event_bytes = the largest element: element-wise parsing
@@ -723,7 +714,7 @@ def mixed_batches(draw: DrawFn) -> tuple[bytes, Limits, list[Event], list[tuple[
 @PROPERTY
 @given(mixed_batches())
 def test_invalid_events_are_reported_at_their_positions(
-    case: tuple[bytes, Limits, list[Event], list[tuple[int, str]]],
+    case: tuple[bytes, LimitsConfig, list[Event], list[tuple[int, str]]],
 ) -> None:
     body, limits, expected_events, expected_errors = case
     result = decode_batch(body, now=NOW, limits=limits, new_id=counter_ids())

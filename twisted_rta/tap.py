@@ -48,9 +48,8 @@ from twisted_rta.store.sql import SQLWindowStore
 from twisted_rta.systemd import SystemdNotifier
 from twisted_rta.telemetry import Telemetry
 from twisted_rta.web.api import ApiApp
-from twisted_rta.web.app import build_resource
 from twisted_rta.web.dashboard import DashboardApp, LiveFeed, LiveFigures
-from twisted_rta.web.edge import AccessPolicy
+from twisted_rta.web.edge import AccessPolicy, EdgeResource
 from twisted_rta.web.ops import OpsApp
 from twisted_rta.web.site import RTASite
 from twisted_rta.workers import WorkerPool
@@ -215,9 +214,9 @@ def build_service(
     api = ApiApp(clock=reactor, queue=queue, query=query, limits=config.limits,
                  resolutions=resolutions, store_backlogged=lambda: flush.backlogged,
                  telemetry=telemetry, limiters=limiters)
-    edge = build_resource(ops=ops.app.resource(), api=api.app.resource(),
-                          policy=AccessPolicy.from_config(config), limiters=limiters,
-                          clock=reactor, dashboard=dashboard.app.resource())
+    edge = EdgeResource(ops.app.resource(), api.app.resource(),
+                        AccessPolicy.from_config(config), limiters=limiters, clock=reactor,
+                        dashboard=dashboard.app.resource())
     site = RTASite(
         edge,
         clock=reactor,
