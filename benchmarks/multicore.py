@@ -62,10 +62,26 @@ def start(count: int, port: int, workdir: Path) -> list[subprocess.Popen[bytes]]
     processes = []
     for index in range(count):
         cpu = index % os.cpu_count()  # type: ignore[operator]
-        argv = ["taskset", "-c", str(cpu), TWISTD, "-n", "--pidfile=", "rta", "-c", str(config),
-                "--listen", f"reuseport:{port}:interface=127.0.0.1", "--node-id", f"core-{index}"]
-        processes.append(subprocess.Popen(argv, cwd=workdir, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+        argv = [
+            "taskset",
+            "-c",
+            str(cpu),
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "rta",
+            "-c",
+            str(config),
+            "--listen",
+            f"reuseport:{port}:interface=127.0.0.1",
+            "--node-id",
+            f"core-{index}",
+        ]
+        processes.append(
+            subprocess.Popen(
+                argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -85,11 +101,29 @@ def run(count: int, duration: float) -> float:
         try:
             before = total_events(port)
             began = time.monotonic()
-            wrk = ["taskset", "-c", str(os.cpu_count() - 1), "wrk", "-t", "2", "-c", "16",  # type: ignore[operator]
-                   "-d", f"{duration:g}s", "-s", str(HERE / "wrk" / "ingest.lua"),
-                   f"http://127.0.0.1:{port}", "--", "path=/api/v1/events/batch",
-                   "batch=100", "users=1000000", "sessions=200000", "pages=10000",
-                   "pool=200", "threads=2"]
+            wrk = [
+                "taskset",
+                "-c",
+                str(os.cpu_count() - 1),
+                "wrk",
+                "-t",
+                "2",
+                "-c",
+                "16",  # type: ignore[operator]
+                "-d",
+                f"{duration:g}s",
+                "-s",
+                str(HERE / "wrk" / "ingest.lua"),
+                f"http://127.0.0.1:{port}",
+                "--",
+                "path=/api/v1/events/batch",
+                "batch=100",
+                "users=1000000",
+                "sessions=200000",
+                "pages=10000",
+                "pool=200",
+                "threads=2",
+            ]
             subprocess.run(wrk, check=True, capture_output=True, timeout=duration + 60)
             loaded = time.monotonic() - began
             # Each process's total reaches the others at its next flush (1 s here).
@@ -113,15 +147,32 @@ def main() -> None:
             raise SystemExit(f"{tool} is missing (apt-get install -y wrk util-linux)")
     one = run(1, args.duration)
     many = run(args.processes, args.duration)
-    cpu = re.sub(r"\s+", " ", next((line.split(":", 1)[1] for line in
-                                    Path("/proc/cpuinfo").read_text().splitlines()
-                                    if line.startswith("model name")), "?")).strip()
+    cpu = re.sub(
+        r"\s+",
+        " ",
+        next(
+            (
+                line.split(":", 1)[1]
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        ),
+    ).strip()
     print(f"machine: {os.cpu_count()} CPUs ({cpu})")
     print(f"1 process:  {one:,.0f} events/s")
     print(f"{args.processes} processes: {many:,.0f} events/s  (scaling x{many / one:.2f})")
-    print(json.dumps({"scenario": "multicore", "processes": args.processes,
-                      "events_per_s_1": round(one), "events_per_s_n": round(many),
-                      "scaling": round(many / one, 2)}))
+    print(
+        json.dumps(
+            {
+                "scenario": "multicore",
+                "processes": args.processes,
+                "events_per_s_1": round(one),
+                "events_per_s_n": round(many),
+                "scaling": round(many / one, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,24 +33,51 @@ DEFAULT_SCENARIOS = list(SCENARIOS)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark a real twistd rta daemon with wrk (loopback only).")
-    parser.add_argument("--quick", action="store_true",
-                        help="a few seconds per scenario, 200k events for memory")
-    parser.add_argument("--scenario", action="append", choices=DEFAULT_SCENARIOS,
-                        metavar="NAME", help="repeatable; default: all of "
-                        + ", ".join(DEFAULT_SCENARIOS))
-    parser.add_argument("--duration", type=float, metavar="S",
-                        help="measured seconds of the timed scenarios (default 30, quick 3)")
-    parser.add_argument("--memory-events", type=int, metavar="N",
-                        help="events of the memory scenario (default 10M, quick 200k)")
-    parser.add_argument("--json", type=Path, metavar="PATH",
-                        help="JSON lines output (default benchmarks/results/<time>.jsonl)")
-    parser.add_argument("--install", action="store_true",
-                        help="install wrk with apt-get when it is missing (root only)")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin the daemon and wrk to separate cores")
-    parser.add_argument("--wrk-threads", type=int, default=1, metavar="N",
-                        help="wrk threads per wrk process (default 1: one core for load)")
+        description="Benchmark a real twistd rta daemon with wrk (loopback only)."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a few seconds per scenario, 200k events for memory"
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=DEFAULT_SCENARIOS,
+        metavar="NAME",
+        help="repeatable; default: all of " + ", ".join(DEFAULT_SCENARIOS),
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="measured seconds of the timed scenarios (default 30, quick 3)",
+    )
+    parser.add_argument(
+        "--memory-events",
+        type=int,
+        metavar="N",
+        help="events of the memory scenario (default 10M, quick 200k)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="JSON lines output (default benchmarks/results/<time>.jsonl)",
+    )
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="install wrk with apt-get when it is missing (root only)",
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the daemon and wrk to separate cores"
+    )
+    parser.add_argument(
+        "--wrk-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="wrk threads per wrk process (default 1: one core for load)",
+    )
     options = parser.parse_args(argv)
     if options.duration is not None and options.duration < 1:
         parser.error("--duration must be at least 1 second (wrk's resolution)")
@@ -84,8 +111,11 @@ def find_wrk(install: bool) -> str:
 def find_twistd() -> str:
     twistd = Path(sys.executable).with_name("twistd")
     if not twistd.exists():
-        print(f"no twistd next to {sys.executable}: run this script with the Python of the "
-              "virtual environment where twisted-rta is installed", file=sys.stderr)
+        print(
+            f"no twistd next to {sys.executable}: run this script with the Python of the "
+            "virtual environment where twisted-rta is installed",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return str(twistd)
 
@@ -106,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     output = JsonLines(options.json or BENCH_DIR / "results" / f"{stamp}.jsonl")
     names = options.scenario or DEFAULT_SCENARIOS
-    print(f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), Python "
-          f"{machine['python']}, {machine['wrk']}, git {machine['git']}")
+    print(
+        f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), Python "
+        f"{machine['python']}, {machine['wrk']}, git {machine['git']}"
+    )
     print(f"pinning: {pinning.describe()}")
     print(f"scenarios: {', '.join(names)}{' (quick)' if options.quick else ''}", flush=True)
 
@@ -127,10 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             print(f"running {name} ...", flush=True)
             started = time.monotonic()
-            common = {"quick": options.quick, "started_at": datetime.now(UTC).isoformat(),
-                      "configured_duration_s": settings.duration_s, "warmup_s": settings.warmup_s,
-                      "wrk_threads": settings.wrk_threads,
-                      "machine": machine}
+            common = {
+                "quick": options.quick,
+                "started_at": datetime.now(UTC).isoformat(),
+                "configured_duration_s": settings.duration_s,
+                "warmup_s": settings.warmup_s,
+                "wrk_threads": settings.wrk_threads,
+                "machine": machine,
+            }
             try:
                 results = SCENARIOS[name](settings)
             except Exception as error:  # report it, keep running the other scenarios

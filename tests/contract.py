@@ -218,8 +218,9 @@ class Contract:
             if key in responses:
                 return self.resolve(responses[key], f"{expectation.pointer}/{key}")
         documented = ", ".join(sorted(responses))
-        raise AssertionError(f"{where}: status {status} is not documented (documented: "
-                             f"{documented})")
+        raise AssertionError(
+            f"{where}: status {status} is not documented (documented: {documented})"
+        )
 
     # -- validation --------------------------------------------------------------------------
 
@@ -227,8 +228,9 @@ class Contract:
         self, response: Mapping[str, Any], pointer: str, found: Mapping[str, list[str]]
     ) -> Iterable[str]:
         for name, header in response.get("headers", {}).items():
-            header, header_pointer = self.resolve(header, f"{pointer}/headers/"
-                                                  + escape_pointer(name))
+            header, header_pointer = self.resolve(
+                header, f"{pointer}/headers/" + escape_pointer(name)
+            )
             values = found.get(name.lower())
             if not values:
                 if header.get("required", False):
@@ -241,7 +243,10 @@ class Contract:
                     yield f"header {name}: {value!r} breaks its schema: {error.message}"
 
     def _body_problems(
-        self, response: Mapping[str, Any], pointer: str, found: Mapping[str, list[str]],
+        self,
+        response: Mapping[str, Any],
+        pointer: str,
+        found: Mapping[str, list[str]],
         body: bytes,
     ) -> Iterable[str]:
         content: Mapping[str, Any] = response.get("content", {})
@@ -253,8 +258,10 @@ class Contract:
         media_type = content_type.split(";", 1)[0].strip().lower()
         key = _media_key(media_type, content)
         if key is None:
-            yield (f"content type {content_type!r} is not documented (documented: "
-                   f"{', '.join(content)})")
+            yield (
+                f"content type {content_type!r} is not documented (documented: "
+                f"{', '.join(content)})"
+            )
             return
         media = content[key]
         if "schema" not in media:
@@ -280,14 +287,17 @@ class Contract:
         yield from self._schema_problems(schema_pointer, instance)
 
     def _schema_problems(self, schema_pointer: str, instance: Any) -> Iterator[str]:
-        errors = sorted(self.validator(schema_pointer).iter_errors(instance),
-                        key=lambda error: list(error.absolute_path))
+        errors = sorted(
+            self.validator(schema_pointer).iter_errors(instance),
+            key=lambda error: list(error.absolute_path),
+        )
         if errors:
             error = best_match(errors)
             location = "/".join(str(part) for part in error.absolute_path) or "(root)"
             shown = json.dumps(instance)[:600] if not isinstance(instance, str) else instance[:200]
-            yield (f"the body breaks {schema_pointer} at {location}: {error.message}\n"
-                   f"  body: {shown}")
+            yield (
+                f"the body breaks {schema_pointer} at {location}: {error.message}\n  body: {shown}"
+            )
 
 
 def _normalise_headers(headers: Mapping[str, HeaderValues]) -> dict[str, list[str]]:

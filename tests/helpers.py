@@ -79,7 +79,9 @@ class HttpClient:
             body = body.encode("utf-8")
         response = result_of(
             self._stub.request(
-                method, "http://rta.test" + path, data=body,
+                method,
+                "http://rta.test" + path,
+                data=body,
                 headers={k: [v] for k, v in (headers or {}).items()},
             )
         )

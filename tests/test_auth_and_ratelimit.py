@@ -14,12 +14,21 @@ SECRET = "correct-horse-battery-staple"
 
 
 def authenticator() -> Authenticator:
-    config = config_from_mapping({"auth": {"keys": [
-        {"name": "site", "key": SECRET, "scopes": ["ingest"]},
-        {"name": "grafana", "sha256": hashlib.sha256(b"reader-key-0123456789").hexdigest(),
-         "scopes": ["read"]},
-        {"name": "ops", "key": "admin-key-0123456789", "scopes": ["admin"]},
-    ]}})
+    config = config_from_mapping(
+        {
+            "auth": {
+                "keys": [
+                    {"name": "site", "key": SECRET, "scopes": ["ingest"]},
+                    {
+                        "name": "grafana",
+                        "sha256": hashlib.sha256(b"reader-key-0123456789").hexdigest(),
+                        "scopes": ["read"],
+                    },
+                    {"name": "ops", "key": "admin-key-0123456789", "scopes": ["admin"]},
+                ]
+            }
+        }
+    )
     return Authenticator.from_config(config.auth.keys)
 
 
@@ -39,8 +48,9 @@ def test_keys_are_identified_by_key_or_digest() -> None:
 def test_config_keeps_only_digests_and_redacts_them_from_the_summary() -> None:
     from twisted_rta.config import summary
 
-    config = config_from_mapping({"auth": {"keys": [
-        {"name": "site", "key": SECRET, "scopes": ["ingest"]}]}})
+    config = config_from_mapping(
+        {"auth": {"keys": [{"name": "site", "key": SECRET, "scopes": ["ingest"]}]}}
+    )
     assert SECRET not in repr(config)
     assert summary(config)["auth.keys"] == [{"name": "site", "scopes": ("ingest",)}]
 
@@ -49,15 +59,25 @@ def test_config_keeps_only_digests_and_redacts_them_from_the_summary() -> None:
     ("keys", "message"),
     [
         ([{"name": "a", "scopes": ["read"]}], "auth.keys[0]: give exactly one of key or sha256"),
-        ([{"name": "a", "key": "short", "scopes": ["read"]}],
-         "auth.keys[0].key: must be a string of at least 16 characters"),
-        ([{"name": "a", "sha256": "xyz", "scopes": ["read"]}],
-         "auth.keys[0].sha256: must be 64 hexadecimal characters"),
-        ([{"name": "a", "key": "k" * 20, "scopes": ["write"]}],
-         "auth.keys[0].scopes[0]: must be one of ingest, read, admin, got 'write'"),
-        ([{"name": "a", "key": "k" * 20, "scopes": ["read"]},
-          {"name": "a", "key": "j" * 20, "scopes": ["read"]}],
-         "auth.keys: key names must be unique; 'a' appears twice"),
+        (
+            [{"name": "a", "key": "short", "scopes": ["read"]}],
+            "auth.keys[0].key: must be a string of at least 16 characters",
+        ),
+        (
+            [{"name": "a", "sha256": "xyz", "scopes": ["read"]}],
+            "auth.keys[0].sha256: must be 64 hexadecimal characters",
+        ),
+        (
+            [{"name": "a", "key": "k" * 20, "scopes": ["write"]}],
+            "auth.keys[0].scopes[0]: must be one of ingest, read, admin, got 'write'",
+        ),
+        (
+            [
+                {"name": "a", "key": "k" * 20, "scopes": ["read"]},
+                {"name": "a", "key": "j" * 20, "scopes": ["read"]},
+            ],
+            "auth.keys: key names must be unique; 'a' appears twice",
+        ),
     ],
 )
 def test_bad_keys_are_config_errors(keys: list[object], message: str) -> None:

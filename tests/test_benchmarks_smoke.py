@@ -21,16 +21,33 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None,
-                    reason="wrk is not installed (apt-get install -y wrk); the benchmark "
-                           "harness drives the daemon with it")
+@pytest.mark.skipif(
+    shutil.which("wrk") is None,
+    reason="wrk is not installed (apt-get install -y wrk); the benchmark "
+    "harness drives the daemon with it",
+)
 def test_quick_batch100_reports_figures(tmp_path: Path) -> None:
     output = tmp_path / "bench.jsonl"
-    command = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
-               "--scenario", "batch100", "--duration", "2", "--json", str(output)]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "run.py"),
+        "--quick",
+        "--scenario",
+        "batch100",
+        "--duration",
+        "2",
+        "--json",
+        str(output),
+    ]
     # Own session: on timeout the whole group (harness, daemon, wrk) goes, not just run.py.
-    harness = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, cwd=tmp_path, start_new_session=True)
+    harness = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
     try:
         out, _ = harness.communicate(timeout=90)
     except subprocess.TimeoutExpired:

@@ -26,7 +26,9 @@ def test_no_path_gives_defaults() -> None:
     config = load_config(None)
     assert config.server.listen == ("tcp:8080:interface=0.0.0.0",)
     assert [(r.size, r.retention) for r in config.windows.resolutions] == [
-        (60.0, 172800.0), (3600.0, 7776000.0), (86400.0, 63072000.0),
+        (60.0, 172800.0),
+        (3600.0, 7776000.0),
+        (86400.0, 63072000.0),
     ]
     assert config.windows.flush_interval == 5.0
     assert config.windows.grace == 10.0
@@ -47,8 +49,16 @@ def test_empty_file_and_null_sections_mean_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("10s", 10.0), ("1m", 60.0), ("1h", 3600.0), ("1d", 86400.0),
-     ("1.5s", 1.5), (30, 30.0), (2.5, 2.5)],
+    [
+        ("500ms", 0.5),
+        ("10s", 10.0),
+        ("1m", 60.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("1.5s", 1.5),
+        (30, 30.0),
+        (2.5, 2.5),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert config_from_mapping({"server": {"shutdown_timeout": text}}).server.shutdown_timeout == (
@@ -82,55 +92,101 @@ def test_listen_accepts_a_single_string() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"processing": {"worker_count": 0}},
-         "processing.worker_count: must be an integer between 1 and 256, got 0"),
-        ({"processing": {"worker_count": "4"}},
-         "processing.worker_count: must be an integer between 1 and 256, got '4'"),
-        ({"processing": {"worker_count": True}},
-         "processing.worker_count: must be an integer between 1 and 256, got True"),
-        ({"processing": {"buffer_size": -1}},
-         "processing.buffer_size: must be an integer >= 1, got -1"),
-        ({"windows": {"grace": "soon"}},
-         "windows.grace: must be a duration like 500ms, 10s, 1m, 1h or 1d, got 'soon'"),
-        ({"windows": {"flush_interval": "0s"}},
-         "windows.flush_interval: must be a duration between 0.05 and 3600 seconds, got '0s'"),
-        ({"windows": {"resolutions": []}},
-         "windows.resolutions: must be a non-empty list of {size, retention}, got []"),
-        ({"windows": {"resolutions": [{"size": "1m"}]}},
-         "windows.resolutions[0].retention: is required"),
-        ({"windows": {"resolutions": [{"size": "1m", "retention": "30s"}]}},
-         "windows.resolutions[0].retention: must be a duration >= 60 seconds, got '30s'"),
-        ({"windows": {"resolutions": [{"size": "1m", "retention": "1d"},
-                                      {"size": "90s", "retention": "1d"}]}},
-         "windows.resolutions[1].size: must be a whole multiple of the previous size (60s) "
-         "and larger, got '90s'"),
-        ({"windows": {"resolutions": [{"size": "1m", "retention": "1d", "keep": 1}]}},
-         "windows.resolutions[0].keep: unknown key (expected size, retention)"),
-        ({"store": {"max_pending_windows": 0}},
-         "store.max_pending_windows: must be an integer >= 1, got 0"),
-        ({"logging": {"level": "verbose"}},
-         "logging.level: must be one of debug, info, warn, error, got 'verbose'"),
-        ({"logging": {"format": "xml"}},
-         "logging.format: must be one of console, json, got 'xml'"),
-        ({"logging": {"access_log": "yes"}},
-         "logging.access_log: must be true or false, got 'yes'"),
-        ({"limits": {"max_body_bytes": "huge"}},
-         "limits.max_body_bytes: must be a size in bytes >= 1 (e.g. 65536 or 64KiB), got 'huge'"),
-        ({"server": {"listen": []}},
-         "server.listen: must be a non-empty list of strings, got []"),
-        ({"server": {"listen": ["tcp:80", 5]}},
-         "server.listen[1]: must be a non-empty string, got 5"),
-        ({"server": {"port": 70000}},
-         "server.port: must be an integer between 0 and 65535, got 70000"),
-        ({"server": {"port": 8080, "listen": ["tcp:1"]}},
-         "server.listen: give either listen or host/port, not both"),
-        ({"cors": {"ingest": {"allowed_origins": "*", "extra": 1}}},
-         "cors.ingest.extra: unknown key (expected one of allowed_origins)"),
-        ({"cors": {"allowed_origins": ["*"]}},
-         "cors.allowed_origins: unknown key (expected one of ingest, query)"),
-        ({"procesing": {}},
-         "procesing: unknown key (expected one of server, logging, processing, windows, "
-         "limits, store, cors, auth, rate_limits)"),
+        (
+            {"processing": {"worker_count": 0}},
+            "processing.worker_count: must be an integer between 1 and 256, got 0",
+        ),
+        (
+            {"processing": {"worker_count": "4"}},
+            "processing.worker_count: must be an integer between 1 and 256, got '4'",
+        ),
+        (
+            {"processing": {"worker_count": True}},
+            "processing.worker_count: must be an integer between 1 and 256, got True",
+        ),
+        (
+            {"processing": {"buffer_size": -1}},
+            "processing.buffer_size: must be an integer >= 1, got -1",
+        ),
+        (
+            {"windows": {"grace": "soon"}},
+            "windows.grace: must be a duration like 500ms, 10s, 1m, 1h or 1d, got 'soon'",
+        ),
+        (
+            {"windows": {"flush_interval": "0s"}},
+            "windows.flush_interval: must be a duration between 0.05 and 3600 seconds, got '0s'",
+        ),
+        (
+            {"windows": {"resolutions": []}},
+            "windows.resolutions: must be a non-empty list of {size, retention}, got []",
+        ),
+        (
+            {"windows": {"resolutions": [{"size": "1m"}]}},
+            "windows.resolutions[0].retention: is required",
+        ),
+        (
+            {"windows": {"resolutions": [{"size": "1m", "retention": "30s"}]}},
+            "windows.resolutions[0].retention: must be a duration >= 60 seconds, got '30s'",
+        ),
+        (
+            {
+                "windows": {
+                    "resolutions": [
+                        {"size": "1m", "retention": "1d"},
+                        {"size": "90s", "retention": "1d"},
+                    ]
+                }
+            },
+            "windows.resolutions[1].size: must be a whole multiple of the previous size (60s) "
+            "and larger, got '90s'",
+        ),
+        (
+            {"windows": {"resolutions": [{"size": "1m", "retention": "1d", "keep": 1}]}},
+            "windows.resolutions[0].keep: unknown key (expected size, retention)",
+        ),
+        (
+            {"store": {"max_pending_windows": 0}},
+            "store.max_pending_windows: must be an integer >= 1, got 0",
+        ),
+        (
+            {"logging": {"level": "verbose"}},
+            "logging.level: must be one of debug, info, warn, error, got 'verbose'",
+        ),
+        ({"logging": {"format": "xml"}}, "logging.format: must be one of console, json, got 'xml'"),
+        (
+            {"logging": {"access_log": "yes"}},
+            "logging.access_log: must be true or false, got 'yes'",
+        ),
+        (
+            {"limits": {"max_body_bytes": "huge"}},
+            "limits.max_body_bytes: must be a size in bytes >= 1 (e.g. 65536 or 64KiB), got 'huge'",
+        ),
+        ({"server": {"listen": []}}, "server.listen: must be a non-empty list of strings, got []"),
+        (
+            {"server": {"listen": ["tcp:80", 5]}},
+            "server.listen[1]: must be a non-empty string, got 5",
+        ),
+        (
+            {"server": {"port": 70000}},
+            "server.port: must be an integer between 0 and 65535, got 70000",
+        ),
+        (
+            {"server": {"port": 8080, "listen": ["tcp:1"]}},
+            "server.listen: give either listen or host/port, not both",
+        ),
+        (
+            {"cors": {"ingest": {"allowed_origins": "*", "extra": 1}}},
+            "cors.ingest.extra: unknown key (expected one of allowed_origins)",
+        ),
+        (
+            {"cors": {"allowed_origins": ["*"]}},
+            "cors.allowed_origins: unknown key (expected one of ingest, query)",
+        ),
+        (
+            {"procesing": {}},
+            "procesing: unknown key (expected one of server, logging, processing, windows, "
+            "limits, store, cors, auth, rate_limits)",
+        ),
         ({"windows": ["size"]}, "windows: must be a mapping of keys, got ['size']"),
         (["server"], "must be a mapping of keys, got ['server']"),
     ],
@@ -157,6 +213,7 @@ def test_summary_is_flat_and_complete() -> None:
     assert flat["server.listen"] == ["tcp:8080:interface=0.0.0.0"]
     assert flat["limits.max_event_age"] == 604800.0
     assert flat["windows.resolutions"][0] == {"size": 60.0, "retention": 172800.0}
+
     def leaves(cls: type) -> int:
         return sum(
             leaves(f.metadata["section"]) if "section" in f.metadata else 1
@@ -169,11 +226,15 @@ def test_summary_is_flat_and_complete() -> None:
 
 
 def test_durations_in_weeks_and_years() -> None:
-    raw = {"windows": {"resolutions": [{"size": "1d", "retention": "2y"},
-                                       {"size": "1w", "retention": "5y"}]}}
+    raw = {
+        "windows": {
+            "resolutions": [{"size": "1d", "retention": "2y"}, {"size": "1w", "retention": "5y"}]
+        }
+    }
     sizes = config_from_mapping(raw).windows.resolutions
     assert [(r.size, r.retention) for r in sizes] == [
-        (86400.0, 2 * 365 * 86400.0), (604800.0, 5 * 365 * 86400.0),
+        (86400.0, 2 * 365 * 86400.0),
+        (604800.0, 5 * 365 * 86400.0),
     ]
 
 
@@ -209,11 +270,13 @@ def test_every_error_is_reported_at_once() -> None:
     from twisted_rta.config import ConfigErrors
 
     with pytest.raises(ConfigErrors) as caught:
-        config_from_mapping({
-            "processing": {"worker_count": 0, "buffer_size": "big"},
-            "logging": {"level": "loud"},
-            "typo": 1,
-        })
+        config_from_mapping(
+            {
+                "processing": {"worker_count": 0, "buffer_size": "big"},
+                "logging": {"level": "loud"},
+                "typo": 1,
+            }
+        )
     messages = [str(error) for error in caught.value.errors]
     assert messages == [
         "typo: unknown key (expected one of server, logging, processing, windows, limits, "

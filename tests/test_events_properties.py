@@ -75,8 +75,13 @@ TOP_FIELDS = ("type", "id", "timestamp", "user_id", "session_id")
 
 # Small limits, so random data crosses every one of them often.
 LIMITS = LimitsConfig(
-    max_body_bytes=8192, max_batch_events=8, max_event_bytes=1024, max_properties=4,
-    max_property_depth=2, max_property_key_length=8, max_string_length=24,
+    max_body_bytes=8192,
+    max_batch_events=8,
+    max_event_bytes=1024,
+    max_properties=4,
+    max_property_depth=2,
+    max_property_key_length=8,
+    max_string_length=24,
     max_event_age=86_400.0,
 )
 ROOMY = attrs.evolve(LIMITS, max_event_bytes=1 << 20, max_body_bytes=1 << 20)

@@ -47,12 +47,25 @@ def setup(
         window_sizes=(60.0,), grace=10.0, max_dimension_values=100, started_at=clock.seconds()
     )
     store = CountingStore()
-    store_service = StoreService(store, aggregator, clock=clock, retry_initial=1.0,
-                                 retry_max=8.0, on_fatal=lambda reason: None)
+    store_service = StoreService(
+        store,
+        aggregator,
+        clock=clock,
+        retry_initial=1.0,
+        retry_max=8.0,
+        on_fatal=lambda reason: None,
+    )
     store_service.startService()
-    flush = FlushService(aggregator, store_service, clock=clock, interval=5.0,
-                         max_pending=max_pending, retry_initial=1.0, retry_max=8.0,
-                         keep_recent=10)
+    flush = FlushService(
+        aggregator,
+        store_service,
+        clock=clock,
+        interval=5.0,
+        max_pending=max_pending,
+        retry_initial=1.0,
+        retry_max=8.0,
+        keep_recent=10,
+    )
     return flush, aggregator, store
 
 
@@ -108,8 +121,9 @@ def test_a_failing_tick_is_counted_and_the_loop_keeps_running() -> None:
                 raise RuntimeError("bug in close_due")
             return super().close_due(now)
 
-    aggregator = Exploding(window_sizes=(60.0,), grace=10.0, max_dimension_values=100,
-                           started_at=NOW)
+    aggregator = Exploding(
+        window_sizes=(60.0,), grace=10.0, max_dimension_values=100, started_at=NOW
+    )
     flush, aggregator, store = setup(clock, aggregator)
     aggregator.add(event(MINUTE + 2), clock.seconds())
     flush.startService()
@@ -212,15 +226,23 @@ def test_recent_keeps_only_normal_windows(delta: int) -> None:
 
 def test_final_flush_with_nothing_counted_succeeds_even_without_a_store() -> None:
     clock = Clock()
-    agg = Aggregator(window_sizes=(60.0,), grace=10.0, max_dimension_values=100,
-                     started_at=NOW)
+    agg = Aggregator(window_sizes=(60.0,), grace=10.0, max_dimension_values=100, started_at=NOW)
     store = CountingStore()
     store.available = False
-    never_open = StoreService(store, agg, clock=clock, retry_initial=1.0, retry_max=8.0,
-                              on_fatal=lambda reason: None)
+    never_open = StoreService(
+        store, agg, clock=clock, retry_initial=1.0, retry_max=8.0, on_fatal=lambda reason: None
+    )
     never_open.startService()
-    flush = FlushService(agg, never_open, clock=clock, interval=5.0, max_pending=10,
-                         retry_initial=1.0, retry_max=8.0, keep_recent=10)
+    flush = FlushService(
+        agg,
+        never_open,
+        clock=clock,
+        interval=5.0,
+        max_pending=10,
+        retry_initial=1.0,
+        retry_max=8.0,
+        keep_recent=10,
+    )
     assert result_of(Deferred.fromCoroutine(flush.final_flush())) == 0
     agg.add(event(MINUTE), clock.seconds())  # now something would be lost
     failure = failure_of(Deferred.fromCoroutine(flush.final_flush()))

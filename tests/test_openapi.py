@@ -81,9 +81,7 @@ def test_every_component_schema_is_a_valid_2020_12_schema(document: dict[str, An
         assert isinstance(schema, dict) and schema, name
 
 
-def test_every_example_conforms_to_its_schema(
-    document: dict[str, Any], contract: Contract
-) -> None:
+def test_every_example_conforms_to_its_schema(document: dict[str, Any], contract: Contract) -> None:
     checked = 0
     for pointer, media in media_types(document):
         if "example" in media and "schema" in media:
@@ -159,8 +157,7 @@ def documented_responses(document: Mapping[str, Any]) -> Iterator[tuple[str, str
 
 
 def test_refusals_document_their_headers(document: dict[str, Any], contract: Contract) -> None:
-    wanted = {"429": "Retry-After", "503": "Retry-After", "401": "WWW-Authenticate",
-              "405": "Allow"}
+    wanted = {"429": "Retry-After", "503": "Retry-After", "401": "WWW-Authenticate", "405": "Allow"}
     seen = set()
     for where, status, response in documented_responses(document):
         if status in wanted and where != "GET /ready":  # not ready is no refusal to retry
@@ -183,10 +180,17 @@ def test_protected_operations_document_auth_and_rate_limits(document: dict[str, 
         schemes = {name for requirement in operation["security"] for name in requirement}
         # EventSource cannot send headers: the stream takes api_key like the ingest routes.
         query_key = template.startswith("/api/v1/events") or template == "/api/v1/stream"
-        assert schemes == ({"bearer", "apiKeyHeader", "apiKeyQuery"} if query_key
-                           else {"bearer", "apiKeyHeader"}), template
-    assert open_routes == {"/health", "/ready", "/openapi.json", "/", "/dashboard",
-                           "/dashboard/assets/{file}"}
+        assert schemes == (
+            {"bearer", "apiKeyHeader", "apiKeyQuery"} if query_key else {"bearer", "apiKeyHeader"}
+        ), template
+    assert open_routes == {
+        "/health",
+        "/ready",
+        "/openapi.json",
+        "/",
+        "/dashboard",
+        "/dashboard/assets/{file}",
+    }
 
 
 def test_every_path_documents_the_preflight(document: dict[str, Any]) -> None:
@@ -235,7 +239,8 @@ def codes_in_source() -> tuple[set[str], set[str]]:
     for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         functions = {
-            node.name: node for node in ast.walk(tree)
+            node.name: node
+            for node in ast.walk(tree)
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
         }
         for function in functions.values():
@@ -258,8 +263,9 @@ def codes_in_source() -> tuple[set[str], set[str]]:
     return codes, computed
 
 
-def _constants(node: ast.expr, function: ast.AST, functions: Mapping[str, ast.AST]
-               ) -> set[str] | None:
+def _constants(
+    node: ast.expr, function: ast.AST, functions: Mapping[str, ast.AST]
+) -> set[str] | None:
     """The string constants ``node`` can evaluate to, or None when they cannot be known."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return {node.value}
@@ -292,14 +298,18 @@ def _constants(node: ast.expr, function: ast.AST, functions: Mapping[str, ast.AS
     return (values - _renamed(node.id, function)) if assigned else None
 
 
-def _unpacked(value: ast.expr, position: int, function: ast.AST,
-              functions: Mapping[str, ast.AST]) -> set[str] | None:
+def _unpacked(
+    value: ast.expr, position: int, function: ast.AST, functions: Mapping[str, ast.AST]
+) -> set[str] | None:
     """Constants at ``position`` of the tuples a local function returns into ``value``."""
     source: ast.AST | None = None
     if isinstance(value, ast.Name):  # found = helper(...); code, ... = found
         for statement in ast.walk(function):
-            if (isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Call)
-                    and any(getattr(t, "id", None) == value.id for t in statement.targets)):
+            if (
+                isinstance(statement, ast.Assign)
+                and isinstance(statement.value, ast.Call)
+                and any(getattr(t, "id", None) == value.id for t in statement.targets)
+            ):
                 source = functions.get(getattr(statement.value.func, "id", ""))
     elif isinstance(value, ast.Call):
         source = functions.get(getattr(value.func, "id", ""))
@@ -322,9 +332,13 @@ def _renamed(name: str, function: ast.AST) -> set[str]:
         if not isinstance(statement, ast.If):
             continue
         test = statement.test
-        if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
-                and test.left.id == name and isinstance(test.ops[0], ast.Eq)
-                and isinstance(test.comparators[0], ast.Constant)):
+        if (
+            isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name)
+            and test.left.id == name
+            and isinstance(test.ops[0], ast.Eq)
+            and isinstance(test.comparators[0], ast.Constant)
+        ):
             reassigned = any(
                 isinstance(inner, ast.Assign)
                 and any(getattr(target, "id", None) == name for target in inner.targets)
@@ -368,8 +382,13 @@ def test_the_source_scan_finds_the_codes_it_should() -> None:
     codes, computed = codes_in_source()
     # One of each way a code is written: a constant, a conditional, a name assigned in the
     # function, a tuple returned by a helper, and a renamed marker that must not count.
-    assert {"queue_full", "empty_field", "too_many_properties", "invalid_number",
-            "origin_not_allowed"} <= codes
+    assert {
+        "queue_full",
+        "empty_field",
+        "too_many_properties",
+        "invalid_number",
+        "origin_not_allowed",
+    } <= codes
     assert "key_too_long" not in codes
     # werkzeug's other routing errors are named at run time; every other code is static.
     assert computed == {"web/errors.py:_routing_http_error"}
@@ -389,47 +408,74 @@ def test_every_error_code_in_the_source_is_documented_and_vice_versa(
 
 def test_paths_match_their_templates(contract: Contract) -> None:
     assert contract.match("/api/v1/metrics/page_views%3A%2Fhome/series?from=-1h") == (
-        "/api/v1/metrics/{name}/series", {"name": "page_views:/home"})
+        "/api/v1/metrics/{name}/series",
+        {"name": "page_views:/home"},
+    )
     assert contract.match("/api/v1/metrics/page_views:/a/b:c") == (
-        "/api/v1/metrics/{name}", {"name": "page_views:/a/b:c"})
+        "/api/v1/metrics/{name}",
+        {"name": "page_views:/a/b:c"},
+    )
     assert contract.match("/api/v1/metrics") == ("/api/v1/metrics", {})
     assert contract.match("/metrics") == ("/metrics", {})
     assert contract.match("/api/v1/breakdown/clicks?limit=3") == (
-        "/api/v1/breakdown/{base}", {"base": "clicks"})
+        "/api/v1/breakdown/{base}",
+        {"base": "clicks"},
+    )
     assert contract.match("/api/v1/breakdown/a/b") is None
     assert contract.match("/nope") is None
 
 
 def test_conforming_responses_pass(contract: Contract) -> None:
-    counter = {"name": "clicks", "type": "counter", "value": 3, "count": 3,
-               "timestamp": "2026-11-27T03:00:00.000Z"}
+    counter = {
+        "name": "clicks",
+        "type": "counter",
+        "value": 3,
+        "count": 3,
+        "timestamp": "2026-11-27T03:00:00.000Z",
+    }
     body = {"status": "success", "data": counter, "message": "metric 'clicks' found"}
     contract.check("GET", "/api/v1/metrics/clicks", 200, JSON, json.dumps(body).encode())
-    contract.check("GET", "/api/v1/events", 405, {**JSON, "allow": "POST"},
-                   error("method_not_allowed", allowed=["POST"]))
+    contract.check(
+        "GET",
+        "/api/v1/events",
+        405,
+        {**JSON, "allow": "POST"},
+        error("method_not_allowed", allowed=["POST"]),
+    )
     contract.check("HEAD", "/api/v1/stats", 200, JSON, b"")
-    contract.check("OPTIONS", "/anything", 204,
-                   {"x-request-id": "r", "allow": "GET, POST, OPTIONS"}, b"")
-    contract.check("GET", "/metrics", 200,
-                   {"content-type": "text/plain; version=0.0.4; charset=utf-8",
-                    "x-request-id": "r"}, b"# HELP x\n")
+    contract.check(
+        "OPTIONS", "/anything", 204, {"x-request-id": "r", "allow": "GET, POST, OPTIONS"}, b""
+    )
+    contract.check(
+        "GET",
+        "/metrics",
+        200,
+        {"content-type": "text/plain; version=0.0.4; charset=utf-8", "x-request-id": "r"},
+        b"# HELP x\n",
+    )
 
 
-def rejected(contract: Contract, method: str, path: str, status: int,
-             headers: Mapping[str, str], body: bytes) -> str:
+def rejected(
+    contract: Contract, method: str, path: str, status: int, headers: Mapping[str, str], body: bytes
+) -> str:
     with pytest.raises(AssertionError) as caught:
         contract.check(method, path, status, headers, body)
     return str(caught.value)
 
 
 def test_wrong_bodies_are_rejected(contract: Contract) -> None:
-    stats = {"status": "success", "message": "aggregator statistics",
-             "data": {"total_events": 1}}
+    stats = {"status": "success", "message": "aggregator statistics", "data": {"total_events": 1}}
     message = rejected(contract, "GET", "/api/v1/stats", 200, JSON, json.dumps(stats).encode())
     assert "/api/v1/stats" in message and "required property" in message
 
-    counter = {"name": "clicks", "type": "counter", "value": 3, "count": 3,
-               "timestamp": "2026-11-27T03:00:00.000Z", "p50": 1.0}
+    counter = {
+        "name": "clicks",
+        "type": "counter",
+        "value": 3,
+        "count": 3,
+        "timestamp": "2026-11-27T03:00:00.000Z",
+        "p50": 1.0,
+    }
     body = json.dumps({"status": "success", "data": counter, "message": "m"}).encode()
     rejected(contract, "GET", "/api/v1/metrics/clicks", 200, JSON, body)
 
@@ -437,15 +483,24 @@ def test_wrong_bodies_are_rejected(contract: Contract) -> None:
     body = json.dumps({"status": "success", "data": histogram, "message": "m"}).encode()
     rejected(contract, "GET", "/api/v1/metrics/revenue_histogram", 200, JSON, body)
 
-    accepted = {"status": "accepted", "message": "event queued for processing",
-                "data": {"event_id": "e1", "type": "click", "extra": 1}}
+    accepted = {
+        "status": "accepted",
+        "message": "event queued for processing",
+        "data": {"event_id": "e1", "type": "click", "extra": 1},
+    }
     rejected(contract, "POST", "/api/v1/events", 202, JSON, json.dumps(accepted).encode())
 
     message = rejected(contract, "POST", "/api/v1/events", 400, JSON, error("no_such_code"))
     assert "no_such_code" in message
     rejected(contract, "POST", "/api/v1/events", 400, JSON, error("missing_field"))  # no field
-    rejected(contract, "GET", "/api/v1/metrics/x?to=now", 400, JSON,
-             error("invalid_parameter", parameter="resolution"))
+    rejected(
+        contract,
+        "GET",
+        "/api/v1/metrics/x?to=now",
+        400,
+        JSON,
+        error("invalid_parameter", parameter="resolution"),
+    )
     rejected(contract, "GET", "/health", 200, JSON, b"not json")
 
 
@@ -453,10 +508,13 @@ def test_readiness_status_must_agree_with_the_checks(contract: Contract) -> None
     names = ("shutdown", "listening", "workers", "queue", "load", "flush", "store")
 
     def ready(status: str, failing: str | None) -> bytes:
-        checks = {name: {"status": "failing" if name == failing else "ok", "detail": "d"}
-                  for name in names}
-        return json.dumps({"status": status, "checks": checks,
-                           "time": "2026-11-27T03:00:00.000Z"}).encode()
+        checks = {
+            name: {"status": "failing" if name == failing else "ok", "detail": "d"}
+            for name in names
+        }
+        return json.dumps(
+            {"status": status, "checks": checks, "time": "2026-11-27T03:00:00.000Z"}
+        ).encode()
 
     contract.check("GET", "/ready", 200, JSON, ready("ready", None))
     contract.check("GET", "/ready", 503, JSON, ready("not_ready", "store"))
@@ -465,8 +523,14 @@ def test_readiness_status_must_agree_with_the_checks(contract: Contract) -> None
 
 
 def test_range_completeness_needs_a_note(contract: Contract) -> None:
-    data = {"name": "x", "from": "2026-11-27T02:00:00.000Z", "to": "2026-11-27T03:01:00.000Z",
-            "resolution_seconds": 60, "complete": False, "points": []}
+    data = {
+        "name": "x",
+        "from": "2026-11-27T02:00:00.000Z",
+        "to": "2026-11-27T03:01:00.000Z",
+        "resolution_seconds": 60,
+        "complete": False,
+        "points": [],
+    }
     body = {"status": "success", "data": data, "message": "0 points of 'x'"}
     rejected(contract, "GET", "/api/v1/metrics/x/series", 200, JSON, json.dumps(body).encode())
     data["note"] = "the range starts before the retention"
@@ -476,21 +540,41 @@ def test_range_completeness_needs_a_note(contract: Contract) -> None:
 def test_statuses_headers_and_content_types_are_checked(contract: Contract) -> None:
     message = rejected(contract, "GET", "/api/v1/stats", 418, JSON, error("teapot"))
     assert "status 418 is not documented" in message
-    message = rejected(contract, "GET", "/api/v1/events", 405, JSON,
-                       error("method_not_allowed", allowed=["POST"]))
+    message = rejected(
+        contract, "GET", "/api/v1/events", 405, JSON, error("method_not_allowed", allowed=["POST"])
+    )
     assert "header Allow" in message
     message = rejected(contract, "GET", "/api/v1/stats", 401, JSON, error("unauthorized"))
     assert "WWW-Authenticate" in message
     rejected(contract, "POST", "/api/v1/events", 429, JSON, error("rate_limited"))  # Retry-After
-    rejected(contract, "GET", "/health", 200, {"content-type": "application/json"},
-             b'{"status":"healthy","time":"2026-11-27T03:00:00.000Z"}')  # no X-Request-ID
-    rejected(contract, "GET", "/health", 200, {**JSON, "x-request-id": "bad id"},
-             b'{"status":"healthy","time":"2026-11-27T03:00:00.000Z"}')
-    message = rejected(contract, "GET", "/metrics", 200,
-                       {**JSON, "content-type": "application/json"}, b"{}")
+    rejected(
+        contract,
+        "GET",
+        "/health",
+        200,
+        {"content-type": "application/json"},
+        b'{"status":"healthy","time":"2026-11-27T03:00:00.000Z"}',
+    )  # no X-Request-ID
+    rejected(
+        contract,
+        "GET",
+        "/health",
+        200,
+        {**JSON, "x-request-id": "bad id"},
+        b'{"status":"healthy","time":"2026-11-27T03:00:00.000Z"}',
+    )
+    message = rejected(
+        contract, "GET", "/metrics", 200, {**JSON, "content-type": "application/json"}, b"{}"
+    )
     assert "content type" in message
-    message = rejected(contract, "OPTIONS", "/api/v1/stats", 204,
-                       {"x-request-id": "r", "allow": "GET, POST, OPTIONS"}, b"x")
+    message = rejected(
+        contract,
+        "OPTIONS",
+        "/api/v1/stats",
+        204,
+        {"x-request-id": "r", "allow": "GET, POST, OPTIONS"},
+        b"x",
+    )
     assert "no body is documented" in message
     rejected(contract, "GET", "/nope", 405, {**JSON, "allow": "GET"}, error("method_not_allowed"))
 
@@ -502,28 +586,52 @@ def test_real_responses_conform() -> None:
     daemon = make_daemon()
     seen: set[tuple[str, int]] = set()
 
-    def call(method: str, path: str, expected: int, body: Any = None,
-             headers: Mapping[str, str] | None = None) -> Reply:
+    def call(
+        method: str,
+        path: str,
+        expected: int,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
         reply = daemon.http.request(method, path, body, headers={**REQUEST_ID, **(headers or {})})
         assert reply.status == expected, (method, path, reply.status, reply.body[:300])
         check(method, path, reply.status, reply.headers, reply.body)
         seen.add((method, reply.status))
         return reply
 
-    call("POST", "/api/v1/events", 202, {"type": "purchase", "user_id": "u1",
-                                         "properties": {"amount": 19.5}})
+    call(
+        "POST",
+        "/api/v1/events",
+        202,
+        {"type": "purchase", "user_id": "u1", "properties": {"amount": 19.5}},
+    )
     call("POST", "/api/v1/events", 202, {"type": " click ", "id": "evt-1", "user_id": None})
     call("POST", "/api/v1/events", 400, {"type": "x", "properties": {"a": "x" * 5000}})
     call("POST", "/api/v1/events", 400, b'{"type": "x"} trailing')
     call("POST", "/api/v1/events", 400, b"")
     call("POST", "/api/v1/events", 413, {"type": "x", "properties": {"a": "x" * 70_000}})
-    call("POST", "/api/v1/events/batch", 202, {"events": [
-        {"type": "pageview", "user_id": "u2", "timestamp": (MINUTE - 60) * 1000,
-         "properties": {"page": "/a/b:c"}},
-        {"type": "pageview", "timestamp": "2026-11-27T02:59:30Z", "properties": {"page": "/"}},
-        {"user_id": "no type"},
-        "not an object",
-    ]})
+    call(
+        "POST",
+        "/api/v1/events/batch",
+        202,
+        {
+            "events": [
+                {
+                    "type": "pageview",
+                    "user_id": "u2",
+                    "timestamp": (MINUTE - 60) * 1000,
+                    "properties": {"page": "/a/b:c"},
+                },
+                {
+                    "type": "pageview",
+                    "timestamp": "2026-11-27T02:59:30Z",
+                    "properties": {"page": "/"},
+                },
+                {"user_id": "no type"},
+                "not an object",
+            ]
+        },
+    )
     call("POST", "/api/v1/events/batch", 400, [{"type": ""}, {"timestamp": "yesterday"}])
     call("POST", "/api/v1/events/batch", 400, [])
     call("POST", "/api/v1/events/batch", 413, [{"type": "x"}] * 1001)
@@ -577,8 +685,9 @@ def test_real_refusals_conform() -> None:
 def test_body_refused_before_reading_conforms() -> None:
     daemon = make_daemon({"limits": {"max_body_bytes": 1024}})
     site = daemon.service.listeners[0].factory
-    written, closed = raw_http(site, b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\n"
-                                     b"Content-Length: 5000\r\n\r\n")
+    written, closed = raw_http(
+        site, b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+    )
     head, _, body = written.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in lines)

@@ -17,10 +17,13 @@ from twisted_rta.tap import build_service
 def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Any, HttpClient]:
     from twisted.internet.testing import MemoryReactorClock
 
-    config = config_from_mapping({
-        "server": {"listen": ["tcp:0"]}, "store": {"url": "memory:", "node_id": "n"},
-        "cors": {"query": {"allowed_origins": ["https://old.example"]}},
-    })
+    config = config_from_mapping(
+        {
+            "server": {"listen": ["tcp:0"]},
+            "store": {"url": "memory:", "node_id": "n"},
+            "cors": {"query": {"allowed_origins": ["https://old.example"]}},
+        }
+    )
     reactor = MemoryReactorClock()
     reactor.advance(NOW)
     observer = make_observer(stream or io.StringIO(), log_format="console", level="info")
@@ -31,27 +34,40 @@ def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Any, Ht
 
 
 def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:
-    new = config_from_mapping({
-        "server": {"listen": ["tcp:9999"]}, "store": {"url": "memory:", "node_id": "n"},
-        "cors": {"query": {"allowed_origins": ["https://new.example"]}},
-        "limits": {"max_batch_events": 2, "max_dimension_values": 5},
-        "logging": {"format": "json", "level": "debug"},
-    })
+    new = config_from_mapping(
+        {
+            "server": {"listen": ["tcp:9999"]},
+            "store": {"url": "memory:", "node_id": "n"},
+            "cors": {"query": {"allowed_origins": ["https://new.example"]}},
+            "limits": {"max_batch_events": 2, "max_dimension_values": 5},
+            "logging": {"format": "json", "level": "debug"},
+        }
+    )
     stream = io.StringIO()
     service, http = daemon_with(lambda: new, stream)
-    assert http.get("/health", headers={"Origin": "https://old.example"}).header(
-        "Access-Control-Allow-Origin") == "https://old.example"
+    assert (
+        http.get("/health", headers={"Origin": "https://old.example"}).header(
+            "Access-Control-Allow-Origin"
+        )
+        == "https://old.example"
+    )
     outcome = service.reloader.reload()
     assert outcome.ok
     assert set(outcome.applied) == {
-        "cors.query.allowed_origins", "limits.max_batch_events", "logging.format",
+        "cors.query.allowed_origins",
+        "limits.max_batch_events",
+        "logging.format",
         "logging.level",
     }
     assert set(outcome.ignored) == {"server.listen", "limits.max_dimension_values"}
     new_origin = http.get("/health", headers={"Origin": "https://new.example"})
     assert new_origin.header("Access-Control-Allow-Origin") == "https://new.example"
-    assert http.get("/health", headers={"Origin": "https://old.example"}).header(
-        "Access-Control-Allow-Origin") is None
+    assert (
+        http.get("/health", headers={"Origin": "https://old.example"}).header(
+            "Access-Control-Allow-Origin"
+        )
+        is None
+    )
     too_many = http.post("/api/v1/events/batch", [{"type": "a"}] * 3)
     assert (too_many.status, too_many.json["code"]) == (413, "batch_too_large")
     assert service.listeners[0].description == "tcp:0"  # needs a restart
@@ -72,8 +88,12 @@ def test_a_bad_file_keeps_the_running_config_and_lists_every_error(
     assert not outcome.ok
     assert len(outcome.errors) == 2
     assert service.reloader.current is before
-    assert http.get("/health", headers={"Origin": "https://old.example"}).header(
-        "Access-Control-Allow-Origin") == "https://old.example"
+    assert (
+        http.get("/health", headers={"Origin": "https://old.example"}).header(
+            "Access-Control-Allow-Origin"
+        )
+        == "https://old.example"
+    )
     problems = [e["problem"] for e in captured_logs if "problem" in e]
     assert any(p.startswith("logging.level") for p in problems)
     assert any(p.startswith("cors.query.allowed_origins") for p in problems)
@@ -85,9 +105,13 @@ def test_reload_tells_systemd_before_and_after() -> None:
     def failing() -> Config:
         raise ConfigError("", "cannot read config file")
 
-    reloader = Reloader(load=failing, current=Config(), apply=lambda config: None,
-                        before=lambda: calls.append("RELOADING"),
-                        after=lambda: calls.append("READY"))
+    reloader = Reloader(
+        load=failing,
+        current=Config(),
+        apply=lambda config: None,
+        before=lambda: calls.append("RELOADING"),
+        after=lambda: calls.append("READY"),
+    )
     assert not reloader.reload().ok
     assert calls == ["RELOADING", "READY"]
 
@@ -95,10 +119,14 @@ def test_reload_tells_systemd_before_and_after() -> None:
 def test_log_level_and_format_change_on_reload() -> None:
     stream = io.StringIO()
     new = attrs.evolve(Config(), logging=attrs.evolve(Config().logging, format="json"))
-    service, _http = daemon_with(lambda: attrs.evolve(
-        new, server=attrs.evolve(new.server, listen=("tcp:0",)),
-        store=attrs.evolve(new.store, url="memory:", node_id="n"),
-    ), stream)
+    service, _http = daemon_with(
+        lambda: attrs.evolve(
+            new,
+            server=attrs.evolve(new.server, listen=("tcp:0",)),
+            store=attrs.evolve(new.store, url="memory:", node_id="n"),
+        ),
+        stream,
+    )
     service.reloader.reload()
     from twisted.logger import Logger, globalLogPublisher
 

@@ -46,9 +46,15 @@ def messages(logs: list[dict[str, Any]], prefix: str) -> list[str]:
 def test_children_start_in_order(daemon: Daemon) -> None:
     names = [type(child).__name__ for child in daemon.service]
     assert names == [
-        "StoreService", "FlushService", "RetentionService", "LoadMonitor", "ReactorLagMonitor",
+        "StoreService",
+        "FlushService",
+        "RetentionService",
+        "LoadMonitor",
+        "ReactorLagMonitor",
         "LiveFeed",
-        "WorkerPool", "HTTPListener", "NotifyService",
+        "WorkerPool",
+        "HTTPListener",
+        "NotifyService",
     ]
     assert all(child.running for child in daemon.service)
 
@@ -117,17 +123,14 @@ def test_failed_final_flush_is_recorded(captured_logs: list[dict[str, Any]]) -> 
     daemon = make_daemon(store=store)
     daemon.http.post("/api/v1/events", {"type": "x"})
     result_of(_stop(daemon))
-    reason = (
-        "shutdown step failed: 3 windows and the all-time totals not persisted: disk full"
-    )
+    reason = "shutdown step failed: 3 windows and the all-time totals not persisted: disk full"
     assert daemon.service.shutdown_errors == [reason]
     assert any(e.get("reason") == reason for e in captured_logs)
 
 
 def test_shutdown_timeout_is_recorded() -> None:
     store = RecordingStore(hang_writes=True)
-    daemon = make_daemon({"server": {"listen": ["tcp:0"], "shutdown_timeout": "3s"}},
-                         store=store)
+    daemon = make_daemon({"server": {"listen": ["tcp:0"], "shutdown_timeout": "3s"}}, store=store)
     daemon.http.post("/api/v1/events", {"type": "x"})
     stopping = _stop(daemon)
     assert not stopping.called
@@ -167,8 +170,7 @@ def test_port_in_use_fails_the_start_loudly() -> None:
     from twisted_rta.listeners import ListenError
 
     class BusyReactor(MemoryReactorClock):
-        def listenTCP(self, port: int, factory: Any, backlog: int = 50,
-                      interface: str = "") -> Any:
+        def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
     config = config_from_mapping({"server": {"listen": ["tcp:8080:interface=127.0.0.1"]}})

@@ -18,14 +18,22 @@ from twisted_rta.store.retention import RetentionService
 
 
 def aggregator() -> Aggregator:
-    return Aggregator(window_sizes=(60.0, 3600.0), grace=10.0, max_dimension_values=100,
-                      started_at=NOW)
+    return Aggregator(
+        window_sizes=(60.0, 3600.0), grace=10.0, max_dimension_values=100, started_at=NOW
+    )
 
 
-def service(store: MemoryWindowStore, clock: Clock, agg: Aggregator,
-            fatal: list[str] | None = None) -> StoreService:
-    return StoreService(store, agg, clock=clock, retry_initial=1.0, retry_max=4.0,
-                        on_fatal=(fatal if fatal is not None else []).append)
+def service(
+    store: MemoryWindowStore, clock: Clock, agg: Aggregator, fatal: list[str] | None = None
+) -> StoreService:
+    return StoreService(
+        store,
+        agg,
+        clock=clock,
+        retry_initial=1.0,
+        retry_max=4.0,
+        on_fatal=(fatal if fatal is not None else []).append,
+    )
 
 
 def test_open_restores_this_nodes_totals_into_live_metrics() -> None:
@@ -84,23 +92,32 @@ def test_a_newer_schema_is_fatal_and_not_retried() -> None:
 
 
 def window(start: float, resolution: float) -> ClosedWindow:
-    return ClosedWindow(resolution, start, start + resolution,
-                        {"total_events": Counter(value=1, count=1, updated_at=start)})
+    return ClosedWindow(
+        resolution,
+        start,
+        start + resolution,
+        {"total_events": Counter(value=1, count=1, updated_at=start)},
+    )
 
 
 def test_retention_deletes_only_expired_windows_per_resolution() -> None:
     store = MemoryWindowStore(node_id="n")
-    result_of(store.write(
-        [window(NOW - 7200, 60.0), window(NOW - 60, 60.0), window(NOW - 7200, 3600.0)],
-        {"total_events": Counter(value=3, count=3, updated_at=NOW)},
-    ))
+    result_of(
+        store.write(
+            [window(NOW - 7200, 60.0), window(NOW - 60, 60.0), window(NOW - 7200, 3600.0)],
+            {"total_events": Counter(value=3, count=3, updated_at=NOW)},
+        )
+    )
     clock = Clock()
     clock.advance(NOW)
     svc = service(store, clock, aggregator())
     svc.startService()
     retention = RetentionService(
-        svc, (Resolution(60.0, 3600.0), Resolution(3600.0, 86400.0)), clock=clock,
-        interval=600.0, batch_size=10,
+        svc,
+        (Resolution(60.0, 3600.0), Resolution(3600.0, 86400.0)),
+        clock=clock,
+        interval=600.0,
+        batch_size=10,
     )
     retention.startService()
     clock.advance(600.0)
@@ -117,8 +134,9 @@ def test_retention_waits_for_the_store_and_survives_failures() -> None:
     clock = Clock()
     svc = service(store, clock, aggregator())
     svc.startService()
-    retention = RetentionService(svc, (Resolution(60.0, 3600.0),), clock=clock,
-                                 interval=10.0, batch_size=10)
+    retention = RetentionService(
+        svc, (Resolution(60.0, 3600.0),), clock=clock, interval=10.0, batch_size=10
+    )
     assert result_of(Deferred.fromCoroutine(retention.run_once())) == 0  # not open yet
     store.available = True
     clock.advance(1.0)

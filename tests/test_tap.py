@@ -45,9 +45,16 @@ def test_defaults_without_config() -> None:
 
 def test_config_file_and_overrides() -> None:
     options = parse(
-        "-c", str(REPO / "config" / "rta.yaml"),
-        "--listen", "tcp:9001:interface=127.0.0.1", "--listen", "unix:/tmp/rta.sock",
-        "--log-level", "debug", "--log-format", "json",
+        "-c",
+        str(REPO / "config" / "rta.yaml"),
+        "--listen",
+        "tcp:9001:interface=127.0.0.1",
+        "--listen",
+        "unix:/tmp/rta.sock",
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
     )
     assert options.config.server.listen == ("tcp:9001:interface=127.0.0.1", "unix:/tmp/rta.sock")
     assert options.config.logging.level == "debug"
@@ -57,16 +64,22 @@ def test_config_file_and_overrides() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--log-level", "loud"],
-         "twistd rta: config error: --log-level: must be one of debug, info, warn, error, "
-         "got 'loud' (see: twistd rta --help)"),
-        (["--log-format", "xml"],
-         "twistd rta: config error: --log-format: must be one of console, json, got 'xml' "
-         "(see: twistd rta --help)"),
+        (
+            ["--log-level", "loud"],
+            "twistd rta: config error: --log-level: must be one of debug, info, warn, error, "
+            "got 'loud' (see: twistd rta --help)",
+        ),
+        (
+            ["--log-format", "xml"],
+            "twistd rta: config error: --log-format: must be one of console, json, got 'xml' "
+            "(see: twistd rta --help)",
+        ),
         (["--nope"], "twistd rta: option --nope not recognized (see: twistd rta --help)"),
-        (["-c", "/does/not/exist.yaml"],
-         "twistd rta: config error: cannot read config file '/does/not/exist.yaml': "
-         "No such file or directory (see: twistd rta --help)"),
+        (
+            ["-c", "/does/not/exist.yaml"],
+            "twistd rta: config error: cannot read config file '/does/not/exist.yaml': "
+            "No such file or directory (see: twistd rta --help)",
+        ),
     ],
 )
 def test_bad_options_exit_with_one_clear_line(args: list[str], message: str) -> None:
@@ -112,8 +125,15 @@ def test_make_service_registers_the_log_observer_on_twistds_application(
     service.setServiceParent(application)
     observer = application.getComponent(ILogObserver)
     assert observer is not None
-    observer({"log_format": "hello {who}", "who": "ops", "log_level": LogLevel.info,
-              "log_namespace": "t", "log_time": 0.0})
+    observer(
+        {
+            "log_format": "hello {who}",
+            "who": "ops",
+            "log_level": LogLevel.info,
+            "log_namespace": "t",
+            "log_time": 0.0,
+        }
+    )
     assert '"message":"hello ops"' in stream.getvalue()
 
 

@@ -24,15 +24,19 @@ def one_step_per_tick() -> Callable[[], bool]:
 
 
 def make_pool(
-    clock: Clock, *, workers: int = 1, cooperator: Cooperator | None = None,
+    clock: Clock,
+    *,
+    workers: int = 1,
+    cooperator: Cooperator | None = None,
     aggregator: Any = None,
 ) -> tuple[WorkerPool, IntakeQueue, Any]:
     queue = IntakeQueue(capacity=100_000)
     aggregator = aggregator or Aggregator(
         window_sizes=(60.0,), grace=10.0, max_dimension_values=100, started_at=NOW
     )
-    pool = WorkerPool(queue, aggregator, clock=clock, worker_count=workers, slice_size=100,
-                      cooperator=cooperator)
+    pool = WorkerPool(
+        queue, aggregator, clock=clock, worker_count=workers, slice_size=100, cooperator=cooperator
+    )
     return pool, queue, aggregator
 
 
@@ -95,8 +99,7 @@ class ExplodingAggregator:
 def test_a_failing_batch_does_not_kill_the_worker() -> None:
     clock = Clock()
     clock.advance(NOW)
-    real = Aggregator(window_sizes=(60.0,), grace=10.0, max_dimension_values=100,
-                      started_at=NOW)
+    real = Aggregator(window_sizes=(60.0,), grace=10.0, max_dimension_values=100, started_at=NOW)
     pool, queue, _ = make_pool(clock, aggregator=ExplodingAggregator(real))
     pool.startService()
     queue.offer(events(5, kind="boom"))

@@ -27,14 +27,21 @@ Parser = Callable[[Any, str], Any]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)\s*$")
 _DURATION_UNITS = MappingProxyType(
-    {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
-     "y": 365 * 86400.0}
+    {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 365 * 86400.0}
 )
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_SIZE_UNITS = MappingProxyType({
-    None: 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
-    "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
-})
+_SIZE_UNITS = MappingProxyType(
+    {
+        None: 1,
+        "B": 1,
+        "KB": 1000,
+        "MB": 1000**2,
+        "GB": 1000**3,
+        "KiB": 1024,
+        "MiB": 1024**2,
+        "GiB": 1024**3,
+    }
+)
 
 
 def _show(value: Any) -> str:
@@ -46,8 +53,10 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
 
     def parse(value: Any, path: str) -> int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-        if not ok or (minimum is not None and value < minimum) or (
-            maximum is not None and value > maximum
+        if (
+            not ok
+            or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)
         ):
             raise ConfigError(path, f"must be an integer{bounds}, got {_show(value)}")
         return int(value)
@@ -141,8 +150,9 @@ def number(minimum: float | None = None) -> Parser:
     def parse(value: Any, path: str) -> float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok or (minimum is not None and value < minimum):
-            raise ConfigError(path, f"must be a number{_bounds_text(minimum, None)}, got "
-                                    f"{_show(value)}")
+            raise ConfigError(
+                path, f"must be a number{_bounds_text(minimum, None)}, got {_show(value)}"
+            )
         return float(value)
 
     return parse
@@ -155,8 +165,7 @@ def network(value: Any, path: str) -> str:
             return str(ipaddress.ip_network(value, strict=False))
         except ValueError:
             pass
-    raise ConfigError(path, f"must be an IP address or network like 10.0.0.0/8, got "
-                            f"{_show(value)}")
+    raise ConfigError(path, f"must be an IP address or network like 10.0.0.0/8, got {_show(value)}")
 
 
 def optional(parse: Parser) -> Parser:
@@ -332,8 +341,9 @@ class ApiKeyConfig:
 
 def api_keys(value: Any, path: str) -> tuple[ApiKeyConfig, ...]:
     if not isinstance(value, list):
-        raise ConfigError(path, f"must be a list of {{name, key or sha256, scopes}}, got "
-                                f"{_show(value)}")
+        raise ConfigError(
+            path, f"must be a list of {{name, key or sha256, scopes}}, got {_show(value)}"
+        )
     keys: list[ApiKeyConfig] = []
     for index, item in enumerate(value):
         where = f"{path}[{index}]"
@@ -341,8 +351,9 @@ def api_keys(value: Any, path: str) -> tuple[ApiKeyConfig, ...]:
             raise ConfigError(where, "must be a mapping with name, key or sha256, and scopes")
         unknown = sorted(set(item) - {"name", "key", "sha256", "scopes"})
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}",
-                              "unknown key (expected name, key, sha256, scopes)")
+            raise ConfigError(
+                f"{where}.{unknown[0]}", "unknown key (expected name, key, sha256, scopes)"
+            )
         name = text(item.get("name"), f"{where}.name")
         if ("key" in item) == ("sha256" in item):
             raise ConfigError(where, "give exactly one of key or sha256")
@@ -446,9 +457,7 @@ def _build(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
     for key in raw:
         if key not in known:
             where = f"{path}.{key}" if path else str(key)
-            errors.append(
-                ConfigError(where, f"unknown key (expected one of {', '.join(known)})")
-            )
+            errors.append(ConfigError(where, f"unknown key (expected one of {', '.join(known)})"))
     values: dict[str, Any] = {}
     for name, spec in known.items():
         if name not in raw:

@@ -68,41 +68,57 @@ class DaemonCollector:
         now = self.clock_seconds()
         stats = self.aggregator.stats(now)
         yield _gauge("rta_queue_depth", "Events waiting in the intake queue", self.queue.depth)
-        yield _gauge("rta_queue_capacity", "Capacity of the intake queue in events",
-                     self.queue.capacity)
-        yield _counter("rta_batches_processed", "Queued batches aggregated by the workers",
-                       self.workers.batches_processed)
-        yield _counter("rta_events_aggregated", "Events aggregated by the workers",
-                       self.workers.processed_events)
-        yield _counter("rta_worker_busy_seconds", "Time the workers spent aggregating",
-                       self.workers.busy_seconds)
-        yield _counter("rta_worker_failed_batches", "Batches whose aggregation raised",
-                       self.workers.failed_batches)
-        yield _gauge("rta_windows_open", "Open windows at every resolution",
-                     stats.active_windows)
-        yield _counter("rta_windows_written", "Closed windows written to the store",
-                       self.flush.windows_written)
-        yield _gauge("rta_windows_pending", "Closed windows waiting to be written",
-                     len(self.flush.pending))
-        errors = CounterMetricFamily("rta_store_errors", "Failed store operations",
-                                     labels=["operation"])
+        yield _gauge(
+            "rta_queue_capacity", "Capacity of the intake queue in events", self.queue.capacity
+        )
+        yield _counter(
+            "rta_batches_processed",
+            "Queued batches aggregated by the workers",
+            self.workers.batches_processed,
+        )
+        yield _counter(
+            "rta_events_aggregated",
+            "Events aggregated by the workers",
+            self.workers.processed_events,
+        )
+        yield _counter(
+            "rta_worker_busy_seconds",
+            "Time the workers spent aggregating",
+            self.workers.busy_seconds,
+        )
+        yield _counter(
+            "rta_worker_failed_batches",
+            "Batches whose aggregation raised",
+            self.workers.failed_batches,
+        )
+        yield _gauge("rta_windows_open", "Open windows at every resolution", stats.active_windows)
+        yield _counter(
+            "rta_windows_written", "Closed windows written to the store", self.flush.windows_written
+        )
+        yield _gauge(
+            "rta_windows_pending", "Closed windows waiting to be written", len(self.flush.pending)
+        )
+        errors = CounterMetricFamily(
+            "rta_store_errors", "Failed store operations", labels=["operation"]
+        )
         errors.add_metric(["write"], self.flush.write_failures)
         errors.add_metric(["open"], self.store_service.open_failures)
         errors.add_metric(["retention"], self.retention.failures)
         yield errors
         yield _counter("rta_flush_tick_failures", "Flush ticks that raised", self.flush.failures)
-        yield _gauge("rta_store_open", "1 when the window store is open", int(
-            self.store_service.opened))
-        yield _counter("rta_late_events", "Events for windows that had already closed",
-                       stats.late_events)
+        yield _gauge(
+            "rta_store_open", "1 when the window store is open", int(self.store_service.opened)
+        )
+        yield _counter(
+            "rta_late_events", "Events for windows that had already closed", stats.late_events
+        )
         overflow = CounterMetricFamily(
             "rta_dimension_overflow", "Events counted under <base>:__other__", labels=["base"]
         )
         for base, count in sorted(stats.dimension_overflow_by_base.items()):
             overflow.add_metric([base], count)
         yield overflow
-        yield _gauge("rta_uptime_seconds", "Seconds since the daemon started",
-                     stats.uptime_seconds)
+        yield _gauge("rta_uptime_seconds", "Seconds since the daemon started", stats.uptime_seconds)
 
 
 def analytics_families(snapshots: Mapping[str, MetricSnapshot], rules: Rules) -> Iterator[Metric]:
@@ -135,8 +151,10 @@ def _plain_family(name: str, snapshot: MetricSnapshot) -> Iterator[Metric]:
         yield _gauge(metric_name(name), f"Analytics {kind} {name}", snapshot.value)
     elif snapshot.type == "histogram":
         family = SummaryMetricFamily(
-            metric_name(name), f"Analytics histogram {name} (quantiles from a KLL sketch)",
-            count_value=snapshot.count, sum_value=snapshot.sum or 0.0,
+            metric_name(name),
+            f"Analytics histogram {name} (quantiles from a KLL sketch)",
+            count_value=snapshot.count,
+            sum_value=snapshot.sum or 0.0,
         )
         for quantile, attribute in _QUANTILES:
             value = getattr(snapshot, attribute)

@@ -147,7 +147,9 @@ class FlushService(Service):
         self._next_attempt_at = self._clock.seconds() + self._retry_delay
         log.error(
             "store write failed ({error}); {waiting} windows waiting, retrying in {delay}s",
-            error=self.last_error, waiting=len(self.pending), delay=self._retry_delay,
+            error=self.last_error,
+            waiting=len(self.pending),
+            delay=self._retry_delay,
         )
         self._retry_delay = min(self._retry_delay * 2, self._retry_max)
 
@@ -188,14 +190,17 @@ def _log_written(windows: Sequence[ClosedWindow]) -> None:
         if window.late:
             log.info(
                 "late events merged into window {start} ({resolution}s): {events} events",
-                start=iso_utc(window.start), resolution=int(window.resolution),
+                start=iso_utc(window.start),
+                resolution=int(window.resolution),
                 events=window.events_count,
             )
         else:
             log.info(
                 "window closed: {start} to {end} ({resolution}s), {events} events, "
                 "{active_users} active users",
-                start=iso_utc(window.start), end=iso_utc(window.end),
-                resolution=int(window.resolution), events=window.events_count,
+                start=iso_utc(window.start),
+                end=iso_utc(window.end),
+                resolution=int(window.resolution),
+                events=window.events_count,
                 active_users=window.active_users,
             )

@@ -40,7 +40,11 @@ class LoadMonitor(Service):
     name = "load"
 
     def __init__(
-        self, *, clock: IReactorTime, interval: float, busy_seconds: Callable[[], float],
+        self,
+        *,
+        clock: IReactorTime,
+        interval: float,
+        busy_seconds: Callable[[], float],
         flush_seconds: Callable[[], float],
     ) -> None:
         self.interval = interval
@@ -69,8 +73,7 @@ class LoadMonitor(Service):
 
 def check_readiness(service: RTAService, load: LoadMonitor, now: float) -> Readiness:
     checks = {
-        "shutdown": Check(not service.stopping,
-                          "shutting down" if service.stopping else "running"),
+        "shutdown": Check(not service.stopping, "shutting down" if service.stopping else "running"),
         "listening": _listening(service),
         "workers": _workers(service),
         "queue": _queue(service),
@@ -85,29 +88,34 @@ def _listening(service: RTAService) -> Check:
     unbound = [listener.description for listener in service.listeners if listener.port is None]
     bound = len(service.listeners) - len(unbound)
     detail = f"{bound} of {len(service.listeners)} listeners bound"
-    return Check(not unbound, detail + (f"; not listening on {', '.join(unbound)}" if unbound
-                                        else ""))
+    return Check(
+        not unbound, detail + (f"; not listening on {', '.join(unbound)}" if unbound else "")
+    )
 
 
 def _workers(service: RTAService) -> Check:
     workers = service.workers
     running = workers.alive if workers.running else 0
-    return Check(running == workers.worker_count,
-                 f"{running} of {workers.worker_count} workers running")
+    return Check(
+        running == workers.worker_count, f"{running} of {workers.worker_count} workers running"
+    )
 
 
 def _queue(service: RTAService) -> Check:
     queue = service.queue
     share = queue.depth / queue.capacity
-    return Check(share <= QUEUE_LIMIT,
-                 f"{queue.depth} of {queue.capacity} events queued ({share:.0%}; "
-                 f"limit {QUEUE_LIMIT:.0%})")
+    return Check(
+        share <= QUEUE_LIMIT,
+        f"{queue.depth} of {queue.capacity} events queued ({share:.0%}; limit {QUEUE_LIMIT:.0%})",
+    )
 
 
 def _load(load: LoadMonitor) -> Check:
-    return Check(load.load <= LOAD_LIMIT,
-                 f"{load.load:.0%} of the last flush interval spent flushing and aggregating "
-                 f"(limit {LOAD_LIMIT:.0%})")
+    return Check(
+        load.load <= LOAD_LIMIT,
+        f"{load.load:.0%} of the last flush interval spent flushing and aggregating "
+        f"(limit {LOAD_LIMIT:.0%})",
+    )
 
 
 def _flush(service: RTAService, now: float) -> Check:
@@ -117,8 +125,7 @@ def _flush(service: RTAService, now: float) -> Check:
     last = flush.last_tick_at if flush.last_tick_at is not None else service.started_at
     stale_after = STALE_TICKS * flush.interval
     age = now - last if last is not None else float("inf")
-    return Check(age <= stale_after,
-                 f"last tick {age:.1f}s ago (limit {stale_after:g}s)")
+    return Check(age <= stale_after, f"last tick {age:.1f}s ago (limit {stale_after:g}s)")
 
 
 def _store(service: RTAService) -> Check:
@@ -127,6 +134,7 @@ def _store(service: RTAService) -> Check:
     if not store.opened:
         return Check(False, f"not open: {store.last_error or 'opening'}")
     if flush.last_error is not None:
-        return Check(False, f"writes failing: {flush.last_error}; "
-                            f"{len(flush.pending)} windows waiting")
+        return Check(
+            False, f"writes failing: {flush.last_error}; {len(flush.pending)} windows waiting"
+        )
     return Check(True, f"open; {len(flush.pending)} windows waiting")

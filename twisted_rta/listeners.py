@@ -53,8 +53,9 @@ class HTTPListener(Service):
         super().startService()
         if self.port is None:
             self._bind()
-        log.info("listening on {address} ({endpoint})", address=self.address,
-                 endpoint=self.description)
+        log.info(
+            "listening on {address} ({endpoint})", address=self.address, endpoint=self.description
+        )
 
     def _bind(self) -> None:
         try:
@@ -67,9 +68,7 @@ class HTTPListener(Service):
             raise ListenError(f"listen endpoint {self.description!r} did not bind at once")
         result = outcome[0]
         if isinstance(result, Failure):
-            raise ListenError(
-                f"cannot listen on {self.description!r}: {result.getErrorMessage()}"
-            )
+            raise ListenError(f"cannot listen on {self.description!r}: {result.getErrorMessage()}")
         self.port = result
 
     def stopService(self) -> Deferred[None]:

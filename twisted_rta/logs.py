@@ -19,9 +19,28 @@ from zope.interface import implementer
 
 # Keys of a twisted.logger event that are bookkeeping, not the caller's structured fields.
 _INTERNAL_KEYS = frozenset(
-    {"log_format", "log_level", "log_namespace", "log_source", "log_time", "log_logger",
-     "log_failure", "log_text", "log_io", "log_legacy", "log_system", "log_flattened",
-     "log_trace", "message", "format", "isError", "system", "time", "why", "failure"}
+    {
+        "log_format",
+        "log_level",
+        "log_namespace",
+        "log_source",
+        "log_time",
+        "log_logger",
+        "log_failure",
+        "log_text",
+        "log_io",
+        "log_legacy",
+        "log_system",
+        "log_flattened",
+        "log_trace",
+        "message",
+        "format",
+        "isError",
+        "system",
+        "time",
+        "why",
+        "failure",
+    }
 )
 
 

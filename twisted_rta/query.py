@@ -94,7 +94,7 @@ def breakdown_of(base: str, metrics: Mapping[str, Metric], limit: int) -> Breakd
     """Top ``limit`` dimension values of ``base`` by value, the rest folded into ``other``."""
     prefix = base + ":"
     values = [
-        (name[len(prefix):], metric.value)
+        (name[len(prefix) :], metric.value)
         for name, metric in metrics.items()
         if name.startswith(prefix) and isinstance(metric, Counter)
     ]
@@ -154,7 +154,10 @@ class QueryService:
     # -- ranges ----------------------------------------------------------------------------
 
     async def windows_in(
-        self, timerange: TimeRange, *, names: Sequence[str] | None = None,
+        self,
+        timerange: TimeRange,
+        *,
+        names: Sequence[str] | None = None,
         prefix: str | None = None,
     ) -> dict[float, dict[str, Metric]]:
         """Every window of the range's resolution: stored rows of all nodes, this node's
@@ -170,21 +173,23 @@ class QueryService:
                 )
             )
             pending = [
-                window for window in self.flush.pending
+                window
+                for window in self.flush.pending
                 if window.resolution == size and start_from <= window.start < start_to
             ]
             for row in rows:
-                _merge_into(by_start.setdefault(float(row.window_start), {}), row.metric,
-                            row.value)
+                _merge_into(by_start.setdefault(float(row.window_start), {}), row.metric, row.value)
             for window in pending:
-                self._merge_metrics(by_start.setdefault(window.start, {}),
-                                    window.metrics.items(), names, prefix)
+                self._merge_metrics(
+                    by_start.setdefault(window.start, {}), window.metrics.items(), names, prefix
+                )
         finally:
             self.flush.lock.release()
         live = self.aggregator.live_windows(size, start_from, start_to)
         for start, metrics in live.items():
-            self._merge_metrics(by_start.setdefault(start, {}), metrics.items(), names, prefix,
-                                owned=True)
+            self._merge_metrics(
+                by_start.setdefault(start, {}), metrics.items(), names, prefix, owned=True
+            )
         return {start: by_start[start] for start in sorted(by_start) if by_start[start]}
 
     async def metric_over(self, name: str, timerange: TimeRange) -> Metric | None:
@@ -253,8 +258,12 @@ class QueryService:
 
     @staticmethod
     def _merge_metrics(
-        target: dict[str, Metric], metrics: Iterable[tuple[str, Metric]],
-        names: Sequence[str] | None, prefix: str | None, *, owned: bool = False,
+        target: dict[str, Metric],
+        metrics: Iterable[tuple[str, Metric]],
+        names: Sequence[str] | None,
+        prefix: str | None,
+        *,
+        owned: bool = False,
     ) -> None:
         for name, metric in metrics:
             if _wanted(name, names, prefix):

@@ -14,8 +14,14 @@ log = Logger()
 # Settings the running daemon can take without a restart; everything else (listen
 # addresses, store, windows, workers, and the dimension bound baked into the aggregator)
 # is reported as ignored until restart.
-RUNTIME_PREFIXES = ("logging.", "cors.", "limits.", "auth.", "rate_limits.",
-                    "server.trusted_proxies")
+RUNTIME_PREFIXES = (
+    "logging.",
+    "cors.",
+    "limits.",
+    "auth.",
+    "rate_limits.",
+    "server.trusted_proxies",
+)
 RESTART_ONLY = frozenset({"limits.max_dimension_values", "rate_limits.max_clients"})
 
 
@@ -59,13 +65,15 @@ class Reloader:
         try:
             new = self._load()
         except ConfigError as error:
-            problems = [str(e) for e in error.errors] if isinstance(error, ConfigErrors) else [
-                str(error)
-            ]
+            problems = (
+                [str(e) for e in error.errors] if isinstance(error, ConfigErrors) else [str(error)]
+            )
             for problem in problems:
                 log.error("reload: {problem}", problem=problem)
-            log.error("reload failed ({count} errors); the running config is unchanged",
-                      count=len(problems))
+            log.error(
+                "reload failed ({count} errors); the running config is unchanged",
+                count=len(problems),
+            )
             return ReloadOutcome(ok=False, errors=tuple(problems))
         old_values, new_values = summary(self.current), summary(new)
         changed = [key for key in new_values if new_values[key] != old_values.get(key)]
@@ -80,15 +88,14 @@ class Reloader:
             limits=attrs.evolve(
                 new.limits, max_dimension_values=current.limits.max_dimension_values
             ),
-            rate_limits=attrs.evolve(
-                new.rate_limits, max_clients=current.rate_limits.max_clients
-            ),
+            rate_limits=attrs.evolve(new.rate_limits, max_clients=current.rate_limits.max_clients),
             server=attrs.evolve(current.server, trusted_proxies=new.server.trusted_proxies),
         )
         self._apply(effective)
         self.current = effective
         log.info(
             "config reloaded: applied {applied}; ignored until restart: {ignored}",
-            applied=", ".join(applied) or "nothing", ignored=", ".join(ignored) or "nothing",
+            applied=", ".join(applied) or "nothing",
+            ignored=", ".join(ignored) or "nothing",
         )
         return ReloadOutcome(ok=True, applied=applied, ignored=ignored)

@@ -66,8 +66,15 @@ class RTAService(MultiService):
         # The notifier comes last so that READY=1 follows the listeners being bound.
         self.notify = notify
         tail = (notify,) if notify is not None else ()
-        for child in (store_service, flush, retention, *self.monitors, workers,
-                      *self.listeners, *tail):
+        for child in (
+            store_service,
+            flush,
+            retention,
+            *self.monitors,
+            workers,
+            *self.listeners,
+            *tail,
+        ):
             child.setServiceParent(self)
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
@@ -80,9 +87,11 @@ class RTAService(MultiService):
     def startService(self) -> None:
         self.started_at = self.clock.seconds()
         super().startService()
-        log.info("rta ready: {count} listener(s) on {addresses}",
-                 count=len(self.listeners),
-                 addresses=", ".join(listener.address for listener in self.listeners))
+        log.info(
+            "rta ready: {count} listener(s) on {addresses}",
+            count=len(self.listeners),
+            addresses=", ".join(listener.address for listener in self.listeners),
+        )
 
     def stopService(self) -> Deferred[None]:
         self.stopping = True

@@ -65,8 +65,10 @@ class SystemdNotifier:
         notify_socket = environ.get("NOTIFY_SOCKET", "")
         address = _socket_address(notify_socket) if notify_socket else None
         if notify_socket and address is None:
-            log.warn("NOTIFY_SOCKET={value!r} is not an absolute path or @name: not notifying"
-                     " systemd", value=notify_socket)
+            log.warn(
+                "NOTIFY_SOCKET={value!r} is not an absolute path or @name: not notifying systemd",
+                value=notify_socket,
+            )
         return cls(
             address,
             watchdog_usec=environ.get("WATCHDOG_USEC"),
@@ -99,8 +101,11 @@ class SystemdNotifier:
             # watchdog sends every few seconds), so only the first failure is logged.
             if not self._failed:
                 self._failed = True
-                log.warn("cannot notify systemd at {address}: {error}; further failures are not"
-                         " logged", address=self.address.replace("\0", "@"), error=error)
+                log.warn(
+                    "cannot notify systemd at {address}: {error}; further failures are not logged",
+                    address=self.address.replace("\0", "@"),
+                    error=error,
+                )
 
     def ready(self, status: str | None = None) -> None:
         """Startup finished: listeners bound, store open. Also ends a reload."""

@@ -171,52 +171,89 @@ def build_service(
         reactor.stop()
 
     store_service = StoreService(
-        store, aggregator, clock=reactor, retry_initial=config.store.retry_initial,
-        retry_max=config.store.retry_max, on_fatal=fatal,
+        store,
+        aggregator,
+        clock=reactor,
+        retry_initial=config.store.retry_initial,
+        retry_max=config.store.retry_max,
+        on_fatal=fatal,
     )
     telemetry = Telemetry()
     flush = FlushService(
-        aggregator, store_service, clock=reactor, interval=config.windows.flush_interval,
-        max_pending=config.store.max_pending_windows, retry_initial=config.store.retry_initial,
-        retry_max=config.store.retry_max, keep_recent=config.windows.keep_closed,
+        aggregator,
+        store_service,
+        clock=reactor,
+        interval=config.windows.flush_interval,
+        max_pending=config.store.max_pending_windows,
+        retry_initial=config.store.retry_initial,
+        retry_max=config.store.retry_max,
+        keep_recent=config.windows.keep_closed,
         observe_duration=telemetry.flush_duration.observe,
     )
     retention = RetentionService(
-        store_service, resolutions, clock=reactor, interval=config.store.retention_interval,
+        store_service,
+        resolutions,
+        clock=reactor,
+        interval=config.store.retention_interval,
         batch_size=config.store.retention_batch,
     )
     workers = WorkerPool(
         queue, aggregator, clock=reactor, worker_count=config.processing.worker_count
     )
     load = LoadMonitor(
-        clock=reactor, interval=config.windows.flush_interval,
-        busy_seconds=lambda: workers.busy_seconds, flush_seconds=lambda: flush.last_duration,
+        clock=reactor,
+        interval=config.windows.flush_interval,
+        busy_seconds=lambda: workers.busy_seconds,
+        flush_seconds=lambda: flush.last_duration,
     )
     lag = ReactorLagMonitor(clock=reactor, interval=1.0, observe=telemetry.reactor_lag.observe)
-    telemetry.registry.register(DaemonCollector(
-        aggregator=aggregator, rules=aggregator.rules, queue=queue, workers=workers,
-        flush=flush, store_service=store_service, retention=retention,
-        clock_seconds=reactor.seconds,
-    ))
+    telemetry.registry.register(
+        DaemonCollector(
+            aggregator=aggregator,
+            rules=aggregator.rules,
+            queue=queue,
+            workers=workers,
+            flush=flush,
+            store_service=store_service,
+            retention=retention,
+            clock_seconds=reactor.seconds,
+        )
+    )
     holder: list[RTAService] = []
 
     def readiness() -> Readiness:
         return check_readiness(holder[0], load, reactor.seconds())
 
     ops = OpsApp(clock=reactor, readiness=readiness, registry=telemetry.registry)
-    query = QueryService(aggregator=aggregator, flush=flush, store_service=store_service,
-                         queue=queue, resolutions=resolutions)
-    figures = LiveFigures(query=query, readiness=readiness, clock=reactor,
-                          resolutions=resolutions)
+    query = QueryService(
+        aggregator=aggregator,
+        flush=flush,
+        store_service=store_service,
+        queue=queue,
+        resolutions=resolutions,
+    )
+    figures = LiveFigures(query=query, readiness=readiness, clock=reactor, resolutions=resolutions)
     feed = LiveFeed(clock=reactor, snapshot=figures.snapshot)
     dashboard = DashboardApp(feed=feed)
     limiters = RequestLimiters(config.rate_limits)
-    api = ApiApp(clock=reactor, queue=queue, query=query, limits=config.limits,
-                 resolutions=resolutions, store_backlogged=lambda: flush.backlogged,
-                 telemetry=telemetry, limiters=limiters)
-    edge = EdgeResource(ops.app.resource(), api.app.resource(),
-                        AccessPolicy.from_config(config), limiters=limiters, clock=reactor,
-                        dashboard=dashboard.app.resource())
+    api = ApiApp(
+        clock=reactor,
+        queue=queue,
+        query=query,
+        limits=config.limits,
+        resolutions=resolutions,
+        store_backlogged=lambda: flush.backlogged,
+        telemetry=telemetry,
+        limiters=limiters,
+    )
+    edge = EdgeResource(
+        ops.app.resource(),
+        api.app.resource(),
+        AccessPolicy.from_config(config),
+        limiters=limiters,
+        clock=reactor,
+        dashboard=dashboard.app.resource(),
+    )
     site = RTASite(
         edge,
         clock=reactor,
@@ -229,15 +266,25 @@ def build_service(
     )
     listeners = [HTTPListener(reactor, endpoint, site) for endpoint in config.server.listen]
     notify = NotifyService(
-        notifier, clock=reactor, reactor_lag=lambda: lag.last_lag,
+        notifier,
+        clock=reactor,
+        reactor_lag=lambda: lag.last_lag,
         status=StatusLine(queue, workers, flush).render,
     )
     service = RTAService(
-        clock=reactor, queue=queue, store_service=store_service, flush=flush,
-        retention=retention, workers=workers, listeners=listeners,
+        clock=reactor,
+        queue=queue,
+        store_service=store_service,
+        flush=flush,
+        retention=retention,
+        workers=workers,
+        listeners=listeners,
         monitors=(load, lag, feed),
-        shutdown_timeout=config.server.shutdown_timeout, log_observer=log_observer,
-        shutdown_errors=shutdown_errors, notify=notify, on_stopping=notifier.stopping,
+        shutdown_timeout=config.server.shutdown_timeout,
+        log_observer=log_observer,
+        shutdown_errors=shutdown_errors,
+        notify=notify,
+        on_stopping=notifier.stopping,
     )
     holder.append(service)
 
@@ -252,18 +299,26 @@ def build_service(
         api.limits = new.limits
 
     service.reloader = Reloader(
-        load=reload_config or (lambda: config), current=config, apply=apply,
+        load=reload_config or (lambda: config),
+        current=config,
+        apply=apply,
         before=lambda: notifier.reloading(time.monotonic_ns() // 1000),
         after=lambda: notifier.ready(),
     )
     # Only the error list, not the service: a reference from the reactor would keep every
     # sketch alive past interpreter teardown (nanobind then prints leak warnings).
     reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, shutdown_errors)
-    log.info("twisted-rta {version} starting as node {node_id} with {config}",
-             version=__version__, node_id=store.node_id, config=summary(config))
+    log.info(
+        "twisted-rta {version} starting as node {node_id} with {config}",
+        version=__version__,
+        node_id=store.node_id,
+        config=summary(config),
+    )
     if not config.auth.keys:
-        log.warn("no API keys configured (auth.keys): every route is open to anyone who can "
-                 "reach the listen addresses")
+        log.warn(
+            "no API keys configured (auth.keys): every route is open to anyone who can "
+            "reach the listen addresses"
+        )
     return service
 
 
@@ -292,7 +347,9 @@ def makeService(options: Options) -> IService:
         _log_stream(options), log_format=config.logging.format, level=config.logging.level
     )
     service = build_service(
-        config, reactor, observer,
+        config,
+        reactor,
+        observer,
         notifier=SystemdNotifier.from_environ(os.environ),
         reload_config=lambda: _apply_overrides(load_config(options["config"]), options),
     )

@@ -19,31 +19,46 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=False)
         registry = self.registry
         self.events_received = Counter(
-            "rta_events_received", "Events received, valid or not", ["endpoint"],
+            "rta_events_received",
+            "Events received, valid or not",
+            ["endpoint"],
             registry=registry,
         )
         self.events_accepted = Counter(
-            "rta_events_accepted", "Events accepted (202) and queued", ["endpoint"],
+            "rta_events_accepted",
+            "Events accepted (202) and queued",
+            ["endpoint"],
             registry=registry,
         )
         self.events_rejected = Counter(
-            "rta_events_rejected", "Events refused, by reason (error code)",
-            ["endpoint", "reason"], registry=registry,
+            "rta_events_rejected",
+            "Events refused, by reason (error code)",
+            ["endpoint", "reason"],
+            registry=registry,
         )
         self.http_requests = Counter(
-            "rta_http_requests", "HTTP requests by route and status", ["route", "status"],
+            "rta_http_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
             registry=registry,
         )
         self.http_latency = Histogram(
-            "rta_http_request_duration_seconds", "HTTP request latency by route", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=registry,
+            "rta_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
         self.flush_duration = Histogram(
-            "rta_flush_duration_seconds", "Duration of one flush tick (close and write)",
-            buckets=_LATENCY_BUCKETS, registry=registry,
+            "rta_flush_duration_seconds",
+            "Duration of one flush tick (close and write)",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
         self.reactor_lag = Histogram(
-            "rta_reactor_lag_seconds", "How late a periodic reactor call ran",
-            buckets=_LATENCY_BUCKETS, registry=registry,
+            "rta_reactor_lag_seconds",
+            "How late a periodic reactor call ran",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
         ProcessCollector(registry=registry)

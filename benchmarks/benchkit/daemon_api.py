@@ -61,8 +61,10 @@ class DaemonApi:
             if depth == 0 and total == previous:
                 return total
             if time.monotonic() > deadline:
-                raise TimeoutError(f"queue not drained within {timeout:.0f}s "
-                                   f"(queue_depth {depth}, total_events {total})")
+                raise TimeoutError(
+                    f"queue not drained within {timeout:.0f}s "
+                    f"(queue_depth {depth}, total_events {total})"
+                )
             previous = total if depth == 0 else -1
             time.sleep(0.1)
 

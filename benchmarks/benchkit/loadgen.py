@@ -50,8 +50,11 @@ class WrkResult:
 
     @property
     def non_2xx(self) -> dict[str, int]:
-        return {status: count for status, count in sorted(self.statuses.items())
-                if not status.startswith("2")}
+        return {
+            status: count
+            for status, count in sorted(self.statuses.items())
+            if not status.startswith("2")
+        }
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -106,14 +109,27 @@ class WrkError(RuntimeError):
     pass
 
 
-def wrk_argv(job: WrkJob, url: str, duration_s: float, threads: int, pinning: Pinning,
-             wrk: str = "wrk") -> list[str]:
+def wrk_argv(
+    job: WrkJob, url: str, duration_s: float, threads: int, pinning: Pinning, wrk: str = "wrk"
+) -> list[str]:
     script_args = [f"{key}={value}" for key, value in job.args.items()]
     return [
-        *pinning.load_prefix(), wrk,
-        "-t", str(threads), "-c", str(max(job.connections, threads)),
-        "-d", f"{max(1, round(duration_s))}s", "--timeout", f"{job.timeout_s:g}s",
-        "-s", str(WRK_DIR / job.script), url, "--", *script_args, f"threads={threads}",
+        *pinning.load_prefix(),
+        wrk,
+        "-t",
+        str(threads),
+        "-c",
+        str(max(job.connections, threads)),
+        "-d",
+        f"{max(1, round(duration_s))}s",
+        "--timeout",
+        f"{job.timeout_s:g}s",
+        "-s",
+        str(WRK_DIR / job.script),
+        url,
+        "--",
+        *script_args,
+        f"threads={threads}",
     ]
 
 
@@ -140,8 +156,13 @@ def run_wrk(
     try:
         for job in jobs:
             argv = wrk_argv(job, url, duration_s, threads, pinning, wrk)
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, text=True)
+            process = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
             run = _Running(job, process, time.monotonic() + duration_s + 30 + job.timeout_s)
             run.reader = threading.Thread(target=run.read, daemon=True)
             run.reader.start()
@@ -153,8 +174,7 @@ def run_wrk(
                     continue
                 # wrk's main thread sleeps until -d even when every thread stopped itself:
                 # SIGINT makes it report at once (it handles SIGINT like the end of -d).
-                if (run.job.count_bounded and not run.interrupted
-                        and run.stopped_threads >= threads):
+                if run.job.count_bounded and not run.interrupted and run.stopped_threads >= threads:
                     run.process.send_signal(signal.SIGINT)
                     run.interrupted = True
                 if time.monotonic() > run.deadline:
@@ -168,17 +188,18 @@ def run_wrk(
             run.process.wait(10)
             if run.reader is not None:
                 run.reader.join(10)
-    return LoadRun({run.job.name: _result(run) for run in running},
-                   _children_cpu_s() - cpu_before)
+    return LoadRun({run.job.name: _result(run) for run in running}, _children_cpu_s() - cpu_before)
 
 
 def _result(run: _Running) -> WrkResult:
-    payload = next((line.removeprefix("WRK_JSON ") for line in run.lines
-                    if line.startswith("WRK_JSON ")), None)
+    payload = next(
+        (line.removeprefix("WRK_JSON ") for line in run.lines if line.startswith("WRK_JSON ")), None
+    )
     if payload is None or run.process.returncode not in (0, -signal.SIGINT):
         output = "\n".join(run.lines[-20:])
-        raise WrkError(f"wrk {run.job.name} exited {run.process.returncode} without a "
-                       f"result:\n{output}")
+        raise WrkError(
+            f"wrk {run.job.name} exited {run.process.returncode} without a result:\n{output}"
+        )
     data = json.loads(payload)
     latency = data["latency_us"]
     return WrkResult(
@@ -188,7 +209,9 @@ def _result(run: _Running) -> WrkResult:
         ok_responses=int(data["ok_responses"]),
         statuses={str(k): int(v) for k, v in data["statuses"].items()},
         socket_errors={str(k): int(v) for k, v in data["errors"].items()},
-        latency_ms={key: None if latency[key] is None else round(latency[key] / 1000, 3)
-                    for key in ("p50", "p90", "p99", "p999", "mean", "max")},
+        latency_ms={
+            key: None if latency[key] is None else round(latency[key] / 1000, 3)
+            for key in ("p50", "p90", "p99", "p999", "mean", "max")
+        },
         events_per_request=run.job.events_per_request,
     )

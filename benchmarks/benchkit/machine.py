@@ -33,8 +33,7 @@ class Pinning:
     def describe(self) -> str:
         if not self.enabled:
             return f"not pinned ({self.reason})"
-        return (f"server on CPU {self.server_cpu}, wrk and harness on CPU {self.load_cpu} "
-                "(taskset)")
+        return f"server on CPU {self.server_cpu}, wrk and harness on CPU {self.load_cpu} (taskset)"
 
 
 def choose_pinning(wanted: bool) -> Pinning:
@@ -67,8 +66,9 @@ def _cpu_model() -> str:
 
 def _command_output(argv: list[str], cwd: Path | None = None) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=cwd,
-                              check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=10, cwd=cwd, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return (done.stdout + done.stderr).strip()

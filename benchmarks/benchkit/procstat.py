@@ -12,7 +12,7 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of every thread of ``pid`` so far (the store's threads too)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may hold spaces: count fields after its closing paren.
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / _CLOCK_TICKS
 

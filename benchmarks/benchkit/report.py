@@ -7,8 +7,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("scenario", "req/s", "p50 ms", "p99 ms", "events/s", "CPU s", "CPU %",
-           "peak RSS MiB", "non-2xx", "other %", "wrk CPU %")
+COLUMNS = (
+    "scenario",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "events/s",
+    "CPU s",
+    "CPU %",
+    "peak RSS MiB",
+    "non-2xx",
+    "other %",
+    "wrk CPU %",
+)
 # Past these, the run says its figures are suspect (see machine_load in scenarios.py).
 OTHER_BUSY_LIMIT_PCT, WRK_CPU_LIMIT_PCT = 10.0, 85.0
 
@@ -42,11 +53,17 @@ def row(record: dict[str, Any]) -> tuple[str, ...]:
         events = _number(record.get("events_per_s"))
         cpu_pct = _number(record.get("daemon_cpu_pct"))
     return (
-        record["scenario"], _number(record["requests_per_s"]),
-        _number(record["latency_p50_ms"], 2), _number(record["latency_p99_ms"], 2), events,
-        _number(record.get("daemon_cpu_s"), 1), cpu_pct,
-        _number(record.get("peak_rss_mib")), _non_2xx(record.get("non_2xx", {})),
-        _number(_other_busy(record)), _number(record.get("wrk_cpu_pct")),
+        record["scenario"],
+        _number(record["requests_per_s"]),
+        _number(record["latency_p50_ms"], 2),
+        _number(record["latency_p99_ms"], 2),
+        events,
+        _number(record.get("daemon_cpu_s"), 1),
+        cpu_pct,
+        _number(record.get("peak_rss_mib")),
+        _non_2xx(record.get("non_2xx", {})),
+        _number(_other_busy(record)),
+        _number(record.get("wrk_cpu_pct")),
     )
 
 
@@ -56,32 +73,43 @@ def details(record: dict[str, Any]) -> list[str]:
         lines.append(f"  {record['scenario']}: {record['error']}")
     for name, read in record.get("reads", {}).items():
         latency = read["latency_ms"]
-        lines.append(f"  reads {name:<12} {read['path']}: {read['requests_per_s']:.1f} req/s, "
-                     f"p50 {_number(latency['p50'], 2)} ms, p99 {_number(latency['p99'], 2)} ms,"
-                     f" non-2xx {_non_2xx(read['non_2xx'])}")
+        lines.append(
+            f"  reads {name:<12} {read['path']}: {read['requests_per_s']:.1f} req/s, "
+            f"p50 {_number(latency['p50'], 2)} ms, p99 {_number(latency['p99'], 2)} ms,"
+            f" non-2xx {_non_2xx(read['non_2xx'])}"
+        )
     if "memory" in record:
         at = record["memory"]["rss_mib_at_percent"]
-        quarters = " / ".join(_number(at.get(q, {}).get("rss_mib"), 1)
-                              for q in ("25", "50", "75", "100"))
-        lines.append(f"  memory: RSS MiB at 25/50/75/100% of the events: {quarters}; "
-                     f"{record['events']:,} events, ~{record['memory']['unique_users_estimate']:,}"
-                     f" distinct users{'' if record['memory']['completed'] else ' (INCOMPLETE)'}")
+        quarters = " / ".join(
+            _number(at.get(q, {}).get("rss_mib"), 1) for q in ("25", "50", "75", "100")
+        )
+        lines.append(
+            f"  memory: RSS MiB at 25/50/75/100% of the events: {quarters}; "
+            f"{record['events']:,} events, ~{record['memory']['unique_users_estimate']:,}"
+            f" distinct users{'' if record['memory']['completed'] else ' (INCOMPLETE)'}"
+        )
     if "flush" in record:
         flush = record["flush"]
-        lines.append(f"  flush: {flush['ticks']} ticks, {flush['windows_written']} window(s) "
-                     f"written, mean {_number(flush['mean_ms'], 1)} ms, slowest <= "
-                     f"{flush['slowest_tick_at_most_s']} s, ticks per bucket (le s) "
-                     f"{flush['ticks_per_bucket_le_s']}; ~{flush['unique_pages_estimate']:,} "
-                     f"unique pages")
+        lines.append(
+            f"  flush: {flush['ticks']} ticks, {flush['windows_written']} window(s) "
+            f"written, mean {_number(flush['mean_ms'], 1)} ms, slowest <= "
+            f"{flush['slowest_tick_at_most_s']} s, ticks per bucket (le s) "
+            f"{flush['ticks_per_bucket_le_s']}; ~{flush['unique_pages_estimate']:,} "
+            f"unique pages"
+        )
     other, wrk_cpu = _other_busy(record), record.get("wrk_cpu_pct")
     if other is not None and other > OTHER_BUSY_LIMIT_PCT:
-        lines.append(f"  {record['scenario']}: WARNING {other:.0f}% of the server's core went to "
-                     "other processes: these figures are not reliable")
+        lines.append(
+            f"  {record['scenario']}: WARNING {other:.0f}% of the server's core went to "
+            "other processes: these figures are not reliable"
+        )
     # At the generator ceiling one of the two cores is meant to be saturated.
     ceiling = str(record["scenario"]).startswith("generator-ceiling")
     if wrk_cpu is not None and wrk_cpu > WRK_CPU_LIMIT_PCT * wrk_threads(record) and not ceiling:
-        lines.append(f"  {record['scenario']}: WARNING wrk used {wrk_cpu:.0f}% CPU: the load "
-                     "generator may be the limit")
+        lines.append(
+            f"  {record['scenario']}: WARNING wrk used {wrk_cpu:.0f}% CPU: the load "
+            "generator may be the limit"
+        )
     if record.get("daemon_exit") not in (None, "clean"):
         lines.append(f"  {record['scenario']}: daemon exit {record['daemon_exit']}")
     return lines
@@ -93,17 +121,25 @@ def table(records: Iterable[dict[str, Any]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = []
     for index, cells in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
-                               for i, cell in enumerate(cells)).rstrip())
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                for i, cell in enumerate(cells)
+            ).rstrip()
+        )
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
     for record in records:
         lines.extend(details(record))
-    lines.append("  other %: share of the server's core used by other processes; wrk CPU %: "
-                 "CPU of the wrk processes (100 = one core)")
+    lines.append(
+        "  other %: share of the server's core used by other processes; wrk CPU %: "
+        "CPU of the wrk processes (100 = one core)"
+    )
     if any(str(r.get("scenario", "")).startswith("generator-ceiling") for r in records):
-        lines.append("  * offered by wrk (2xx answers x events per request): no daemon counts "
-                     "them; CPU % is the trivial server's")
+        lines.append(
+            "  * offered by wrk (2xx answers x events per request): no daemon counts "
+            "them; CPU % is the trivial server's"
+        )
     return "\n".join(lines)
 
 

@@ -41,16 +41,25 @@ class Settings:
     workdir: Path
 
 
-def ingest_job(name: str, *, batch: int, connections: int, pool: int,
-               **extra: int) -> WrkJob:
+def ingest_job(name: str, *, batch: int, connections: int, pool: int, **extra: int) -> WrkJob:
     """POSTs of realistic events; batch 0 means one event per request."""
     args: dict[str, str | int] = {
         "path": "/api/v1/events" if batch == 0 else "/api/v1/events/batch",
-        "batch": batch, "pool": pool, "users": USERS, "sessions": SESSIONS, "pages": PAGES,
+        "batch": batch,
+        "pool": pool,
+        "users": USERS,
+        "sessions": SESSIONS,
+        "pages": PAGES,
         **extra,
     }
-    return WrkJob(name, "ingest.lua", connections, args, events_per_request=max(batch, 1),
-                  count_bounded="quota" in extra)
+    return WrkJob(
+        name,
+        "ingest.lua",
+        connections,
+        args,
+        events_per_request=max(batch, 1),
+        count_bounded="quota" in extra,
+    )
 
 
 # Pools: ~20k distinct single events, 20k events of batch100, 50k events of batch1000 per
@@ -60,13 +69,23 @@ BATCH100 = ingest_job("batch100", batch=100, connections=8, pool=200)
 BATCH1000 = ingest_job("batch1000", batch=1000, connections=4, pool=50)
 READERS = (
     # Modest, fixed paces (see read.lua): about 2 + 5 + 5 requests/s.
-    WrkJob("all metrics", "read.lua", 1, {"path": "/api/v1/metrics", "delay_ms": 500},
-           timeout_s=30),
-    WrkJob("series", "read.lua", 1,
-           {"path": "/api/v1/metrics/pageviews/series?from=-15m", "delay_ms": 200},
-           timeout_s=30),
-    WrkJob("breakdown", "read.lua", 1,
-           {"path": "/api/v1/breakdown/page_views?limit=10", "delay_ms": 200}, timeout_s=30),
+    WrkJob(
+        "all metrics", "read.lua", 1, {"path": "/api/v1/metrics", "delay_ms": 500}, timeout_s=30
+    ),
+    WrkJob(
+        "series",
+        "read.lua",
+        1,
+        {"path": "/api/v1/metrics/pageviews/series?from=-15m", "delay_ms": 200},
+        timeout_s=30,
+    ),
+    WrkJob(
+        "breakdown",
+        "read.lua",
+        1,
+        {"path": "/api/v1/breakdown/page_views?limit=10", "delay_ms": 200},
+        timeout_s=30,
+    ),
 )
 
 
@@ -101,8 +120,9 @@ def busy_cores(pinning: Pinning) -> tuple[float, float]:
     return core_busy_seconds(pinning.server_cpu), core_busy_seconds(pinning.load_cpu)
 
 
-def machine_load(start: Mark, end: Mark, server_pid_cpu_s: float,
-                 pinning: Pinning) -> dict[str, float]:
+def machine_load(
+    start: Mark, end: Mark, server_pid_cpu_s: float, pinning: Pinning
+) -> dict[str, float]:
     """How much of the cores went elsewhere: the check that nothing else skewed the run."""
     wall = end.at - start.at
     server_core = 100 * (end.server_core_s - start.server_core_s) / wall
@@ -115,7 +135,8 @@ def machine_load(start: Mark, end: Mark, server_pid_cpu_s: float,
         # (a test run, a build) shows up here and makes the figures unreliable.
         # Clamped: per-process and per-core tick counts round differently (a few % off).
         "other_busy_pct_on_server_core": round(
-            max(0.0, server_core - 100 * server_pid_cpu_s / wall), 1),
+            max(0.0, server_core - 100 * server_pid_cpu_s / wall), 1
+        ),
         # wrk, the harness and anything else: near 100 means the generator may be the limit.
         "load_core_busy_pct": round(load_core, 1),
     }
@@ -129,8 +150,17 @@ class Daemon:
         self.workdir = settings.workdir / label
         self.workdir.mkdir(parents=True)
         self.config_path = self.workdir / "rta.yaml"
-        argv = [*settings.pinning.server_prefix(), settings.twistd, "-n", "--pidfile=", "rta",
-                "-c", str(self.config_path), "--listen", "tcp:0:interface=127.0.0.1"]
+        argv = [
+            *settings.pinning.server_prefix(),
+            settings.twistd,
+            "-n",
+            "--pidfile=",
+            "rta",
+            "-c",
+            str(self.config_path),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ]
         # Start at info: the port is only known from the "listening on" line. JSON is YAML.
         self.config_path.write_text(json.dumps(daemon_config(self.workdir, "info"), indent=2))
         self.server = ServerProcess(argv, cwd=self.workdir, log_path=self.workdir / "daemon.log")
@@ -154,8 +184,12 @@ class Daemon:
             raise
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.exit_status = self.server.stop(timeout=60)
 
     @property
@@ -167,21 +201,42 @@ class Daemon:
 
     def mark(self) -> Mark:
         events = self.api.total_events()
-        return Mark(time.monotonic(), cpu_seconds(self.pid), events,
-                    *busy_cores(self.settings.pinning))
+        return Mark(
+            time.monotonic(), cpu_seconds(self.pid), events, *busy_cores(self.settings.pinning)
+        )
 
     def drained_mark(self) -> Mark:
         self.api.drain()
         return self.mark()
 
-    def load(self, settings: Settings, jobs: list[WrkJob], seconds: float,
-             on_tick: Callable[[], None] = lambda: None) -> LoadRun:
-        return run_wrk(jobs, port=self.api.port, duration_s=seconds, pinning=settings.pinning,
-                       threads=settings.wrk_threads, wrk=settings.wrk, on_tick=on_tick)
+    def load(
+        self,
+        settings: Settings,
+        jobs: list[WrkJob],
+        seconds: float,
+        on_tick: Callable[[], None] = lambda: None,
+    ) -> LoadRun:
+        return run_wrk(
+            jobs,
+            port=self.api.port,
+            duration_s=seconds,
+            pinning=settings.pinning,
+            threads=settings.wrk_threads,
+            wrk=settings.wrk,
+            on_tick=on_tick,
+        )
 
 
-def _figures(name: str, description: str, run: LoadRun, job: WrkJob, start: Mark,
-             load_end: float, end: Mark, daemon: Daemon) -> dict[str, Any]:
+def _figures(
+    name: str,
+    description: str,
+    run: LoadRun,
+    job: WrkJob,
+    start: Mark,
+    load_end: float,
+    end: Mark,
+    daemon: Daemon,
+) -> dict[str, Any]:
     main = run[job.name]
     # wrk's own load time (it excludes building the request pool) plus the drain after it.
     wall = main.duration_s + (end.at - load_end)
@@ -210,12 +265,15 @@ def _figures(name: str, description: str, run: LoadRun, job: WrkJob, start: Mark
 
 def _wrk_cpu(run: LoadRun, seconds: float) -> dict[str, float]:
     # All wrk processes of the run share one core: near 100 means the generator is the limit.
-    return {"wrk_cpu_s": round(run.wrk_cpu_s, 2),
-            "wrk_cpu_pct": round(100 * run.wrk_cpu_s / seconds, 1)}
+    return {
+        "wrk_cpu_s": round(run.wrk_cpu_s, 2),
+        "wrk_cpu_pct": round(100 * run.wrk_cpu_s / seconds, 1),
+    }
 
 
-def timed(name: str, description: str, job: WrkJob, settings: Settings,
-          readers: tuple[WrkJob, ...] = ()) -> dict[str, Any]:
+def timed(
+    name: str, description: str, job: WrkJob, settings: Settings, readers: tuple[WrkJob, ...] = ()
+) -> dict[str, Any]:
     """Warm up, then ``job`` (and ``readers`` beside it) for the scenario's duration."""
     with Daemon(settings, name) as daemon:
         if settings.warmup_s:
@@ -224,12 +282,14 @@ def timed(name: str, description: str, job: WrkJob, settings: Settings,
         start = daemon.mark()
         results = daemon.load(settings, [job, *readers], settings.duration_s)
         load_end = time.monotonic()
-        record = _figures(name, description, results, job, start, load_end,
-                          daemon.drained_mark(), daemon)
+        record = _figures(
+            name, description, results, job, start, load_end, daemon.drained_mark(), daemon
+        )
         if readers:
-            record["reads"] = {reader.name: {"path": reader.args["path"],
-                                             **results[reader.name].summary()}
-                               for reader in readers}
+            record["reads"] = {
+                reader.name: {"path": reader.args["path"], **results[reader.name].summary()}
+                for reader in readers
+            }
     record["daemon_exit"] = daemon.exit_description
     return record
 
@@ -262,11 +322,15 @@ def memory(settings: Settings) -> dict[str, Any]:
         results = daemon.load(settings, [job], bound_s, on_tick=sample)
         load_end = time.monotonic()
         end = daemon.drained_mark()
-        description = (f"{target:,} events in batches of 1000 from {USERS:,} distinct users "
-                       "(ids from a counter), 4 connections")
+        description = (
+            f"{target:,} events in batches of 1000 from {USERS:,} distinct users "
+            "(ids from a counter), 4 connections"
+        )
         record = _figures("memory", description, results, job, start, load_end, end, daemon)
-        quarters["100"] = {"events": end.events - start.events,
-                           "rss_mib": round(rss_mib(daemon.pid), 1)}
+        quarters["100"] = {
+            "events": end.events - start.events,
+            "rss_mib": round(rss_mib(daemon.pid), 1),
+        }
         record["memory"] = {
             "target_events": target,
             "completed": end.events - start.events >= target,
@@ -280,11 +344,16 @@ def memory(settings: Settings) -> dict[str, Any]:
 
 def _flush_histogram(api: DaemonApi) -> dict[str, Any]:
     samples = api.prometheus_samples(
-        "rta_flush_duration_seconds_bucket", "rta_flush_duration_seconds_count",
-        "rta_flush_duration_seconds_sum", "rta_windows_written_total", "rta_windows_pending")
+        "rta_flush_duration_seconds_bucket",
+        "rta_flush_duration_seconds_count",
+        "rta_flush_duration_seconds_sum",
+        "rta_windows_written_total",
+        "rta_windows_pending",
+    )
     return {
-        "buckets": {labels["le"]: value
-                    for labels, value in samples["rta_flush_duration_seconds_bucket"]},
+        "buckets": {
+            labels["le"]: value for labels, value in samples["rta_flush_duration_seconds_bucket"]
+        },
         "count": samples["rta_flush_duration_seconds_count"][0][1],
         "sum": samples["rta_flush_duration_seconds_sum"][0][1],
         "written": samples["rta_windows_written_total"][0][1],
@@ -295,8 +364,9 @@ def _flush_histogram(api: DaemonApi) -> dict[str, Any]:
 def _histogram_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     ticks = int(after["count"] - before["count"])
     seconds = after["sum"] - before["sum"]
-    cumulative = {le: after["buckets"][le] - before["buckets"].get(le, 0.0)
-                  for le in after["buckets"]}
+    cumulative = {
+        le: after["buckets"][le] - before["buckets"].get(le, 0.0) for le in after["buckets"]
+    }
     bounds = sorted(cumulative, key=lambda le: math.inf if le == "+Inf" else float(le))
     per_bucket: dict[str, int] = {}
     below = 0.0
@@ -326,16 +396,25 @@ def pages10k(settings: Settings) -> dict[str, Any]:
         load_end = time.monotonic()
         end = daemon.drained_mark()
         ended_wall = time.time()
-        record = _figures("pages10k", "batches of 1000 events cycling through 10,000 "
-                          "distinct pages, 4 connections; then the window flush",
-                          results, job, start, load_end, end, daemon)
+        record = _figures(
+            "pages10k",
+            "batches of 1000 events cycling through 10,000 "
+            "distinct pages, 4 connections; then the window flush",
+            results,
+            job,
+            start,
+            load_end,
+            end,
+            daemon,
+        )
         # Every minute window the load touched (asked of the daemon) must close (end + grace,
         # found by a tick every flush interval) and be written. Sleep until then rather than
         # poll: a /metrics scrape with 10k page series would run on the reactor inside the
         # timed flush.
         minutes = math.ceil((time.time() - started_wall) / WINDOW_SECONDS) + 1
-        points = daemon.api.get_json(f"/api/v1/metrics/total_events/series?from=-{minutes}m"
-                                     "&resolution=1m")["points"]
+        points = daemon.api.get_json(
+            f"/api/v1/metrics/total_events/series?from=-{minutes}m&resolution=1m"
+        )["points"]
         if not points:
             raise RuntimeError("no event reached any window")
         windows = len(points)
@@ -361,69 +440,108 @@ def pages10k(settings: Settings) -> dict[str, Any]:
     return record
 
 
-CEILING_JOBS = (SINGLE, BATCH100, BATCH1000,
-                ingest_job("memory", batch=1000, connections=4, pool=0, counter=1))
+CEILING_JOBS = (
+    SINGLE,
+    BATCH100,
+    BATCH1000,
+    ingest_job("memory", batch=1000, connections=4, pool=0, counter=1),
+)
 
 
 def generator_ceiling(settings: Settings) -> list[dict[str, Any]]:
     """The same wrk scripts against a trivial responder pinned where the daemon runs."""
     workdir = settings.workdir / "generator-ceiling"
     workdir.mkdir(parents=True)
-    argv = [*settings.pinning.server_prefix(), sys.executable,
-            str(BENCH_DIR / "trivial_server.py"), "--max-seconds", "900"]
+    argv = [
+        *settings.pinning.server_prefix(),
+        sys.executable,
+        str(BENCH_DIR / "trivial_server.py"),
+        "--max-seconds",
+        "900",
+    ]
     server = ServerProcess(argv, cwd=workdir, log_path=workdir / "server.log")
     records = []
     try:
         port = server.wait_for_port(timeout=30)
         for job in CEILING_JOBS:
-            start = Mark(time.monotonic(), cpu_seconds(server.pid), 0,
-                         *busy_cores(settings.pinning))
-            run = run_wrk([job], port=port, duration_s=settings.ceiling_s,
-                          pinning=settings.pinning, threads=settings.wrk_threads,
-                          wrk=settings.wrk)
+            start = Mark(
+                time.monotonic(), cpu_seconds(server.pid), 0, *busy_cores(settings.pinning)
+            )
+            run = run_wrk(
+                [job],
+                port=port,
+                duration_s=settings.ceiling_s,
+                pinning=settings.pinning,
+                threads=settings.wrk_threads,
+                wrk=settings.wrk,
+            )
             result = run[job.name]
-            end = Mark(time.monotonic(), cpu_seconds(server.pid), 0,
-                       *busy_cores(settings.pinning))
+            end = Mark(time.monotonic(), cpu_seconds(server.pid), 0, *busy_cores(settings.pinning))
             wall, cpu = end.at - start.at, end.cpu_s - start.cpu_s
-            records.append({
-                "scenario": f"generator-ceiling/{job.name}",
-                "description": f"wrk's {job.name} load against benchmarks/trivial_server.py",
-                "requests_per_s": round(result.requests_per_s, 1),
-                "latency_p50_ms": result.latency_ms["p50"],
-                "latency_p99_ms": result.latency_ms["p99"],
-                # No daemon to count: what wrk offered (2xx answers x events per request).
-                "events_per_s": None,
-                "offered_events_per_s": round(
-                    result.ok_responses * job.events_per_request / result.duration_s, 1),
-                "server_cpu_pct": round(100 * cpu / wall, 1),
-                "non_2xx": result.non_2xx,
-                **machine_load(start, end, cpu, settings.pinning),
-                **_wrk_cpu(run, result.duration_s),
-                "load": result.summary(),
-            })
+            records.append(
+                {
+                    "scenario": f"generator-ceiling/{job.name}",
+                    "description": f"wrk's {job.name} load against benchmarks/trivial_server.py",
+                    "requests_per_s": round(result.requests_per_s, 1),
+                    "latency_p50_ms": result.latency_ms["p50"],
+                    "latency_p99_ms": result.latency_ms["p99"],
+                    # No daemon to count: what wrk offered (2xx answers x events per request).
+                    "events_per_s": None,
+                    "offered_events_per_s": round(
+                        result.ok_responses * job.events_per_request / result.duration_s, 1
+                    ),
+                    "server_cpu_pct": round(100 * cpu / wall, 1),
+                    "non_2xx": result.non_2xx,
+                    **machine_load(start, end, cpu, settings.pinning),
+                    **_wrk_cpu(run, result.duration_s),
+                    "load": result.summary(),
+                }
+            )
     finally:
         server.stop(timeout=15)
     return records
 
 
 def _single(settings: Settings) -> list[dict[str, Any]]:
-    return [timed("single", "POST /api/v1/events, one event per request, 50 connections",
-                  SINGLE, settings)]
+    return [
+        timed(
+            "single", "POST /api/v1/events, one event per request, 50 connections", SINGLE, settings
+        )
+    ]
 
 
 def _batch100(settings: Settings) -> list[dict[str, Any]]:
-    return [timed("batch100", "POST /api/v1/events/batch, 100 events per request, "
-                  "8 connections", BATCH100, settings)]
+    return [
+        timed(
+            "batch100",
+            "POST /api/v1/events/batch, 100 events per request, 8 connections",
+            BATCH100,
+            settings,
+        )
+    ]
 
 
 def _batch1000(settings: Settings) -> list[dict[str, Any]]:
-    return [timed("batch1000", "POST /api/v1/events/batch, 1000 events per request, "
-                  "4 connections", BATCH1000, settings)]
+    return [
+        timed(
+            "batch1000",
+            "POST /api/v1/events/batch, 1000 events per request, 4 connections",
+            BATCH1000,
+            settings,
+        )
+    ]
 
 
 def _reads(settings: Settings) -> list[dict[str, Any]]:
-    return [timed("reads", "batch100 ingest at full speed while three readers query "
-                  "at fixed paces", BATCH100, settings, READERS)]
+    return [
+        timed(
+            "reads",
+            "batch100 ingest at full speed while three readers query at fixed paces",
+            BATCH100,
+            settings,
+            READERS,
+        )
+    ]
 
 
 SCENARIOS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {

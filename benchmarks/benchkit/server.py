@@ -29,15 +29,20 @@ class ServerError(RuntimeError):
 
 
 class ServerProcess:
-    def __init__(self, argv: list[str], *, cwd: Path, log_path: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.argv = argv
         self.log_path = log_path
         self._log = log_path.open("wb")
         # Output to a file, not a pipe: a full pipe nobody reads would stall the server.
         self.process = subprocess.Popen(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             preexec_fn=_die_with_parent,
         )
         self.pid = self.process.pid
@@ -56,8 +61,9 @@ class ServerProcess:
     def fail(self, message: str) -> ServerError:
         return ServerError(f"{message}\n--- last lines of {self.log_path} ---\n{self.log_tail()}")
 
-    def wait_for_log(self, pattern: re.Pattern[str], timeout: float,
-                     after: int = 0) -> re.Match[str]:
+    def wait_for_log(
+        self, pattern: re.Pattern[str], timeout: float, after: int = 0
+    ) -> re.Match[str]:
         """The first match of ``pattern`` in the log past offset ``after``."""
         deadline = time.monotonic() + timeout
         while True:

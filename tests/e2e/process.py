@@ -54,8 +54,9 @@ class DaemonProcess(ProcessProtocol):
             child_fds[3] = inherit_fd
             # The pid is only known after fork: sh's $$ survives the exec into twistd.
             argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *argv]
-        reactor.spawnProcess(protocol, argv[0], argv, env=environment, path=str(cwd),
-                             childFDs=child_fds)
+        reactor.spawnProcess(
+            protocol, argv[0], argv, env=environment, path=str(cwd), childFDs=child_fds
+        )
         return protocol
 
     def outReceived(self, data: bytes) -> None:
@@ -109,8 +110,9 @@ def clean_exit(reason: Exception) -> bool:
     return isinstance(reason, ProcessTerminated) and (reason.exitCode == 0 or reason.signal == 15)
 
 
-async def poll(check: Callable[[], Deferred[bool]], timeout: float = 20.0,
-               every: float = 0.05) -> None:
+async def poll(
+    check: Callable[[], Deferred[bool]], timeout: float = 20.0, every: float = 0.05
+) -> None:
     """Ask an external process until ``check`` holds; bounded by ``timeout``."""
     waited = 0.0
     while not await check():

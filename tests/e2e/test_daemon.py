@@ -95,12 +95,27 @@ async def test_ingest_query_and_final_flush(tmp_path: Path) -> None:
     daemon, base = await start(tmp_path)
     try:
         batch = (
-            [{"type": "pageview", "user_id": f"u{i % 40}", "session_id": f"s{i % 25}",
-              "properties": {"page": f"/p{i % 5}"}} for i in range(700)]
-            + [{"type": "click", "user_id": f"u{i % 40}", "properties": {"element": "buy"}}
-               for i in range(200)]
-            + [{"type": "purchase", "user_id": f"u{i % 40}",
-                "properties": {"amount": float(i + 1)}} for i in range(100)]
+            [
+                {
+                    "type": "pageview",
+                    "user_id": f"u{i % 40}",
+                    "session_id": f"s{i % 25}",
+                    "properties": {"page": f"/p{i % 5}"},
+                }
+                for i in range(700)
+            ]
+            + [
+                {"type": "click", "user_id": f"u{i % 40}", "properties": {"element": "buy"}}
+                for i in range(200)
+            ]
+            + [
+                {
+                    "type": "purchase",
+                    "user_id": f"u{i % 40}",
+                    "properties": {"amount": float(i + 1)},
+                }
+                for i in range(100)
+            ]
         )
         status, body = await post_json(base + "/api/v1/events/batch", batch)
         assert status == 202 and body["data"]["accepted"] == 1000

@@ -39,14 +39,33 @@ def mixed_events(count: int, *, user_offset: int = 0, now: float) -> list[dict[s
         user = f"u{user_offset + i % 60}"
         kind = i % 10
         if kind < 7:
-            events.append({"type": "pageview", "user_id": user, "session_id": f"s{i % 13}",
-                           "timestamp": ts, "properties": {"page": f"/p{i % 9}"}})
+            events.append(
+                {
+                    "type": "pageview",
+                    "user_id": user,
+                    "session_id": f"s{i % 13}",
+                    "timestamp": ts,
+                    "properties": {"page": f"/p{i % 9}"},
+                }
+            )
         elif kind < 9:
-            events.append({"type": "click", "user_id": user, "timestamp": ts,
-                           "properties": {"element": f"e{i % 4}"}})
+            events.append(
+                {
+                    "type": "click",
+                    "user_id": user,
+                    "timestamp": ts,
+                    "properties": {"element": f"e{i % 4}"},
+                }
+            )
         else:
-            events.append({"type": "purchase", "user_id": user, "timestamp": ts,
-                           "properties": {"amount": float(i % 50) + 0.5}})
+            events.append(
+                {
+                    "type": "purchase",
+                    "user_id": user,
+                    "timestamp": ts,
+                    "properties": {"amount": float(i % 50) + 0.5},
+                }
+            )
     return events
 
 
@@ -82,15 +101,18 @@ async def wait_counted(base: str, total: int) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_restart_on_the_same_sqlite_file_answers_identically(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "rta", store={"data_dir": str(tmp_path / "data"),
-                                                  "node_id": "solo"})
+    config = write_config(
+        tmp_path, "rta", store={"data_dir": str(tmp_path / "data"), "node_id": "solo"}
+    )
     now = time.time()
     frozen_to = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 120))
     daemon, base = await start(tmp_path, "-c", config)
     try:
         events = mixed_events(600, now=now)
         for offset in range(0, len(events), 200):
-            status, _ = await post_json(base + "/api/v1/events/batch", events[offset:offset + 200])
+            status, _ = await post_json(
+                base + "/api/v1/events/batch", events[offset : offset + 200]
+            )
             assert status == 202
         await wait_counted(base, 600)
         before = await answers(base, frozen_to)
@@ -115,8 +137,12 @@ async def test_two_nodes_on_one_postgresql_answer_the_merged_truth(
     tmp_path: Path, postgres_url: str
 ) -> None:
     def node_config(name: str) -> str:
-        return write_config(tmp_path, name, store={"url": postgres_url, "node_id": name},
-                            windows={"flush_interval": "200ms"})
+        return write_config(
+            tmp_path,
+            name,
+            store={"url": postgres_url, "node_id": name},
+            windows={"flush_interval": "200ms"},
+        )
 
     now = time.time()
     a, base_a = await start(tmp_path, "-c", node_config("a"))
@@ -124,8 +150,7 @@ async def test_two_nodes_on_one_postgresql_answer_the_merged_truth(
     try:
         # Users u0..u59 reach node a, u30..u89 node b: 90 distinct users in all.
         await post_json(base_a + "/api/v1/events/batch", mixed_events(300, now=now))
-        await post_json(base_b + "/api/v1/events/batch",
-                        mixed_events(200, user_offset=30, now=now))
+        await post_json(base_b + "/api/v1/events/batch", mixed_events(200, user_offset=30, now=now))
         for base in (base_a, base_b):
             await wait_counted(base, 500)
         for base in (base_a, base_b):
@@ -157,12 +182,14 @@ async def test_store_outage_loses_nothing_and_ready_recovers(
 ) -> None:
     database = postgres_url.rsplit("/", 1)[1]
     config = write_config(
-        tmp_path, "rta",
-        store={"url": postgres_url, "node_id": "n", "retry_initial": "100ms",
-               "retry_max": "500ms"},
-        windows={"flush_interval": "100ms", "grace": "0s",
-                 "resolutions": [{"size": "1s", "retention": "1d"},
-                                 {"size": "1m", "retention": "2d"}]},
+        tmp_path,
+        "rta",
+        store={"url": postgres_url, "node_id": "n", "retry_initial": "100ms", "retry_max": "500ms"},
+        windows={
+            "flush_interval": "100ms",
+            "grace": "0s",
+            "resolutions": [{"size": "1s", "retention": "1d"}, {"size": "1m", "retention": "2d"}],
+        },
     )
     daemon, base = await start(tmp_path, "-c", config)
     try:
@@ -175,17 +202,19 @@ async def test_store_outage_loses_nothing_and_ready_recovers(
 
         sent = 0
         while not await not_ready():
-            status, body = await post_json(base + "/api/v1/events",
-                                           {"type": "pageview", "user_id": f"u{sent}",
-                                            "properties": {"page": "/outage"}})
+            status, body = await post_json(
+                base + "/api/v1/events",
+                {"type": "pageview", "user_id": f"u{sent}", "properties": {"page": "/outage"}},
+            )
             assert status == 202, body
             sent += 1
             if sent > 2000:
                 pytest.fail("the daemon never noticed the store outage")
         for i in range(50):  # keep ingesting while the store is down
-            status, _ = await post_json(base + "/api/v1/events",
-                                        {"type": "pageview", "user_id": f"w{i}",
-                                         "properties": {"page": "/outage"}})
+            status, _ = await post_json(
+                base + "/api/v1/events",
+                {"type": "pageview", "user_id": f"w{i}", "properties": {"page": "/outage"}},
+            )
             assert status == 202
             sent += 1
         _, ready = await get_json(base + "/ready")
@@ -223,7 +252,8 @@ def _terminate(database: str) -> None:
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
         connection.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (database,),
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
         )
 
 

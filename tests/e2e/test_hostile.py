@@ -55,8 +55,10 @@ def _complete(data: bytes) -> bool:
 
 
 def post_raw(port: int, body: bytes, path: str = "/api/v1/events") -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
     return raw_exchange(port, head + body)
 
 
@@ -114,24 +116,31 @@ def spray_addresses(port: int, count: int) -> dict[int, int]:
 @pytest_twisted.ensureDeferred
 async def test_hostile_clients_do_not_hurt_the_daemon(tmp_path: Path) -> None:
     config = tmp_path / "rta.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"request_timeout": "1s", "trusted_proxies": ["127.0.0.1"]},
-        "store": {"url": "memory:"},
-        "logging": {"access_log": False},
-        "rate_limits": {"max_clients": 1000},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"request_timeout": "1s", "trusted_proxies": ["127.0.0.1"]},
+                "store": {"url": "memory:"},
+                "logging": {"access_log": False},
+                "rate_limits": {"max_clients": 1000},
+            }
+        )
+    )
     daemon, base = await start(tmp_path, "-c", str(config))
     port = int(base.rsplit(":", 1)[1])
     pid = daemon.transport.pid
     try:
-        status, body = await post_json(base + "/api/v1/events/batch",
-                                       [{"type": "pageview", "user_id": f"u{i}"}
-                                        for i in range(100)])
+        status, body = await post_json(
+            base + "/api/v1/events/batch",
+            [{"type": "pageview", "user_id": f"u{i}"} for i in range(100)],
+        )
         assert status == 202 and body["data"]["accepted"] == 100
         baseline_rss = rss_kib(pid)
 
-        gigantic = (b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600"
-                    b"\r\n\r\n" + b"x" * 65536)
+        gigantic = (
+            b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600"
+            b"\r\n\r\n" + b"x" * 65536
+        )
         response = await deferToThread(raw_exchange, port, gigantic)
         assert status_of(response) == 413
         assert b'"code":"body_too_large"' in response
@@ -144,12 +153,13 @@ async def test_hostile_clients_do_not_hurt_the_daemon(tmp_path: Path) -> None:
             b'{"type":"x","timestamp":1e300}': b"timestamp_in_future",
             b'{"type":"x","properties":{"n":NaN}}': b"invalid_json",
             b'{"type":"x","properties":{"n":-Infinity}}': b"invalid_json",
-            json.dumps({"type": "x", "properties": {f"k{i}": i for i in range(10_000)}})
-            .encode(): b"event_too_large",
-            json.dumps({"type": "x", "properties": {f"k{i}": i for i in range(3_000)}})
-            .encode(): b"too_many_properties",
-            b'{"type":"x","properties":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}":
-                b"too_deep",
+            json.dumps(
+                {"type": "x", "properties": {f"k{i}": i for i in range(10_000)}}
+            ).encode(): b"event_too_large",
+            json.dumps(
+                {"type": "x", "properties": {f"k{i}": i for i in range(3_000)}}
+            ).encode(): b"too_many_properties",
+            b'{"type":"x","properties":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}": b"too_deep",
         }
         for body_bytes, code in cases.items():
             response = await deferToThread(post_raw, port, body_bytes)
@@ -157,8 +167,11 @@ async def test_hostile_clients_do_not_hurt_the_daemon(tmp_path: Path) -> None:
             assert b'"code":"' + code + b'"' in response, response[-300:]
             assert b"Traceback" not in response
 
-        flood = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(
-            b"X-Flood-%d: %s\r\n" % (i, b"v" * 100) for i in range(2000)) + b"\r\n"
+        flood = (
+            b"GET /health HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-Flood-%d: %s\r\n" % (i, b"v" * 100) for i in range(2000))
+            + b"\r\n"
+        )
         response = await deferToThread(raw_exchange, port, flood)
         assert status_of(response) in (400, 431, 0)  # refused, or the connection dropped
 

@@ -27,11 +27,15 @@ def free_port() -> int:
 async def test_two_processes_share_the_port_and_the_store(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "rta.yaml"
-    config.write_text(yaml.safe_dump({
-        "store": {"data_dir": str(tmp_path / "data")},
-        "windows": {"flush_interval": "200ms"},
-        "logging": {"access_log": False},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"data_dir": str(tmp_path / "data")},
+                "windows": {"flush_interval": "200ms"},
+                "logging": {"access_log": False},
+            }
+        )
+    )
     listen = f"reuseport:{port}:interface=127.0.0.1"
     nodes = [
         DaemonProcess.spawn(["-c", str(config), "--listen", listen, "--node-id", name], tmp_path)
@@ -50,7 +54,8 @@ async def test_two_processes_share_the_port_and_the_store(tmp_path: Path) -> Non
         # New connections are spread over both processes by the kernel (no keep-alive here).
         for index in range(40):
             response = await treq.post(
-                base + "/api/v1/events/batch", persistent=False,
+                base + "/api/v1/events/batch",
+                persistent=False,
                 json=[{"type": "pageview", "user_id": f"u{index}-{i}"} for i in range(10)],
             ).addTimeout(TIMEOUT, reactor)
             await treq.content(response).addTimeout(TIMEOUT, reactor)
@@ -69,7 +74,12 @@ async def test_two_processes_share_the_port_and_the_store(tmp_path: Path) -> Non
     finally:
         reasons = [await node.terminate() for node in nodes]
     assert all(clean_exit(reason) for reason in reasons)
-    served = [node for node in nodes if any(
-        r.get("message", "").startswith("window closed") and r.get("events")
-        for r in node.records)]
+    served = [
+        node
+        for node in nodes
+        if any(
+            r.get("message", "").startswith("window closed") and r.get("events")
+            for r in node.records
+        )
+    ]
     assert len(served) == 2, "the kernel gave every connection to one process"

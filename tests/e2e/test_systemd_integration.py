@@ -59,9 +59,7 @@ async def test_ready_watchdog_status_and_stopping_reach_the_notify_socket(
     path = str(tmp_path / "notify.sock")
     port = reactor.listenUNIXDatagram(path, notify)
     try:
-        daemon, base = await start(
-            tmp_path, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
-        )
+        daemon, base = await start(tmp_path, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
         ready = await notify.wait_for(lambda m: "READY=1" in lines(m))
         assert any(line.startswith("STATUS=") and "events/s" in line for line in lines(ready))
         await notify.wait_for(lambda m: m == "WATCHDOG=1")
@@ -94,8 +92,10 @@ async def test_socket_activation_serves_on_the_inherited_socket(tmp_path: Path) 
     listening.listen(16)
     port = listening.getsockname()[1]
     daemon = DaemonProcess.spawn(
-        ["--listen", "systemd:domain=INET:name=http"], tmp_path,
-        env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http"}, inherit_fd=listening.fileno(),
+        ["--listen", "systemd:domain=INET:name=http"],
+        tmp_path,
+        env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http"},
+        inherit_fd=listening.fileno(),
     )
     listening.close()  # the daemon holds its own copy now, as under systemd
     try:
@@ -125,11 +125,13 @@ async def test_sighup_reloads_what_it_can_and_keeps_running_on_a_bad_file(
     notify_port = reactor.listenUNIXDatagram(notify_path, notify)
     daemon, base = await start(tmp_path, "-c", str(config), env={"NOTIFY_SOCKET": notify_path})
     try:
+
         async def allowed_origin(origin: str) -> str | None:
             import treq
 
             response = await treq.get(base + "/health", headers={"Origin": origin}).addTimeout(
-                TIMEOUT, reactor)
+                TIMEOUT, reactor
+            )
             await treq.content(response)
             values = response.headers.getRawHeaders("Access-Control-Allow-Origin")
             return values[0] if values else None
@@ -137,8 +139,9 @@ async def test_sighup_reloads_what_it_can_and_keeps_running_on_a_bad_file(
         assert await allowed_origin("https://a.example") == "https://a.example"
         write(cors={"query": {"allowed_origins": ["https://b.example"]}}, windows={"grace": "1m"})
         daemon.transport.signalProcess("HUP")
-        reloaded = await daemon.wait_for(lambda r: r.get("message", "").startswith(
-            "config reloaded"))
+        reloaded = await daemon.wait_for(
+            lambda r: r.get("message", "").startswith("config reloaded")
+        )
         assert reloaded["applied"] == "cors.query.allowed_origins"
         assert reloaded["ignored"] == "windows.grace"
         assert await allowed_origin("https://b.example") == "https://b.example"

@@ -54,7 +54,9 @@ def test_single_event_field_error_names_code_and_field(daemon: Daemon) -> None:
     assert "type" in reply.json["message"]
     missing = daemon.http.post("/api/v1/events", {"user_id": "u"})
     assert (missing.status, missing.json["code"], missing.json["field"]) == (
-        400, "missing_field", "type",
+        400,
+        "missing_field",
+        "type",
     )
     assert daemon.service.queue.depth == 0
 
@@ -107,7 +109,8 @@ def test_batch_partial_acceptance_with_real_indexes(daemon: Daemon) -> None:
     assert (data["accepted"], data["rejected"], data["total"]) == (2, 2, 4)
     assert data["event_ids"][1] == "c1"
     assert [(e["index"], e["code"]) for e in data["errors"]] == [
-        (1, "missing_field"), (3, "invalid_type"),
+        (1, "missing_field"),
+        (3, "invalid_type"),
     ]
     assert reply.json["message"] == "batch processed: 4 events"
     settle(daemon)
@@ -179,7 +182,12 @@ def test_chunked_body_over_limit_gets_413_while_streaming() -> None:
     chunk = b"x" * 50
     request = (
         b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + b"32\r\n" + chunk + b"\r\n" + b"32\r\n" + chunk + b"\r\n"
+        + b"32\r\n"
+        + chunk
+        + b"\r\n"
+        + b"32\r\n"
+        + chunk
+        + b"\r\n"
     )
     written, closed = raw_http(site, request)
     assert written.startswith(b"HTTP/1.1 413 ")
@@ -192,7 +200,9 @@ def test_body_within_limit_goes_through_the_real_site() -> None:
     body = b'{"type":"click"}'
     request = (
         b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: "
-        + str(len(body)).encode() + b"\r\n\r\n" + body
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
     written, _ = raw_http(site, request)
     assert written.startswith(b"HTTP/1.1 202 ")
@@ -207,12 +217,17 @@ def test_metrics_empty(daemon: Daemon) -> None:
 
 
 def test_metrics_after_ingest(daemon: Daemon) -> None:
-    daemon.http.post("/api/v1/events/batch", [
-        pageview("u1", "/home"), pageview("u2", "/home"), pageview("u1", "/pricing"),
-        {"type": "click", "user_id": "u1", "properties": {"element": "buy"}},
-        {"type": "purchase", "user_id": "u2", "properties": {"amount": 19.5}},
-        {"type": "purchase", "user_id": "u3", "properties": {"amount": 30}},
-    ])
+    daemon.http.post(
+        "/api/v1/events/batch",
+        [
+            pageview("u1", "/home"),
+            pageview("u2", "/home"),
+            pageview("u1", "/pricing"),
+            {"type": "click", "user_id": "u1", "properties": {"element": "buy"}},
+            {"type": "purchase", "user_id": "u2", "properties": {"amount": 19.5}},
+            {"type": "purchase", "user_id": "u3", "properties": {"amount": 30}},
+        ],
+    )
     settle(daemon)
     reply = daemon.http.get("/api/v1/metrics")
     data = reply.json["data"]
@@ -227,7 +242,10 @@ def test_metrics_after_ingest(daemon: Daemon) -> None:
     histogram = data["revenue_histogram"]
     assert histogram["type"] == "histogram"
     assert (histogram["count"], histogram["sum"], histogram["min"], histogram["max"]) == (
-        2, 49.5, 19.5, 30,
+        2,
+        49.5,
+        19.5,
+        30,
     )
     assert histogram["mean"] == 24.75
     assert {"p50", "p90", "p95", "p99"} <= set(histogram)
@@ -246,8 +264,10 @@ def test_metrics_prefix_filter(daemon: Daemon) -> None:
 def test_metric_by_name_including_slashes(daemon: Daemon) -> None:
     daemon.http.post("/api/v1/events", pageview(page="/home/about"))
     settle(daemon)
-    for path in ("/api/v1/metrics/page_views:/home/about",
-                 "/api/v1/metrics/page_views%3A%2Fhome%2Fabout"):
+    for path in (
+        "/api/v1/metrics/page_views:/home/about",
+        "/api/v1/metrics/page_views%3A%2Fhome%2Fabout",
+    ):
         reply = daemon.http.get(path)
         assert reply.status == 200, path
         assert reply.json["data"]["name"] == "page_views:/home/about"
@@ -262,9 +282,10 @@ def test_unknown_metric_is_404(daemon: Daemon) -> None:
 
 
 def test_stats_reports_real_unique_estimates(daemon: Daemon) -> None:
-    daemon.http.post("/api/v1/events/batch", [
-        {"type": "x", "user_id": f"u{i}", "session_id": f"s{i % 2}"} for i in range(10)
-    ])
+    daemon.http.post(
+        "/api/v1/events/batch",
+        [{"type": "x", "user_id": f"u{i}", "session_id": f"s{i % 2}"} for i in range(10)],
+    )
     settle(daemon)
     daemon.reactor.advance(42.0)
     data = daemon.http.get("/api/v1/stats").json["data"]
@@ -280,18 +301,23 @@ def test_stats_reports_real_unique_estimates(daemon: Daemon) -> None:
 
 def test_windows_lists_open_and_closed(daemon: Daemon) -> None:
     minute = NOW - NOW % 60
-    daemon.http.post("/api/v1/events/batch", [
-        {"type": "x", "user_id": "a", "timestamp": (minute - 60) * 1000},
-        {"type": "x", "user_id": "b", "timestamp": minute * 1000},
-    ])
+    daemon.http.post(
+        "/api/v1/events/batch",
+        [
+            {"type": "x", "user_id": "a", "timestamp": (minute - 60) * 1000},
+            {"type": "x", "user_id": "b", "timestamp": minute * 1000},
+        ],
+    )
     settle(daemon)
     daemon.reactor.advance(10.0)  # flush ticks at +5s and +10s: the earlier minute closes
     windows = [
-        w for w in daemon.http.get("/api/v1/windows").json["data"]["windows"]
+        w
+        for w in daemon.http.get("/api/v1/windows").json["data"]["windows"]
         if w["resolution_seconds"] == 60
     ]
     assert [(w["start"], w["closed"]) for w in windows] == [
-        ("2026-11-27T02:59:00.000Z", True), ("2026-11-27T03:00:00.000Z", False),
+        ("2026-11-27T02:59:00.000Z", True),
+        ("2026-11-27T03:00:00.000Z", False),
     ]
     assert windows[0]["metrics"]["total_events"]["value"] == 1
     assert windows[0]["end"] == "2026-11-27T03:00:00.000Z"

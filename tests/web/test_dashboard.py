@@ -22,10 +22,14 @@ from twisted_rta.web.edge import OPEN, route_class
 
 READ_KEY = "read-key-0123456789ab"
 INGEST_KEY = "ingest-key-0123456789"
-KEYS = {"auth": {"keys": [
-    {"name": "dash", "key": READ_KEY, "scopes": ["read"]},
-    {"name": "site", "key": INGEST_KEY, "scopes": ["ingest"]},
-]}}
+KEYS = {
+    "auth": {
+        "keys": [
+            {"name": "dash", "key": READ_KEY, "scopes": ["read"]},
+            {"name": "site", "key": INGEST_KEY, "scopes": ["ingest"]},
+        ]
+    }
+}
 _DATA = re.compile(rb"data: (\{.*?\})\n\n")
 
 
@@ -38,7 +42,8 @@ class Stream:
         self.transport = StringTransport()
         self.channel.makeConnection(self.transport)
         self.channel.dataReceived(
-            b"GET /api/v1/stream" + query.encode() + b" HTTP/1.1\r\nHost: rta.test\r\n\r\n")
+            b"GET /api/v1/stream" + query.encode() + b" HTTP/1.1\r\nHost: rta.test\r\n\r\n"
+        )
 
     def head(self) -> tuple[int, dict[str, str]]:
         raw, _, _ = self.transport.value().partition(b"\r\n\r\n")
@@ -64,15 +69,26 @@ def settle(daemon: Daemon) -> None:
 
 
 def post_sample_events(daemon: Daemon) -> None:
-    reply = daemon.http.post("/api/v1/events/batch", [
-        {"type": "pageview", "user_id": "u1", "session_id": "s1",
-         "properties": {"page": "/home"}},
-        {"type": "pageview", "user_id": "u2", "session_id": "s2",
-         "properties": {"page": "/home"}},
-        {"type": "click", "user_id": "u1", "properties": {"element": "buy"}},
-        {"type": "purchase", "user_id": "u1", "properties": {"amount": 19.5}},
-        {"type": "purchase", "user_id": "u3", "properties": {"amount": 30}},
-    ])
+    reply = daemon.http.post(
+        "/api/v1/events/batch",
+        [
+            {
+                "type": "pageview",
+                "user_id": "u1",
+                "session_id": "s1",
+                "properties": {"page": "/home"},
+            },
+            {
+                "type": "pageview",
+                "user_id": "u2",
+                "session_id": "s2",
+                "properties": {"page": "/home"},
+            },
+            {"type": "click", "user_id": "u1", "properties": {"element": "buy"}},
+            {"type": "purchase", "user_id": "u1", "properties": {"amount": 19.5}},
+            {"type": "purchase", "user_id": "u3", "properties": {"amount": 30}},
+        ],
+    )
     assert reply.status == 202
     settle(daemon)
 
@@ -100,8 +116,11 @@ def test_assets_are_served_from_the_package_and_nothing_else() -> None:
     assert b"EventSource" in script.body
     style = daemon.http.get("/dashboard/assets/dashboard.css")
     assert style.status == 200 and b"prefers-color-scheme: dark" in style.body
-    for path in ("/dashboard/assets/missing.js", "/dashboard/assets/..%2Fopenapi.yaml",
-                 "/dashboard/assets/index.html"):
+    for path in (
+        "/dashboard/assets/missing.js",
+        "/dashboard/assets/..%2Fopenapi.yaml",
+        "/dashboard/assets/index.html",
+    ):
         reply = daemon.http.get(path)
         assert (reply.status, reply.json["code"]) == (404, "not_found"), path
 

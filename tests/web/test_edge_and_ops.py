@@ -35,7 +35,13 @@ def test_ready_checks_the_running_parts_with_figures(daemon: Daemon) -> None:
     assert reply.json["status"] == "ready"
     assert failing(reply) == set()
     assert set(reply.json["checks"]) == {
-        "shutdown", "listening", "workers", "queue", "load", "flush", "store",
+        "shutdown",
+        "listening",
+        "workers",
+        "queue",
+        "load",
+        "flush",
+        "store",
     }
     assert detail(reply, "workers") == "2 of 2 workers running"
     assert detail(reply, "listening") == "1 of 1 listeners bound"
@@ -125,7 +131,9 @@ def test_wrong_method_is_json_405_with_allow(daemon: Daemon) -> None:
 
 
 def test_preflight_options_answers_204_with_cors(daemon: Daemon) -> None:
-    reply = daemon.http.request("OPTIONS", "/api/v1/events", headers={"Origin": "https://a.example"})
+    reply = daemon.http.request(
+        "OPTIONS", "/api/v1/events", headers={"Origin": "https://a.example"}
+    )
     assert reply.status == 204
     assert reply.body == b""
     assert reply.header("Access-Control-Allow-Origin") == "*"
@@ -204,7 +212,9 @@ def test_unexpected_handler_error_is_a_500_envelope_without_traceback(
         QueryService.metrics = original  # type: ignore[method-assign]
     assert reply.status == 500
     assert reply.json == {
-        "error": True, "code": "internal_error", "message": "internal server error",
+        "error": True,
+        "code": "internal_error",
+        "message": "internal server error",
     }
     assert b"secret" not in reply.body
     assert any("secret internals" in str(e.get("log_failure")) for e in captured_logs)

@@ -27,8 +27,12 @@ def ingest(daemon: Daemon, events: list[dict[str, Any]]) -> None:
 
 def pageviews(page: str, count: int, ts: float, user_prefix: str = "u") -> list[dict[str, Any]]:
     return [
-        {"type": "pageview", "user_id": f"{user_prefix}{i}", "timestamp": ts * 1000,
-         "properties": {"page": page}}
+        {
+            "type": "pageview",
+            "user_id": f"{user_prefix}{i}",
+            "timestamp": ts * 1000,
+            "properties": {"page": page},
+        }
         for i in range(count)
     ]
 
@@ -81,7 +85,8 @@ def test_series_points_per_window() -> None:
     data = reply.json["data"]
     assert data["resolution_seconds"] == 60
     assert [(p["start"], p["metric"]["value"]) for p in data["points"]] == [
-        ("2026-11-27T02:58:00.000Z", 3), ("2026-11-27T03:00:00.000Z", 2),
+        ("2026-11-27T02:58:00.000Z", 3),
+        ("2026-11-27T03:00:00.000Z", 2),
     ]
 
 
@@ -98,8 +103,13 @@ def test_series_resolution_default_and_explicit() -> None:
 
 def test_breakdown_ranks_values_with_other_remainder() -> None:
     daemon = make_daemon()
-    ingest(daemon, pageviews("/a", 5, MINUTE) + pageviews("/b", 3, MINUTE)
-           + pageviews("/c", 1, MINUTE) + pageviews("/d", 1, MINUTE))
+    ingest(
+        daemon,
+        pageviews("/a", 5, MINUTE)
+        + pageviews("/b", 3, MINUTE)
+        + pageviews("/c", 1, MINUTE)
+        + pageviews("/d", 1, MINUTE),
+    )
     reply = daemon.http.get("/api/v1/breakdown/page_views?limit=2")
     data = reply.json["data"]
     assert data["items"] == [{"value": "/a", "count": 5}, {"value": "/b", "count": 3}]
@@ -112,8 +122,9 @@ def test_breakdown_ranks_values_with_other_remainder() -> None:
 
 def test_breakdown_includes_the_overflow_bucket_in_other() -> None:
     daemon = make_daemon({"limits": {"max_dimension_values": 2}})
-    ingest(daemon, pageviews("/a", 3, MINUTE) + pageviews("/b", 2, MINUTE)
-           + pageviews("/c", 1, MINUTE))
+    ingest(
+        daemon, pageviews("/a", 3, MINUTE) + pageviews("/b", 2, MINUTE) + pageviews("/c", 1, MINUTE)
+    )
     data = daemon.http.get("/api/v1/breakdown/page_views").json["data"]
     assert data["items"] == [{"value": "/a", "count": 3}, {"value": "/b", "count": 2}]
     assert data["other"] == 1
@@ -182,10 +193,14 @@ def test_history_while_the_store_is_down_is_503_and_ingest_pauses_when_backlogge
 
 def test_two_nodes_sharing_a_store_answer_the_merged_truth() -> None:
     rows: dict[Any, Metric] = {}
-    a = make_daemon({"store": {"url": "memory:", "node_id": "a"}},
-                    store=MemoryWindowStore(node_id="a", rows=rows))
-    b = make_daemon({"store": {"url": "memory:", "node_id": "b"}},
-                    store=MemoryWindowStore(node_id="b", rows=rows))
+    a = make_daemon(
+        {"store": {"url": "memory:", "node_id": "a"}},
+        store=MemoryWindowStore(node_id="a", rows=rows),
+    )
+    b = make_daemon(
+        {"store": {"url": "memory:", "node_id": "b"}},
+        store=MemoryWindowStore(node_id="b", rows=rows),
+    )
     ingest(a, pageviews("/a", 3, MINUTE, user_prefix="u"))  # u0..u2
     ingest(b, pageviews("/a", 2, MINUTE, user_prefix="u"))  # u0..u1 again
     ingest(b, pageviews("/b", 1, MINUTE, user_prefix="v"))
@@ -205,9 +220,11 @@ def test_two_nodes_sharing_a_store_answer_the_merged_truth() -> None:
 def test_restart_restores_all_time_totals_exactly() -> None:
     rows: dict[Any, Metric] = {}
     first = make_daemon(store=MemoryWindowStore(node_id="node-a", rows=rows))
-    ingest(first, pageviews("/a", 3, MINUTE) + [
-        {"type": "purchase", "properties": {"amount": 10.0 * i}} for i in range(1, 6)
-    ])
+    ingest(
+        first,
+        pageviews("/a", 3, MINUTE)
+        + [{"type": "purchase", "properties": {"amount": 10.0 * i}} for i in range(1, 6)],
+    )
     before = first.http.get("/api/v1/metrics").json["data"]
     stopping = first.service.stopService()
     settle(first)
@@ -221,7 +238,10 @@ def test_restart_restores_all_time_totals_exactly() -> None:
 
 def test_instants_outside_1970_to_9999_are_400() -> None:
     daemon = make_daemon()
-    for query in ("from=-99999999999y", "from=9999-12-31T23:59:59%2B00:00&to=now",
-                  "from=0001-01-01T00:00:00Z"):
+    for query in (
+        "from=-99999999999y",
+        "from=9999-12-31T23:59:59%2B00:00&to=now",
+        "from=0001-01-01T00:00:00Z",
+    ):
         reply = daemon.http.get(f"/api/v1/metrics/pageviews?{query}")
         assert (reply.status, reply.json["code"]) == (400, "invalid_parameter"), query

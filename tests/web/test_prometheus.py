@@ -111,16 +111,18 @@ def test_http_requests_by_route_and_status() -> None:
     assert requests[(("route", "/health"), ("status", "200"))] == 2
     assert requests[(("route", "/api/v1/metrics/{name}"), ("status", "404"))] == 1
     assert requests[(("route", "other"), ("status", "404"))] == 1
-    latency = samples(families["rta_http_request_duration_seconds"],
-                      "rta_http_request_duration_seconds_count")
+    latency = samples(
+        families["rta_http_request_duration_seconds"], "rta_http_request_duration_seconds_count"
+    )
     assert latency[(("route", "/health"),)] == 2
 
 
 def test_overflowing_dimensions_keep_the_series_count_bounded() -> None:
     daemon = make_daemon({"limits": {"max_dimension_values": 3}})
-    daemon.http.post("/api/v1/events/batch", [
-        {"type": "pageview", "properties": {"page": f"/p{i}"}} for i in range(50)
-    ])
+    daemon.http.post(
+        "/api/v1/events/batch",
+        [{"type": "pageview", "properties": {"page": f"/p{i}"}} for i in range(50)],
+    )
     settle(daemon)
     pages = samples(scrape(daemon)["rta_page_views"], "rta_page_views_total")
     assert len(pages) == 4

@@ -14,11 +14,15 @@ INGEST_KEY = "ingest-key-0123456789"
 READ_KEY = "read-key-0123456789ab"
 ADMIN_KEY = "admin-key-0123456789a"
 
-KEYS = {"auth": {"keys": [
-    {"name": "site", "key": INGEST_KEY, "scopes": ["ingest"]},
-    {"name": "dash", "key": READ_KEY, "scopes": ["read"]},
-    {"name": "ops", "key": ADMIN_KEY, "scopes": ["admin"]},
-]}}
+KEYS = {
+    "auth": {
+        "keys": [
+            {"name": "site", "key": INGEST_KEY, "scopes": ["ingest"]},
+            {"name": "dash", "key": READ_KEY, "scopes": ["read"]},
+            {"name": "ops", "key": ADMIN_KEY, "scopes": ["admin"]},
+        ]
+    }
+}
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -38,8 +42,12 @@ def test_no_keys_logs_a_warning(captured_logs: list[dict[str, Any]]) -> None:
 
 def test_missing_key_is_401_with_www_authenticate() -> None:
     daemon = make_daemon(KEYS)
-    for method, path in (("POST", "/api/v1/events"), ("GET", "/api/v1/metrics"),
-                         ("GET", "/metrics"), ("GET", "/api/v1/nope")):
+    for method, path in (
+        ("POST", "/api/v1/events"),
+        ("GET", "/api/v1/metrics"),
+        ("GET", "/metrics"),
+        ("GET", "/api/v1/nope"),
+    ):
         reply = daemon.http.request(method, path, {"type": "x"} if method == "POST" else None)
         assert reply.status == 401, path
         assert reply.json["code"] == "unauthorized"
@@ -52,23 +60,29 @@ def test_health_ready_and_preflight_stay_open() -> None:
     daemon = make_daemon(KEYS)
     assert daemon.http.get("/health").status == 200
     assert daemon.http.get("/ready").status == 200
-    assert daemon.http.request("OPTIONS", "/api/v1/events",
-                               headers={"Origin": "https://a.example"}).status == 204
+    assert (
+        daemon.http.request(
+            "OPTIONS", "/api/v1/events", headers={"Origin": "https://a.example"}
+        ).status
+        == 204
+    )
 
 
 def test_scopes() -> None:
     daemon = make_daemon(KEYS)
-    assert daemon.http.post("/api/v1/events", {"type": "x"}, headers=bearer(INGEST_KEY)).status \
-        == 202
+    assert (
+        daemon.http.post("/api/v1/events", {"type": "x"}, headers=bearer(INGEST_KEY)).status == 202
+    )
     denied = daemon.http.get("/api/v1/stats", headers=bearer(INGEST_KEY))
     assert (denied.status, denied.json["code"]) == (403, "forbidden")
     assert "'read'" in denied.json["message"]
     assert daemon.http.get("/api/v1/stats", headers=bearer(READ_KEY)).status == 200
-    assert daemon.http.post("/api/v1/events", {"type": "x"},
-                            headers=bearer(READ_KEY)).status == 403
+    assert daemon.http.post("/api/v1/events", {"type": "x"}, headers=bearer(READ_KEY)).status == 403
     assert daemon.http.get("/api/v1/stats", headers={"X-API-Key": ADMIN_KEY}).status == 200
-    assert daemon.http.post("/api/v1/events", {"type": "x"},
-                            headers={"X-API-Key": ADMIN_KEY}).status == 202
+    assert (
+        daemon.http.post("/api/v1/events", {"type": "x"}, headers={"X-API-Key": ADMIN_KEY}).status
+        == 202
+    )
 
 
 def test_query_parameter_key_only_on_ingest_routes() -> None:
@@ -88,18 +102,22 @@ def test_access_log_names_the_key_never_the_key_itself(
 ) -> None:
     daemon = make_daemon(KEYS)
     body = b'{"type":"x"}'
-    raw_http(daemon.service.listeners[0].factory,
-             b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-             + INGEST_KEY.encode() + b"\r\nContent-Length: " + str(len(body)).encode()
-             + b"\r\n\r\n" + body)
+    raw_http(
+        daemon.service.listeners[0].factory,
+        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + INGEST_KEY.encode()
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body,
+    )
     lines = [e for e in captured_logs if e.get("log_namespace") == "twisted_rta.access"]
     assert lines[-1]["key"] == "site"
     assert all(INGEST_KEY not in repr(event) for event in captured_logs)
 
 
 def test_request_rate_limit_is_429_with_retry_after() -> None:
-    daemon = make_daemon({"rate_limits": {"read": {"requests_per_second": 1,
-                                                   "requests_burst": 2}}})
+    daemon = make_daemon({"rate_limits": {"read": {"requests_per_second": 1, "requests_burst": 2}}})
     assert [daemon.http.get("/api/v1/stats").status for _ in range(2)] == [200, 200]
     limited = daemon.http.get("/api/v1/stats")
     assert (limited.status, limited.json["code"]) == (429, "rate_limited")
@@ -110,8 +128,7 @@ def test_request_rate_limit_is_429_with_retry_after() -> None:
 
 
 def test_event_rate_limit_refuses_the_whole_batch() -> None:
-    daemon = make_daemon({"rate_limits": {"ingest": {"events_per_second": 10,
-                                                     "events_burst": 5}}})
+    daemon = make_daemon({"rate_limits": {"ingest": {"events_per_second": 10, "events_burst": 5}}})
     assert daemon.http.post("/api/v1/events/batch", [{"type": "a"}] * 4).status == 202
     limited = daemon.http.post("/api/v1/events/batch", [{"type": "a"}] * 3)
     assert (limited.status, limited.json["code"]) == (429, "rate_limited")
@@ -121,8 +138,9 @@ def test_event_rate_limit_refuses_the_whole_batch() -> None:
 
 
 def test_limits_are_per_key_when_keys_are_used() -> None:
-    daemon = make_daemon({**KEYS, "rate_limits": {"read": {"requests_per_second": 1,
-                                                           "requests_burst": 1}}})
+    daemon = make_daemon(
+        {**KEYS, "rate_limits": {"read": {"requests_per_second": 1, "requests_burst": 1}}}
+    )
     assert daemon.http.get("/api/v1/stats", headers=bearer(READ_KEY)).status == 200
     assert daemon.http.get("/api/v1/stats", headers=bearer(READ_KEY)).status == 429
     assert daemon.http.get("/api/v1/stats", headers=bearer(ADMIN_KEY)).status == 200
@@ -138,10 +156,12 @@ def request_from(site: Any, peer: str, forwarded: str | None) -> bytes:
 
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
-    daemon = make_daemon({
-        "server": {"listen": ["tcp:0"], "trusted_proxies": ["10.0.0.0/8"]},
-        "rate_limits": {"read": {"requests_per_second": 1, "requests_burst": 1}},
-    })
+    daemon = make_daemon(
+        {
+            "server": {"listen": ["tcp:0"], "trusted_proxies": ["10.0.0.0/8"]},
+            "rate_limits": {"read": {"requests_per_second": 1, "requests_burst": 1}},
+        }
+    )
     site = daemon.service.listeners[0].factory
     # Behind the proxy, two clients get a bucket each.
     assert request_from(site, "10.1.1.1", "203.0.113.5").startswith(b"HTTP/1.1 200")
@@ -210,9 +230,11 @@ def test_api_keys_in_the_query_never_reach_the_access_log(
     )
     daemon = make_daemon(KEYS)
     body = b'{"type":"x"}'
-    raw_http(daemon.service.listeners[0].factory,
-             b"POST /api/v1/events?api_key=" + INGEST_KEY.encode() + b" HTTP/1.1\r\nHost: x\r\n"
-             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    raw_http(
+        daemon.service.listeners[0].factory,
+        b"POST /api/v1/events?api_key=" + INGEST_KEY.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+    )
     lines = [e for e in captured_logs if e.get("log_namespace") == "twisted_rta.access"]
     assert lines[-1]["path"] == "/api/v1/events?api_key=***"
     assert all(INGEST_KEY not in repr(event) for event in captured_logs)

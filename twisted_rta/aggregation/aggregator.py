@@ -147,9 +147,7 @@ class Aggregator:
         """Independent copies of the global metrics with one of ``names`` and/or ``prefix``
         (the query layer merges other nodes' totals into them)."""
         metrics = self._global.metrics
-        chosen = (
-            (name for name in names if name in metrics) if names is not None else iter(metrics)
-        )
+        chosen = (name for name in names if name in metrics) if names is not None else iter(metrics)
         return {
             name: metrics[name].copy()
             for name in chosen

@@ -92,8 +92,11 @@ class StoreService(Service):
         self.opened = True
         self.last_error = None
         self._delay = self._retry_initial
-        log.info("store open (node {node_id}); restored {count} all-time metrics",
-                 node_id=self.store.node_id, count=len(totals))
+        log.info(
+            "store open (node {node_id}); restored {count} all-time metrics",
+            node_id=self.store.node_id,
+            count=len(totals),
+        )
 
     def _failed(self, failure: Failure) -> None:
         reason = failure.getErrorMessage() or failure.type.__name__
@@ -105,8 +108,10 @@ class StoreService(Service):
         self.open_failures += 1
         if not self.running:
             return
-        log.warn("store unavailable ({reason}); retrying in {delay}s", reason=reason,
-                 delay=round(self._delay, 3))
+        log.warn(
+            "store unavailable ({reason}); retrying in {delay}s",
+            reason=reason,
+            delay=round(self._delay, 3),
+        )
         self._retry = self._clock.callLater(self._delay, self._attempt)
         self._delay = min(self._delay * 2, self._retry_max)
-

@@ -65,7 +65,8 @@ class MemoryWindowStore:
         rows = [
             StoredMetric(key[0], key[1], key[2], key[3], metric.copy())
             for key, metric in self._rows.items()
-            if key[1] == resolution and start_from <= key[2] < start_to
+            if key[1] == resolution
+            and start_from <= key[2] < start_to
             and _wanted(key[0], names, prefix)
         ]
         return self._answer(rows)
@@ -80,7 +81,8 @@ class MemoryWindowStore:
         rows = [
             StoredMetric(key[0], key[1], key[2], key[3], metric.copy())
             for key, metric in self._rows.items()
-            if key[1] == TOTALS_RESOLUTION and key[3] != exclude_node
+            if key[1] == TOTALS_RESOLUTION
+            and key[3] != exclude_node
             and _wanted(key[0], names, prefix)
         ]
         return self._answer(rows)

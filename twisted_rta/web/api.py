@@ -109,7 +109,9 @@ class ApiApp:
         errors = [problem.as_dict() for problem in batch.errors]
         if not batch.events:
             raise ApiError(
-                400, "no_valid_events", f"none of the {batch.total} events is valid",
+                400,
+                "no_valid_events",
+                f"none of the {batch.total} events is valid",
                 errors=errors,
             )
         self._check_event_rate(request, len(batch.events), endpoint)
@@ -137,7 +139,8 @@ class ApiApp:
             self._rejected(endpoint, "rate_limited", count)
             rate = self._limiters.ingest_events.rate
             raise ApiError(
-                429, "rate_limited",
+                429,
+                "rate_limited",
                 f"too many events; at most {rate.per_second:g} per second (burst "
                 f"{rate.burst:g}) for this client; nothing of this request was accepted",
                 headers={"Retry-After": retry_after(wait)},
@@ -169,16 +172,26 @@ class ApiApp:
     def _offer(self, events: Sequence[Event]) -> None:
         headers = {"Retry-After": RETRY_AFTER_SECONDS}
         if self._store_backlogged():
-            raise ApiError(503, "store_unavailable", "the window store is failing and too many "
-                           "closed windows wait for it; nothing of this request was accepted, "
-                           "retry later", headers={"Retry-After": "5"})
+            raise ApiError(
+                503,
+                "store_unavailable",
+                "the window store is failing and too many "
+                "closed windows wait for it; nothing of this request was accepted, "
+                "retry later",
+                headers={"Retry-After": "5"},
+            )
         if self._queue.offer(events):
             return
         if self._queue.closed:
-            raise ApiError(503, "shutting_down", "the daemon is shutting down; retry on another "
-                           "node or after it restarts", headers=headers)
+            raise ApiError(
+                503,
+                "shutting_down",
+                "the daemon is shutting down; retry on another node or after it restarts",
+                headers=headers,
+            )
         raise ApiError(
-            503, "queue_full",
+            503,
+            "queue_full",
             f"intake queue is full ({self._queue.depth} of {self._queue.capacity} events "
             "waiting); nothing of this request was accepted, retry later",
             headers=headers,
@@ -222,8 +235,12 @@ class ApiApp:
     @app.route("/breakdown/<base>", methods=["GET"])
     async def breakdown(self, request: IRequest, base: str) -> bytes:
         if not _BASE_NAME.fullmatch(base):
-            raise ApiError(400, "invalid_parameter", "base must be a metric family name such "
-                           "as page_views, clicks or events_by_type", parameter="base")
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                "base must be a metric family name such as page_views, clicks or events_by_type",
+                parameter="base",
+            )
         limit = _int_arg(request, "limit", default=10, minimum=1, maximum=1000)
         ranged = _arg(request, "from") is not None or _arg(request, "to") is not None
         timerange = self._range(request, default_from=None) if ranged else None
@@ -239,8 +256,7 @@ class ApiApp:
 
     @app.route("/stats", methods=["GET"])
     def stats(self, request: IRequest) -> bytes:
-        return _success(request, self._query.stats(self._clock.seconds()),
-                        "aggregator statistics")
+        return _success(request, self._query.stats(self._clock.seconds()), "aggregator statistics")
 
     @app.route("/windows", methods=["GET"])
     def windows(self, request: IRequest) -> bytes:
@@ -252,22 +268,29 @@ class ApiApp:
     ) -> TimeRange:
         now = self._clock.seconds()
         try:
-            start, end = parse_range(_arg(request, "from"), _arg(request, "to"), now=now,
-                                     default_from=default_from)
+            start, end = parse_range(
+                _arg(request, "from"), _arg(request, "to"), now=now, default_from=default_from
+            )
             wanted = parse_resolution(_arg(request, "resolution")) if explicit_resolution else None
-            return choose_resolution(start, end, now=now, resolutions=self._resolutions,
-                                     wanted_size=wanted)
+            return choose_resolution(
+                start, end, now=now, resolutions=self._resolutions, wanted_size=wanted
+            )
         except RangeError as error:
-            raise ApiError(400, "invalid_parameter", error.message,
-                           parameter=error.parameter) from None
+            raise ApiError(
+                400, "invalid_parameter", error.message, parameter=error.parameter
+            ) from None
 
     @staticmethod
     async def _history(pending: Awaitable[T]) -> T:
         try:
             return await pending
         except StoreUnavailable as error:
-            raise ApiError(503, "store_unavailable", f"history is unavailable: {error}",
-                           headers={"Retry-After": "5"}) from None
+            raise ApiError(
+                503,
+                "store_unavailable",
+                f"history is unavailable: {error}",
+                headers={"Retry-After": "5"},
+            ) from None
 
 
 _BASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -291,7 +314,10 @@ def _int_arg(request: IRequest, name: str, *, default: int, minimum: int, maximu
     except ValueError:
         value = minimum - 1
     if not minimum <= value <= maximum:
-        raise ApiError(400, "invalid_parameter",
-                       f"{name} must be an integer between {minimum} and {maximum}; got {raw!r}",
-                       parameter=name)
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"{name} must be an integer between {minimum} and {maximum}; got {raw!r}",
+            parameter=name,
+        )
     return value

@@ -35,8 +35,16 @@ log = Logger()
 STREAM_PATH = b"/api/v1/stream"
 PAGE_PATHS = frozenset({b"/", b"/dashboard"})
 ASSET_PREFIX = b"/dashboard/assets/"
-TOTAL_NAMES = ("total_events", "pageviews", "clicks", "purchases", "revenue",
-               "revenue_histogram", "unique_users", "unique_sessions")
+TOTAL_NAMES = (
+    "total_events",
+    "pageviews",
+    "clicks",
+    "purchases",
+    "revenue",
+    "revenue_histogram",
+    "unique_users",
+    "unique_sessions",
+)
 RATE_SPAN = 10.0  # seconds of samples behind "events/s now": smooths per-flush totals of peers
 RECENT_SPAN = 300.0  # "active users" and the short-term event rate look at the last 5 minutes
 SLOW_REFRESH = 15.0  # the day and hour uniques merge up to 1440 windows: not every tick
@@ -140,11 +148,9 @@ class LiveFigures:
         return round(max(total - first, 0.0) / (now - start), 3)
 
     async def _recent(self, now: float) -> dict[str, Any]:
-        timerange = choose_resolution(now - RECENT_SPAN, now, now=now,
-                                      resolutions=self.resolutions)
+        timerange = choose_resolution(now - RECENT_SPAN, now, now=now, resolutions=self.resolutions)
         try:
-            windows = await self.query.windows_in(
-                timerange, names=["total_events", "unique_users"])
+            windows = await self.query.windows_in(timerange, names=["total_events", "unique_users"])
         except StoreUnavailable:
             return {"events_per_second_5m": None, "active_users_5m": None}
         span = max(now - timerange.start_from, 1.0)
@@ -159,7 +165,8 @@ class LiveFigures:
             timerange = choose_resolution(start, now, now=now, resolutions=self.resolutions)
             try:
                 windows = await self.query.windows_in(
-                    timerange, names=["unique_users", "unique_sessions"])
+                    timerange, names=["unique_users", "unique_sessions"]
+                )
             except StoreUnavailable:
                 figures[f"unique_users_{label}"] = figures[f"unique_sessions_{label}"] = None
                 continue

@@ -184,8 +184,11 @@ class EdgeResource(Resource):
         if request.method == b"OPTIONS":
             return self._preflight(request, allowed, route)
         if not _decodable(request.path):
-            return json_body(request, error_payload(
-                "invalid_path", "the path must be UTF-8 once percent-decoded"), 400)
+            return json_body(
+                request,
+                error_payload("invalid_path", "the path must be UTF-8 once percent-decoded"),
+                400,
+            )
         caller, refusal = self._authenticate(request, route, policy)
         if refusal is not None:
             return refusal
@@ -198,11 +201,15 @@ class EdgeResource(Resource):
             wait = limiter.take(identity, 1, self._now())
             if wait:
                 request.setHeader(b"Retry-After", retry_after(wait).encode("ascii"))
-                return json_body(request, error_payload(
-                    "rate_limited",
-                    f"too many requests; at most {limiter.rate.per_second:g} per second "
-                    f"(burst {limiter.rate.burst:g}) for this client",
-                ), 429)
+                return json_body(
+                    request,
+                    error_payload(
+                        "rate_limited",
+                        f"too many requests; at most {limiter.rate.per_second:g} per second "
+                        f"(burst {limiter.rate.burst:g}) for this client",
+                    ),
+                    429,
+                )
         return self._route(request)
 
     def _route(self, request: IRequest) -> bytes | int:
@@ -224,9 +231,14 @@ class EdgeResource(Resource):
     def _preflight(request: IRequest, allowed: bool, route: str) -> bytes:
         if request.getHeader(b"Origin") is not None and not allowed:
             # Preflights are answered only for the origins the policy allows.
-            return json_body(request, error_payload(
-                "origin_not_allowed", "this origin may not call this route from a browser",
-            ), 403)
+            return json_body(
+                request,
+                error_payload(
+                    "origin_not_allowed",
+                    "this origin may not call this route from a browser",
+                ),
+                403,
+            )
         methods = _INGEST_METHODS if route == INGEST else _READ_METHODS
         request.setResponseCode(204)
         request.setHeader(b"Allow", methods)
@@ -254,13 +266,19 @@ class EdgeResource(Resource):
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="rta"')
             message = (
                 "an API key is required: send Authorization: Bearer <key> or X-API-Key"
-                if presented is None else "unknown API key"
+                if presented is None
+                else "unknown API key"
             )
             return None, json_body(request, error_payload("unauthorized", message), 401)
         scope = INGEST if route == INGEST else READ
         if not caller.may(scope):
             request.caller_name = caller.name
-            return None, json_body(request, error_payload(
-                "forbidden", f"the key {caller.name!r} lacks the {scope!r} scope",
-            ), 403)
+            return None, json_body(
+                request,
+                error_payload(
+                    "forbidden",
+                    f"the key {caller.name!r} lacks the {scope!r} scope",
+                ),
+                403,
+            )
         return caller, None

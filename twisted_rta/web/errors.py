@@ -42,9 +42,12 @@ def _api_error(instance: object, request: IRequest, failure: Failure) -> bytes:
 
 def _unexpected(instance: object, request: IRequest, failure: Failure) -> bytes:
     # The traceback goes to the log, never to the client.
-    log.failure("unhandled error in {method} {path}", failure,
-                method=request.method.decode("ascii", "replace"),
-                path=request.path.decode("utf-8", "replace"))
+    log.failure(
+        "unhandled error in {method} {path}",
+        failure,
+        method=request.method.decode("ascii", "replace"),
+        path=request.path.decode("utf-8", "replace"),
+    )
     return json_body(request, error_payload("internal_error", "internal server error"), 500)
 
 

@@ -19,11 +19,22 @@ from twisted_rta.web.responses import encode_json, error_payload
 
 log = Logger(namespace="twisted_rta.access")
 
-_EXACT_ROUTES = frozenset({
-    "/", "/dashboard", "/health", "/ready", "/metrics", "/openapi.json", "/api/v1/events",
-    "/api/v1/events/batch", "/api/v1/metrics", "/api/v1/stats", "/api/v1/windows",
-    "/api/v1/stream",
-})
+_EXACT_ROUTES = frozenset(
+    {
+        "/",
+        "/dashboard",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+        "/api/v1/events",
+        "/api/v1/events/batch",
+        "/api/v1/metrics",
+        "/api/v1/stats",
+        "/api/v1/windows",
+        "/api/v1/stream",
+    }
+)
 _API_KEY_VALUE = re.compile(rb"(?<=[?&]api_key=)[^&#]*")
 
 
@@ -83,8 +94,9 @@ class RTARequest(Request):
         self._rejected = True
         self.request_id = client_request_id(self) or str(uuid.uuid4()).encode("ascii")
         body = encode_json(
-            error_payload("body_too_large", f"request body exceeds the limit of {limit} bytes",
-                          limit=limit)
+            error_payload(
+                "body_too_large", f"request body exceeds the limit of {limit} bytes", limit=limit
+            )
         )
         head = (
             b"HTTP/1.1 413 Content Too Large\r\n"
@@ -96,8 +108,7 @@ class RTARequest(Request):
         self.channel.transport.write(head + body)
         self.channel.loseConnection()
         site: RTASite = self.channel.site
-        site.log_line(b"-", loggable_path(self.uri or b"-"), 413, 0.0, len(body),
-                      self.request_id)
+        site.log_line(b"-", loggable_path(self.uri or b"-"), 413, 0.0, len(body), self.request_id)
 
 
 class RTAChannel(HTTPChannel):
@@ -135,8 +146,10 @@ class RTAChannel(HTTPChannel):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        log.info("closing a client that took more than {timeout}s to send a request",
-                 timeout=self.site.request_timeout)
+        log.info(
+            "closing a client that took more than {timeout}s to send a request",
+            timeout=self.site.request_timeout,
+        )
         self.site.slow_clients += 1
         self.transport.abortConnection()
 
@@ -189,12 +202,23 @@ class RTASite(Site):
 
     def log(self, request: RTARequest) -> None:  # called by twisted.web when a request ends
         duration_ms = (self.clock.seconds() - request.started_at) * 1000.0
-        self.log_line(request.method, loggable_path(request.uri), request.code, duration_ms,
-                      request.sentLength, request.request_id,
-                      getattr(request, "caller_name", "-"))
+        self.log_line(
+            request.method,
+            loggable_path(request.uri),
+            request.code,
+            duration_ms,
+            request.sentLength,
+            request.request_id,
+            getattr(request, "caller_name", "-"),
+        )
 
     def log_line(
-        self, method: bytes, path: bytes, status: int, duration_ms: float, sent: int,
+        self,
+        method: bytes,
+        path: bytes,
+        status: int,
+        duration_ms: float,
+        sent: int,
         request_id: bytes,
         caller: str = "-",
     ) -> None:
