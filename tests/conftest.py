@@ -14,7 +14,7 @@ from tests.helpers import NOW, HttpClient
 from twisted_rta.config import Config, config_from_mapping
 from twisted_rta.service import RTAService
 from twisted_rta.store.interface import WindowStore
-from twisted_rta.tap import build_service
+from twisted_rta.wiring import build_service
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from tests.conftest import Daemon, make_daemon
 from tests.helpers import NOW, result_of
-from twisted_rta import tap
+from twisted_rta import wiring
 from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.store.memory import MemoryWindowStore
@@ -143,23 +143,23 @@ def test_shutdown_timeout_is_recorded() -> None:
 
 def test_exit_status_one_after_a_failed_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
     registered: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(tap.atexit, "register", lambda *args: registered.append(args))
+    monkeypatch.setattr(wiring.atexit, "register", lambda *args: registered.append(args))
     daemon = make_daemon()
     daemon.reactor._exitSignal = 15
-    tap._exit_status(daemon.reactor, daemon.service.shutdown_errors)
+    wiring._exit_status(daemon.reactor, daemon.service.shutdown_errors)
     assert registered == []  # a clean stop keeps twistd's own exit (0 or the signal)
     assert daemon.reactor._exitSignal == 15
 
     daemon.service.shutdown_errors.append("shutdown step failed: disk full")
-    tap._exit_status(daemon.reactor, daemon.service.shutdown_errors)
+    wiring._exit_status(daemon.reactor, daemon.service.shutdown_errors)
     assert daemon.reactor._exitSignal is None
-    assert registered == [(tap._hard_exit, 1)]
+    assert registered == [(wiring._hard_exit, 1)]
 
 
 def test_exit_status_trigger_is_registered_after_shutdown() -> None:
     daemon = make_daemon()
     triggers = daemon.reactor.triggers["after"]["shutdown"]
-    assert any(trigger[0] is tap._exit_status for trigger in triggers)
+    assert any(trigger[0] is wiring._exit_status for trigger in triggers)
 
 
 def test_port_in_use_fails_the_start_loudly() -> None:
@@ -167,20 +167,20 @@ def test_port_in_use_fails_the_start_loudly() -> None:
     from twisted.internet.testing import MemoryReactorClock
 
     from twisted_rta.config import config_from_mapping
-    from twisted_rta.listeners import ListenError
+    from twisted_rta.web.listeners import ListenError
 
     class BusyReactor(MemoryReactorClock):
         def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
     config = config_from_mapping({"server": {"listen": ["tcp:8080:interface=127.0.0.1"]}})
-    service = tap.build_service(config, BusyReactor(), log_observer=None)
+    service = wiring.build_service(config, BusyReactor(), log_observer=None)
     with pytest.raises(ListenError, match=r"cannot listen on 'tcp:8080:interface=127\.0\.0\.1'"):
         service.privilegedStartService()
 
 
 def test_invalid_endpoint_fails_the_start() -> None:
-    from twisted_rta.listeners import ListenError
+    from twisted_rta.web.listeners import ListenError
 
     with pytest.raises(ListenError, match="invalid listen endpoint 'bogus:1'"):
         make_daemon({"server": {"listen": ["bogus:1"]}})

@@ -10,7 +10,7 @@ from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 
-from twisted_rta import tap
+from twisted_rta import tap, wiring
 from twisted_rta.service import RTAService
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,7 +101,7 @@ def test_bad_config_value_names_the_key(tmp_path: Path) -> None:
 def test_build_service_on_a_memory_reactor() -> None:
     reactor = MemoryReactorClock()
     options = parse("--listen", "tcp:8123:interface=127.0.0.1")
-    service = tap.build_service(options.config, reactor, log_observer=None)
+    service = wiring.build_service(options.config, reactor, log_observer=None)
     assert isinstance(service, RTAService)
     service.privilegedStartService()
     service.startService()
@@ -159,7 +159,7 @@ def test_log_stream_follows_twistd_options(tmp_path: Path) -> None:
 def test_reuseport_endpoint_string_is_available_to_twistd() -> None:
     from twisted.internet.endpoints import serverFromString
 
-    from twisted_rta.reuseport import ReusePortEndpoint
+    from twisted_rta.web.reuseport import ReusePortEndpoint
 
     reactor = MemoryReactorClock()
     endpoint = serverFromString(reactor, "reuseport:0:interface=127.0.0.1:backlog=7")
@@ -172,7 +172,7 @@ def test_two_reuseport_listeners_share_one_port() -> None:
     from twisted.internet.protocol import Factory
 
     from tests.helpers import result_of
-    from twisted_rta.reuseport import ReusePortEndpoint
+    from twisted_rta.web.reuseport import ReusePortEndpoint
 
     class AdoptingReactor(MemoryReactorClock):
         def adoptStreamPort(self, fd: int, family: object, factory: object) -> object:

@@ -11,12 +11,12 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from twisted_rta.flush import FlushService
-from twisted_rta.listeners import HTTPListener
-from twisted_rta.queue import IntakeQueue
+from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ingest.workers import WorkerPool
+from twisted_rta.store.flush import FlushService
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.retention import RetentionService
-from twisted_rta.workers import WorkerPool
+from twisted_rta.web.listeners import HTTPListener
 
 log = Logger()
 

@@ -27,7 +27,7 @@ async def start(
         ["--listen", "tcp:0:interface=127.0.0.1", *extra], tmp_path, env=env
     )
     listening = await daemon.wait_for(
-        lambda r: r.get("logger") == "twisted_rta.listeners" and "address" in r
+        lambda r: r.get("logger") == "twisted_rta.web.listeners" and "address" in r
     )
     base = f"http://{listening['address']}"
 

@@ -44,7 +44,7 @@ async def test_two_processes_share_the_port_and_the_store(tmp_path: Path) -> Non
     base = f"http://127.0.0.1:{port}"
     try:
         for node in nodes:
-            await node.wait_for(lambda r: r.get("logger") == "twisted_rta.listeners")
+            await node.wait_for(lambda r: r.get("logger") == "twisted_rta.web.listeners")
 
         async def ready() -> bool:
             status, _ = await get_json(base + "/ready")

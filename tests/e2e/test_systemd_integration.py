@@ -100,7 +100,7 @@ async def test_socket_activation_serves_on_the_inherited_socket(tmp_path: Path) 
     listening.close()  # the daemon holds its own copy now, as under systemd
     try:
         record = await daemon.wait_for(
-            lambda r: r.get("logger") == "twisted_rta.listeners" and "address" in r
+            lambda r: r.get("logger") == "twisted_rta.web.listeners" and "address" in r
         )
         assert record["address"] == f"127.0.0.1:{port}"
         status, body = await get_json(f"http://127.0.0.1:{port}/health")

@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.conftest import Daemon, make_daemon
 from tests.helpers import raw_http, result_of
-from twisted_rta.query import QueryService
+from twisted_rta.query.service import QueryService
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 

@@ -10,7 +10,7 @@ class _ReusePortParser:
     prefix = "reuseport"
 
     def parseStreamServer(self, reactor, *args, **kwargs):
-        from twisted_rta.reuseport import parse_reuseport
+        from twisted_rta.web.reuseport import parse_reuseport
 
         return parse_reuseport(reactor, *args, **kwargs)
 

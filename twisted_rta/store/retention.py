@@ -10,7 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from twisted_rta.config import Resolution
+from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.store.lifecycle import StoreService
 
 log = Logger()

@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from twisted_rta.aggregation.metrics import metric_class
-from twisted_rta.config import Resolution
+from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.events import (
     BodyError,
     Event,
@@ -20,11 +20,16 @@ from twisted_rta.events import (
     decode_batch,
     decode_event,
 )
-from twisted_rta.query import QueryService, StoreUnavailable, metric_view, range_view, tidy_number
-from twisted_rta.queue import IntakeQueue
-from twisted_rta.ratelimit import RequestLimiters, retry_after
-from twisted_rta.telemetry import Telemetry
-from twisted_rta.timerange import (
+from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ops.telemetry import Telemetry
+from twisted_rta.query.service import (
+    QueryService,
+    StoreUnavailable,
+    metric_view,
+    range_view,
+    tidy_number,
+)
+from twisted_rta.query.timerange import (
     RangeError,
     TimeRange,
     choose_resolution,
@@ -32,6 +37,7 @@ from twisted_rta.timerange import (
     parse_resolution,
 )
 from twisted_rta.web.errors import add_json_error_handlers
+from twisted_rta.web.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import ApiError, json_body
 
 RETRY_AFTER_SECONDS = "1"

@@ -22,11 +22,11 @@ from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import NotFound
 
 from twisted_rta.aggregation.metrics import Counter, Histogram, Metric, Unique
-from twisted_rta.config import Resolution
-from twisted_rta.health import Readiness
-from twisted_rta.logs import iso_utc
-from twisted_rta.query import QueryService, StoreUnavailable, tidy_number
-from twisted_rta.timerange import choose_resolution
+from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.ops.health import Readiness
+from twisted_rta.query.service import QueryService, StoreUnavailable, tidy_number
+from twisted_rta.query.timerange import choose_resolution
+from twisted_rta.timefmt import iso_utc
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.responses import encode_json
 

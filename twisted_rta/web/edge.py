@@ -14,10 +14,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from twisted_rta.auth import INGEST, READ, Authenticator, Caller
 from twisted_rta.config import Config
-from twisted_rta.ratelimit import RequestLimiters, retry_after
+from twisted_rta.web.auth import INGEST, READ, Authenticator, Caller
 from twisted_rta.web.dashboard import STREAM_PATH, is_dashboard_path, is_open_dashboard_path
+from twisted_rta.web.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import error_payload, json_body
 
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")

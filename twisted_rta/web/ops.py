@@ -13,8 +13,8 @@ from prometheus_client.exposition import choose_encoder
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from twisted_rta.health import Readiness
-from twisted_rta.logs import iso_utc
+from twisted_rta.ops.health import Readiness
+from twisted_rta.timefmt import iso_utc
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.responses import encode_json, json_body
 

@@ -13,7 +13,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from twisted_rta.telemetry import Telemetry
+from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.edge import client_request_id
 from twisted_rta.web.responses import encode_json, error_payload
 

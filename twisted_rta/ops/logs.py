@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO, Any
 
@@ -16,6 +15,8 @@ from twisted.logger import (
     formatEvent,
 )
 from zope.interface import implementer
+
+from twisted_rta.timefmt import iso_utc
 
 # Keys of a twisted.logger event that are bookkeeping, not the caller's structured fields.
 _INTERNAL_KEYS = frozenset(
@@ -42,12 +43,6 @@ _INTERNAL_KEYS = frozenset(
         "failure",
     }
 )
-
-
-def iso_utc(timestamp: float) -> str:
-    """RFC 3339 / ISO-8601 in UTC with millisecond precision, e.g. 2026-11-27T02:56:39.123Z."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _level_name(event: dict[str, Any]) -> str:

@@ -14,8 +14,8 @@ from twisted.logger import Logger
 
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.logs import iso_utc
 from twisted_rta.store.lifecycle import StoreService
+from twisted_rta.timefmt import iso_utc
 
 log = Logger()
 

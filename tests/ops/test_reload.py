@@ -9,9 +9,9 @@ import attrs
 
 from tests.helpers import NOW, HttpClient
 from twisted_rta.config import Config, ConfigError, config_from_mapping
-from twisted_rta.logs import make_observer
-from twisted_rta.reload import Reloader
-from twisted_rta.tap import build_service
+from twisted_rta.ops.logs import make_observer
+from twisted_rta.ops.reload import Reloader
+from twisted_rta.wiring import build_service
 
 
 def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Any, HttpClient]:

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from twisted.logger import LogLevel
 
-from twisted_rta import systemd
-from twisted_rta.systemd import SystemdNotifier
+from twisted_rta.ops import systemd
+from twisted_rta.ops.systemd import SystemdNotifier
 
-UNITS = Path(__file__).resolve().parent.parent / "config" / "systemd"
+UNITS = Path(__file__).resolve().parents[2] / "config" / "systemd"
 OUR_UNITS = re.compile(r"\brta\.(service|socket)\b")
 
 

@@ -9,7 +9,8 @@ from datetime import datetime
 
 from attrs import frozen
 
-from twisted_rta.config import Resolution, parse_duration
+from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.config import parse_duration
 
 MAX_POINTS = 1500
 # Instants outside 1970..9999 cannot be windows of ours (nor printed as RFC 3339 years).

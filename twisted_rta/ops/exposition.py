@@ -22,11 +22,11 @@ from prometheus_client.samples import Sample
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import MetricSnapshot
 from twisted_rta.aggregation.rules import EVENTS_BY_TYPE, Rules
-from twisted_rta.flush import FlushService
-from twisted_rta.queue import IntakeQueue
+from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ingest.workers import WorkerPool
+from twisted_rta.store.flush import FlushService
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.retention import RetentionService
-from twisted_rta.workers import WorkerPool
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.95", "p95"), ("0.99", "p99"))

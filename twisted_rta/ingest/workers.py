@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.events import Event
-from twisted_rta.queue import IntakeQueue
+from twisted_rta.ingest.queue import IntakeQueue
 
 log = Logger()
 

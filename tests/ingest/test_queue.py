@@ -6,7 +6,7 @@ from twisted.internet.defer import CancelledError
 
 from tests.helpers import failure_of, result_of
 from twisted_rta.events import Event
-from twisted_rta.queue import IntakeQueue
+from twisted_rta.ingest.queue import IntakeQueue
 
 
 def events(count: int) -> tuple[Event, ...]:

@@ -8,10 +8,10 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from twisted_rta.flush import FlushService
-from twisted_rta.queue import IntakeQueue
-from twisted_rta.systemd import SystemdNotifier
-from twisted_rta.workers import WorkerPool
+from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ingest.workers import WorkerPool
+from twisted_rta.ops.systemd import SystemdNotifier
+from twisted_rta.store.flush import FlushService
 
 
 class NotifyService(Service):

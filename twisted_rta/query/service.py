@@ -10,14 +10,14 @@ from twisted.logger import Logger
 
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Counter, Metric, MetricSnapshot
+from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.aggregation.windows import WindowSnapshot
-from twisted_rta.config import Resolution
-from twisted_rta.flush import FlushService
-from twisted_rta.logs import iso_utc
-from twisted_rta.queue import IntakeQueue
+from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.query.timerange import TimeRange
+from twisted_rta.store.flush import FlushService
 from twisted_rta.store.interface import StoredMetric
 from twisted_rta.store.lifecycle import StoreService
-from twisted_rta.timerange import TimeRange
+from twisted_rta.timefmt import iso_utc
 
 log = Logger()
 OTHER = "__other__"

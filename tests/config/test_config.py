@@ -9,7 +9,7 @@ import pytest
 
 from twisted_rta.config import Config, ConfigError, config_from_mapping, load_config, summary
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def error_for(raw: object) -> str:

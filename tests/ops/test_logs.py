@@ -7,7 +7,8 @@ import json
 
 from twisted.logger import Logger, LogPublisher
 
-from twisted_rta.logs import iso_utc, make_observer
+from twisted_rta.ops.logs import make_observer
+from twisted_rta.timefmt import iso_utc
 
 
 def logger_writing_to(stream: io.StringIO, *, log_format: str, level: str) -> Logger:
@@ -106,7 +107,7 @@ def test_iso_utc() -> None:
 
 
 def test_observer_can_be_reconfigured_while_running() -> None:
-    from twisted_rta.logs import make_observer
+    from twisted_rta.ops.logs import make_observer
 
     stream = io.StringIO()
     observer = make_observer(stream, log_format="console", level="info")

@@ -8,8 +8,8 @@ from twisted.internet.task import Clock
 from tests.helpers import NOW, result_of
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Counter
+from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.config import Resolution
 from twisted_rta.events import Event
 from twisted_rta.store.interface import SchemaTooNewError
 from twisted_rta.store.lifecycle import StoreService

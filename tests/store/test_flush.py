@@ -14,7 +14,7 @@ from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.events import Event
-from twisted_rta.flush import FlushService, WindowsNotPersisted
+from twisted_rta.store.flush import FlushService, WindowsNotPersisted
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore
 

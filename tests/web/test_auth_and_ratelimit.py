@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from twisted_rta.auth import Authenticator
 from twisted_rta.config import ConfigError, config_from_mapping
-from twisted_rta.ratelimit import Rate, RateLimiter, retry_after
+from twisted_rta.web.auth import Authenticator
+from twisted_rta.web.ratelimit import Rate, RateLimiter, retry_after
 
 SECRET = "correct-horse-battery-staple"
 

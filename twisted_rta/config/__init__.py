@@ -1,0 +1,87 @@
+"""The daemon's configuration: YAML -> frozen attrs Config; every error names its key path.
+
+``parsers`` parse one value, ``schema`` declares the sections and keys, ``loading`` builds a
+Config from a file or mapping, ``summary`` flattens it for the log.
+"""
+
+from twisted_rta.config.loading import (
+    ConfigErrors,
+    config_from_mapping,
+    default_node_id,
+    load_config,
+    store_url,
+)
+from twisted_rta.config.parsers import (
+    ConfigError,
+    Parser,
+    boolean,
+    byte_size,
+    choice,
+    duration,
+    integer,
+    network,
+    number,
+    optional,
+    parse_duration,
+    string_list,
+    text,
+)
+from twisted_rta.config.schema import (
+    DEFAULT_RESOLUTIONS,
+    SCOPES,
+    ApiKeyConfig,
+    AuthConfig,
+    Config,
+    CorsConfig,
+    IngestCorsConfig,
+    IngestRateConfig,
+    LimitsConfig,
+    LoggingConfig,
+    ProcessingConfig,
+    QueryCorsConfig,
+    RateLimitsConfig,
+    ReadRateConfig,
+    ServerConfig,
+    StoreConfig,
+    WindowsConfig,
+)
+from twisted_rta.config.summary import summary
+
+__all__ = [
+    "DEFAULT_RESOLUTIONS",
+    "SCOPES",
+    "ApiKeyConfig",
+    "AuthConfig",
+    "Config",
+    "ConfigError",
+    "ConfigErrors",
+    "CorsConfig",
+    "IngestCorsConfig",
+    "IngestRateConfig",
+    "LimitsConfig",
+    "LoggingConfig",
+    "Parser",
+    "ProcessingConfig",
+    "QueryCorsConfig",
+    "RateLimitsConfig",
+    "ReadRateConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "WindowsConfig",
+    "boolean",
+    "byte_size",
+    "choice",
+    "config_from_mapping",
+    "default_node_id",
+    "duration",
+    "integer",
+    "load_config",
+    "network",
+    "number",
+    "optional",
+    "parse_duration",
+    "store_url",
+    "string_list",
+    "summary",
+    "text",
+]

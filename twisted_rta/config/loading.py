@@ -1,0 +1,119 @@
+"""Loading: YAML file -> raw mapping -> Config, collecting every error with its key path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from twisted_rta.config.parsers import ConfigError, integer, shown, text
+from twisted_rta.config.schema import Config, ServerConfig, StoreConfig
+
+
+def _seed_listen(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    """Accept the Go service's ``server.host`` + ``server.port`` as a tcp listen endpoint."""
+    if "host" not in raw and "port" not in raw:
+        return raw
+    raw = dict(raw)
+    host = raw.pop("host", "0.0.0.0")
+    port = raw.pop("port", 8080)
+    text(host, f"{path}.host")
+    integer(minimum=0, maximum=65535)(port, f"{path}.port")
+    if "listen" in raw:
+        raise ConfigError(f"{path}.listen", "give either listen or host/port, not both")
+    interface = host.replace(":", "\\:")  # IPv6 colons are escaped in endpoint strings
+    raw["listen"] = [f"tcp:{port}:interface={interface}"]
+    return raw
+
+
+def _build(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
+    """Build ``cls`` from ``raw``, collecting every error instead of stopping at the first."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        errors.append(ConfigError(path, f"must be a mapping of keys, got {shown(raw)}"))
+        return None
+    try:
+        if cls is ServerConfig:
+            raw = _seed_listen(dict(raw), path)
+    except ConfigError as error:
+        errors.append(error)
+        return None
+    known = {f.name: f for f in attrs.fields(cls)}
+    for key in raw:
+        if key not in known:
+            where = f"{path}.{key}" if path else str(key)
+            errors.append(ConfigError(where, f"unknown key (expected one of {', '.join(known)})"))
+    values: dict[str, Any] = {}
+    for name, spec in known.items():
+        if name not in raw:
+            continue
+        where = f"{path}.{name}" if path else name
+        if "section" in spec.metadata:
+            values[name] = _build(spec.metadata["section"], raw[name], where, errors)
+            continue
+        try:
+            values[name] = spec.metadata["parse"](raw[name], where)
+        except ConfigError as error:
+            errors.append(error)
+    return None if errors else cls(**values)
+
+
+class ConfigErrors(ConfigError):
+    """Several problems in one config; ``errors`` lists each, the message joins them."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        ValueError.__init__(self, "; ".join(str(error) for error in errors))
+        self.path = errors[0].path
+        self.errors = errors
+
+
+def config_from_mapping(raw: Any) -> Config:
+    errors: list[ConfigError] = []
+    config = _build(Config, raw, "", errors)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+    return config
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a YAML file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("", f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(source)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"config file {str(path)!r} is not valid YAML{where}") from None
+    return config_from_mapping(raw)
+
+
+def default_node_id(listen: tuple[str, ...], hostname: str) -> str:
+    """hostname plus the first listen port, so two nodes on one host never share rows."""
+    match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", listen[0]) if listen else None
+    first = listen[0] if listen else ""
+    suffix = match.group(1) if match else re.sub(r"[^A-Za-z0-9._-]+", "_", first)
+    return f"{hostname}:{suffix}"
+
+
+def store_url(store: StoreConfig, environ: Mapping[str, str]) -> str:
+    """The configured URL, or the embedded SQLite file in the data directory.
+
+    The data directory is ``store.data_dir``, else systemd's ``$STATE_DIRECTORY`` (the first
+    entry when it lists several), else ``./rta-data``.
+    """
+    if store.url is not None:
+        return store.url
+    data_dir = store.data_dir or environ.get("STATE_DIRECTORY", "").split(":")[0] or "rta-data"
+    return "sqlite:///" + str((Path(data_dir) / "rta.sqlite3").resolve()).lstrip("/")

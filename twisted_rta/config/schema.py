@@ -1,0 +1,254 @@
+"""The config schema: frozen attrs sections whose fields know how to parse their YAML value."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from attrs import field, frozen
+
+from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.config.parsers import (
+    ConfigError,
+    Parser,
+    boolean,
+    byte_size,
+    choice,
+    duration,
+    integer,
+    network,
+    number,
+    optional,
+    shown,
+    string_list,
+    text,
+)
+
+
+def setting(default: Any, parse: Parser, doc: str = "") -> Any:
+    """An attrs field that knows how to parse its YAML value."""
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+def section(cls: type) -> Any:
+    return field(factory=cls, metadata={"section": cls})
+
+
+@frozen
+class ServerConfig:
+    listen: tuple[str, ...] = setting(
+        ("tcp:8080:interface=0.0.0.0",), string_list(allow_empty=False)
+    )
+    shutdown_timeout: float = setting(10.0, duration(minimum=0.1))
+    # A request's head and body must arrive within this (slowloris defence).
+    request_timeout: float = setting(30.0, duration(minimum=0.1))
+    # A kept-alive connection with no request for this long is closed.
+    idle_timeout: float = setting(60.0, duration(minimum=0.1))
+    max_connections: int = setting(10_000, integer(minimum=1))
+    # Peers whose X-Forwarded-For is believed (addresses or CIDR networks).
+    trusted_proxies: tuple[str, ...] = setting((), string_list(item=lambda v, p: network(v, p)))
+
+
+@frozen
+class LoggingConfig:
+    level: str = setting("info", choice("debug", "info", "warn", "error"))
+    format: str = setting("console", choice("console", "json"))
+    access_log: bool = setting(True, boolean)
+
+
+@frozen
+class ProcessingConfig:
+    worker_count: int = setting(2, integer(minimum=1, maximum=256))
+    buffer_size: int = setting(100_000, integer(minimum=1))
+
+
+DEFAULT_RESOLUTIONS = (
+    Resolution(60.0, 2 * 86400.0),
+    Resolution(3600.0, 90 * 86400.0),
+    Resolution(86400.0, 2 * 365 * 86400.0),
+)
+
+
+def resolutions(value: Any, path: str) -> tuple[Resolution, ...]:
+    """A non-empty list of ``{size, retention}``, each size a multiple of the one before."""
+    if not isinstance(value, list) or not value:
+        expected = "must be a non-empty list of {size, retention}"
+        raise ConfigError(path, f"{expected}, got {shown(value)}")
+    parsed: list[Resolution] = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, Mapping):
+            expected = "must be a mapping with size and retention"
+            raise ConfigError(where, f"{expected}, got {shown(item)}")
+        unknown = set(item) - {"size", "retention"}
+        if unknown:
+            raise ConfigError(
+                f"{where}.{sorted(unknown)[0]}", "unknown key (expected size, retention)"
+            )
+        for key in ("size", "retention"):
+            if key not in item:
+                raise ConfigError(f"{where}.{key}", "is required")
+        size = duration(minimum=1.0, maximum=366 * 86400.0)(item["size"], f"{where}.size")
+        retention = duration(minimum=size)(item["retention"], f"{where}.retention")
+        if parsed:
+            previous = parsed[-1].size
+            if size <= previous or size % previous:
+                raise ConfigError(
+                    f"{where}.size",
+                    f"must be a whole multiple of the previous size ({previous:g}s) and larger, "
+                    f"got {shown(item['size'])}",
+                )
+        parsed.append(Resolution(size, retention))
+    return tuple(parsed)
+
+
+@frozen
+class WindowsConfig:
+    resolutions: tuple[Resolution, ...] = setting(DEFAULT_RESOLUTIONS, resolutions)
+    flush_interval: float = setting(5.0, duration(minimum=0.05, maximum=3600.0))
+    grace: float = setting(10.0, duration(minimum=0.0, maximum=86400.0))
+    keep_closed: int = setting(60, integer(minimum=0, maximum=100_000))
+
+
+@frozen
+class LimitsConfig:
+    max_body_bytes: int = setting(1_048_576, byte_size())
+    max_batch_events: int = setting(1000, integer(minimum=1, maximum=100_000))
+    max_event_bytes: int = setting(65_536, byte_size())
+    max_properties: int = setting(64, integer(minimum=0, maximum=10_000))
+    max_property_depth: int = setting(5, integer(minimum=1, maximum=64))
+    max_property_key_length: int = setting(128, integer(minimum=1))
+    max_string_length: int = setting(2048, integer(minimum=1))
+    max_future_skew: float = setting(300.0, duration())
+    max_event_age: float = setting(604_800.0, duration(minimum=1.0))
+    max_dimension_values: int = setting(10_000, integer(minimum=1))
+
+
+@frozen
+class StoreConfig:
+    url: str | None = setting(None, optional(text))
+    data_dir: str | None = setting(None, optional(text))
+    node_id: str | None = setting(None, optional(text))
+    max_connections: int = setting(4, integer(minimum=1, maximum=100))
+    max_pending_windows: int = setting(10_000, integer(minimum=1))
+    retry_initial: float = setting(1.0, duration(minimum=0.01))
+    retry_max: float = setting(60.0, duration(minimum=0.01))
+    retention_interval: float = setting(600.0, duration(minimum=1.0))
+    retention_batch: int = setting(5000, integer(minimum=1))
+
+
+@frozen
+class IngestCorsConfig:
+    allowed_origins: tuple[str, ...] = setting(("*",), string_list())
+
+
+@frozen
+class QueryCorsConfig:
+    allowed_origins: tuple[str, ...] = setting((), string_list())
+
+
+@frozen
+class CorsConfig:
+    """Browsers may post beacons from anywhere; business data is readable by none."""
+
+    ingest: IngestCorsConfig = section(IngestCorsConfig)
+    query: QueryCorsConfig = section(QueryCorsConfig)
+
+
+SCOPES = ("ingest", "read", "admin")
+
+
+@frozen
+class ApiKeyConfig:
+    """An API key by name; only the SHA-256 digest of the key is kept in memory."""
+
+    name: str
+    sha256: str = field(repr=False)
+    scopes: tuple[str, ...]
+
+
+def api_keys(value: Any, path: str) -> tuple[ApiKeyConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(
+            path, f"must be a list of {{name, key or sha256, scopes}}, got {shown(value)}"
+        )
+    keys: list[ApiKeyConfig] = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(where, "must be a mapping with name, key or sha256, and scopes")
+        unknown = sorted(set(item) - {"name", "key", "sha256", "scopes"})
+        if unknown:
+            raise ConfigError(
+                f"{where}.{unknown[0]}", "unknown key (expected name, key, sha256, scopes)"
+            )
+        name = text(item.get("name"), f"{where}.name")
+        if ("key" in item) == ("sha256" in item):
+            raise ConfigError(where, "give exactly one of key or sha256")
+        if "key" in item:
+            key = item["key"]
+            if not isinstance(key, str) or len(key) < 16:
+                raise ConfigError(f"{where}.key", "must be a string of at least 16 characters")
+            digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        else:
+            digest = item["sha256"]
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ConfigError(f"{where}.sha256", "must be 64 hexadecimal characters")
+            digest = digest.lower()
+        scopes = string_list(item=choice(*SCOPES), allow_empty=False)(
+            item.get("scopes"), f"{where}.scopes"
+        )
+        keys.append(ApiKeyConfig(name, digest, scopes))
+    names = [key.name for key in keys]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate is not None:
+        raise ConfigError(path, f"key names must be unique; {duplicate!r} appears twice")
+    return tuple(keys)
+
+
+@frozen
+class AuthConfig:
+    keys: tuple[ApiKeyConfig, ...] = setting((), api_keys)
+    # Let Prometheus scrape /metrics without a key.
+    public_metrics: bool = setting(False, boolean)
+
+
+@frozen
+class IngestRateConfig:
+    requests_per_second: float = setting(1000.0, number(minimum=0.0))
+    requests_burst: float = setting(2000.0, number(minimum=1.0))
+    events_per_second: float = setting(100_000.0, number(minimum=0.0))
+    events_burst: float = setting(200_000.0, number(minimum=1.0))
+
+
+@frozen
+class ReadRateConfig:
+    requests_per_second: float = setting(100.0, number(minimum=0.0))
+    requests_burst: float = setting(200.0, number(minimum=1.0))
+
+
+@frozen
+class RateLimitsConfig:
+    """Token buckets per API key, or per client address for anonymous requests."""
+
+    enabled: bool = setting(True, boolean)
+    ingest: IngestRateConfig = section(IngestRateConfig)
+    read: ReadRateConfig = section(ReadRateConfig)
+    # Buckets kept at most; the least recently used go first (an address-spraying client
+    # cannot grow memory without bound).
+    max_clients: int = setting(100_000, integer(minimum=1))
+
+
+@frozen
+class Config:
+    server: ServerConfig = section(ServerConfig)
+    logging: LoggingConfig = section(LoggingConfig)
+    processing: ProcessingConfig = section(ProcessingConfig)
+    windows: WindowsConfig = section(WindowsConfig)
+    limits: LimitsConfig = section(LimitsConfig)
+    store: StoreConfig = section(StoreConfig)
+    cors: CorsConfig = section(CorsConfig)
+    auth: AuthConfig = section(AuthConfig)
+    rate_limits: RateLimitsConfig = section(RateLimitsConfig)

@@ -1,0 +1,33 @@
+"""The effective config as a flat, redacted mapping (start-up log, reload diffs)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+
+def summary(config: Any, prefix: str = "") -> dict[str, Any]:
+    """The effective config as a flat ``section.key`` mapping, secrets redacted (startup log,
+    reload diffs)."""
+    flat: dict[str, Any] = {}
+    for value_field in attrs.fields(type(config)):
+        value = getattr(config, value_field.name)
+        key = f"{prefix}{value_field.name}"
+        if "section" in value_field.metadata:
+            flat.update(summary(value, key + "."))
+            continue
+        if isinstance(value, tuple):
+            value = [attrs.asdict(item) if attrs.has(type(item)) else item for item in value]
+        flat[key] = _redact(key, value)
+    return flat
+
+
+def _redact(key: str, value: Any) -> Any:
+    """Hide a database password and API key digests before they reach the log."""
+    if key == "store.url" and isinstance(value, str):
+        return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", value)
+    if key == "auth.keys":
+        return [{"name": item["name"], "scopes": item["scopes"]} for item in value]
+    return value
