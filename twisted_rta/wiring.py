@@ -42,9 +42,10 @@ from twisted_rta.store.memory import MemoryWindowStore
 from twisted_rta.store.retention import RetentionService
 from twisted_rta.store.sql import SQLWindowStore
 from twisted_rta.web.api import ApiApp
-from twisted_rta.web.dashboard import DashboardApp, LiveFeed, LiveFigures
+from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.edge import AccessPolicy, EdgeResource
 from twisted_rta.web.listeners import HTTPListener
+from twisted_rta.web.live import LiveFeed, LiveFigures
 from twisted_rta.web.ops import OpsApp
 from twisted_rta.web.ratelimit import RequestLimiters
 from twisted_rta.web.site import RTASite

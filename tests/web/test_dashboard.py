@@ -17,8 +17,8 @@ from twisted.web.test.requesthelper import DummyRequest
 from tests.conftest import Daemon, make_daemon
 from tests.contract import check
 from tests.helpers import NOW
-from twisted_rta.web.dashboard import LiveFeed
 from twisted_rta.web.edge import OPEN, route_class
+from twisted_rta.web.live import LiveFeed
 
 READ_KEY = "read-key-0123456789ab"
 INGEST_KEY = "ingest-key-0123456789"

@@ -1,0 +1,228 @@
+"""The live figures the dashboard shows and the Server-Sent Events feed that pushes them to
+every open page."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from attrs import define, field
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from twisted_rta.aggregation.metrics import Counter, Histogram, Metric, Unique
+from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.ops.health import Readiness
+from twisted_rta.query.service import QueryService, StoreUnavailable, tidy_number
+from twisted_rta.query.timerange import choose_resolution
+from twisted_rta.timefmt import iso_utc
+from twisted_rta.web.responses import encode_json
+
+log = Logger()
+
+TOTAL_NAMES = (
+    "total_events",
+    "pageviews",
+    "clicks",
+    "purchases",
+    "revenue",
+    "revenue_histogram",
+    "unique_users",
+    "unique_sessions",
+)
+RATE_SPAN = 10.0  # seconds of samples behind "events/s now": smooths per-flush totals of peers
+RECENT_SPAN = 300.0  # "active users" and the short-term event rate look at the last 5 minutes
+SLOW_REFRESH = 15.0  # the day and hour uniques merge up to 1440 windows: not every tick
+
+
+def _sum(windows: dict[float, dict[str, Metric]], name: str) -> float:
+    return sum(m[name].value for m in windows.values() if isinstance(m.get(name), Counter))
+
+
+def _union(windows: dict[float, dict[str, Metric]], name: str) -> int:
+    merged: Unique | None = None
+    for metrics in windows.values():
+        metric = metrics.get(name)
+        if isinstance(metric, Unique):
+            if merged is None:
+                merged = metric  # windows_in hands out copies the caller owns
+            else:
+                merged.merge(metric)
+    return merged.estimate if merged is not None else 0
+
+
+@define
+class LiveFigures:
+    """Builds the compact update the stream sends: all-time totals, recent rates and
+    uniques, and the node's health. Runs on the reactor thread; history reads go through
+    the query layer (store reads in its thread pool)."""
+
+    query: QueryService
+    readiness: Callable[[], Readiness]
+    clock: IReactorTime
+    resolutions: tuple[Resolution, ...]
+    _samples: deque[tuple[float, float]] = field(factory=lambda: deque(maxlen=64))
+    _slow: dict[str, Any] = field(factory=dict)
+    _slow_at: float | None = None
+
+    async def snapshot(self) -> dict[str, Any]:
+        now = self.clock.seconds()
+        totals, complete = await self.query.totals(names=TOTAL_NAMES)
+        figures: dict[str, Any] = {"time": iso_utc(now), "complete": complete}
+        for name in TOTAL_NAMES:
+            metric = totals.get(name)
+            if isinstance(metric, Unique):
+                figures[name] = metric.estimate
+            elif metric is not None and not isinstance(metric, Histogram):
+                figures[name] = tidy_number(metric.value)
+            else:
+                figures[name] = 0
+        histogram = totals.get("revenue_histogram")
+        snapshot = histogram.snapshot("revenue_histogram") if histogram is not None else None
+        figures["revenue_histogram"] = {
+            "count": snapshot.count if snapshot else 0,
+            "p50": snapshot.p50 if snapshot else None,
+            "p95": snapshot.p95 if snapshot else None,
+            "p99": snapshot.p99 if snapshot else None,
+        }
+        figures["events_per_second"] = self._rate(now, float(figures["total_events"]))
+        figures.update(await self._recent(now))
+        if self._slow_at is None or now - self._slow_at >= SLOW_REFRESH:
+            self._slow = await self._uniques_today_and_hour(now)
+            self._slow_at = now
+        figures.update(self._slow)
+        figures["health"] = self._health(now)
+        return figures
+
+    def _rate(self, now: float, total: float) -> float | None:
+        """Events per second over the last ~RATE_SPAN seconds of samples."""
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_SPAN:
+            self._samples.popleft()
+        start, first = self._samples[0]
+        if now - start <= 0:
+            return None
+        return round(max(total - first, 0.0) / (now - start), 3)
+
+    async def _recent(self, now: float) -> dict[str, Any]:
+        timerange = choose_resolution(now - RECENT_SPAN, now, now=now, resolutions=self.resolutions)
+        try:
+            windows = await self.query.windows_in(timerange, names=["total_events", "unique_users"])
+        except StoreUnavailable:
+            return {"events_per_second_5m": None, "active_users_5m": None}
+        span = max(now - timerange.start_from, 1.0)
+        return {
+            "events_per_second_5m": round(_sum(windows, "total_events") / span, 3),
+            "active_users_5m": _union(windows, "unique_users"),
+        }
+
+    async def _uniques_today_and_hour(self, now: float) -> dict[str, Any]:
+        figures: dict[str, Any] = {}
+        for label, start in (("today", now - now % 86400), ("hour", now - 3600)):
+            timerange = choose_resolution(start, now, now=now, resolutions=self.resolutions)
+            try:
+                windows = await self.query.windows_in(
+                    timerange, names=["unique_users", "unique_sessions"]
+                )
+            except StoreUnavailable:
+                figures[f"unique_users_{label}"] = figures[f"unique_sessions_{label}"] = None
+                continue
+            figures[f"unique_users_{label}"] = _union(windows, "unique_users")
+            figures[f"unique_sessions_{label}"] = _union(windows, "unique_sessions")
+        return figures
+
+    def _health(self, now: float) -> dict[str, Any]:
+        stats = self.query.stats(now)
+        readiness = self.readiness()
+        last_tick = self.query.flush.last_tick_at
+        return {
+            "ready": readiness.ready,
+            "failing": sorted(name for name, check in readiness.checks.items() if not check.ok),
+            "queue_depth": stats["queue_depth"],
+            "queue_capacity": stats["queue_capacity"],
+            "pending_windows": stats["pending_windows"],
+            "last_flush": iso_utc(last_tick) if last_tick is not None else None,
+            "node_id": stats["node_id"],
+            "uptime_seconds": stats["uptime_seconds"],
+        }
+
+
+class LiveFeed(Service):
+    """Open event streams and the loop that feeds them: one snapshot per period, built once
+    and written to every subscriber. The loop runs only while someone is subscribed."""
+
+    name = "dashboard-feed"
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        snapshot: Callable[[], Awaitable[dict[str, Any]]],
+        period: float = 2.0,
+    ) -> None:
+        self._clock = clock
+        self._snapshot = snapshot
+        self.period = period
+        self.subscribers: set[IRequest] = set()
+        self.failures = 0
+        self._last: bytes | None = None
+        self._loop: LoopingCall | None = None
+
+    @property
+    def ticking(self) -> bool:
+        """Whether the loop is ticking (only while someone is subscribed)."""
+        return self._loop is not None and self._loop.running
+
+    def subscribe(self, request: IRequest) -> None:
+        request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"X-Accel-Buffering", b"no")  # proxies must not buffer the stream
+        request.write(b"retry: 3000\n\n")  # sends the head now; reconnect delay for the page
+        self.subscribers.add(request)
+        request.notifyFinish().addBoth(lambda _: self._drop(request))
+        if self._last is not None:
+            request.write(self._last)  # the page fills at once instead of after a period
+        if self._loop is None:
+            self._loop = LoopingCall(self._tick)
+            self._loop.clock = self._clock
+            self._loop.start(self.period, now=True)
+
+    def _drop(self, request: IRequest) -> None:
+        self.subscribers.discard(request)
+        if not self.subscribers:
+            self._stop_loop()
+            self._last = None  # a stale snapshot must not greet the next page
+
+    def _stop_loop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _tick(self) -> Deferred[None]:
+        return ensureDeferred(self._send())
+
+    async def _send(self) -> None:
+        # A LoopingCall dies on its first exception: catch, count and log inside the tick.
+        try:
+            payload = await self._snapshot()
+        except Exception as error:
+            self.failures += 1
+            log.failure("dashboard snapshot failed: {error}", error=str(error))
+            return
+        self._last = b"data: " + encode_json(payload) + b"\n\n"
+        for request in list(self.subscribers):
+            request.write(self._last)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._stop_loop()
+        # Open streams would hold their connections past shutdown: end them now.
+        for request in list(self.subscribers):
+            request.finish()
+        self.subscribers.clear()
