@@ -19,7 +19,7 @@ from tests.conftest import make_daemon
 from tests.contract import Contract, check, escape_pointer, load_document
 from tests.helpers import NOW, Reply, raw_http
 from twisted_rta.config import config_from_mapping
-from twisted_rta.events import MAX_ID_LENGTH, MAX_SUBJECT_LENGTH, MAX_TYPE_LENGTH
+from twisted_rta.events.rules import MAX_ID_LENGTH, MAX_SUBJECT_LENGTH, MAX_TYPE_LENGTH
 from twisted_rta.web.api import ApiApp
 from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.ops import OpsApp

@@ -25,6 +25,7 @@ from twisted_rta.config import (
 )
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
+from twisted_rta.internals import clear_exit_signal
 from twisted_rta.ops.exposition import DaemonCollector
 from twisted_rta.ops.health import LoadMonitor, Readiness, check_readiness
 from twisted_rta.ops.logs import LineObserver
@@ -254,7 +255,7 @@ def _exit_status(reactor: Any, shutdown_errors: list[str]) -> None:
     log.error("exiting with status 1: {errors}", errors="; ".join(shutdown_errors))
     # twistd re-raises SIGTERM/SIGINT after the reactor stops, which systemd counts as a
     # clean stop; clear it and leave with 1 once twistd has removed its pid file.
-    reactor._exitSignal = None
+    clear_exit_signal(reactor)
     atexit.register(_hard_exit, 1)
 
 

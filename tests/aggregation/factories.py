@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 
 # 2024-01-01T00:00:00Z: a minute and hour boundary, so offsets read naturally.
 T0 = 1_704_067_200.0

@@ -18,7 +18,7 @@ from twisted_rta.aggregation.rules import (
     Rules,
     TypeRule,
 )
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 
 # Rules whose metrics several entries feed: values must still reach them in arrival order.
 SHARED_RULES = Rules(

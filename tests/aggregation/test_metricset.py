@@ -8,7 +8,7 @@ from tests.aggregation.factories import T0, event
 from twisted_rta.aggregation.metrics import Counter, Histogram, MetricSnapshot, Unique
 from twisted_rta.aggregation.metricset import MetricSet
 from twisted_rta.aggregation.rules import DEFAULT_RULES
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 
 
 def metric_set(limit: int = 100, lg_k: int = 12) -> MetricSet:

@@ -13,17 +13,9 @@ import attrs
 import pytest
 
 from twisted_rta.config import LimitsConfig
-from twisted_rta.events import (
-    BatchResult,
-    BodyError,
-    Event,
-    EventError,
-    RejectedEvent,
-    decode_batch,
-    decode_event,
-    id_sequence,
-    new_uuid4,
-)
+from twisted_rta.events.decode import decode_batch, decode_event
+from twisted_rta.events.ids import id_sequence, new_uuid4
+from twisted_rta.events.model import BatchResult, BodyError, Event, EventError, RejectedEvent
 
 NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 
@@ -371,6 +363,26 @@ def test_age_boundary() -> None:
     assert (error.field, error.code) == ("timestamp", "timestamp_too_old")
 
 
+@pytest.mark.parametrize("seconds", [1_764_566_400, 1_763_999_000.5, NOW])
+def test_epoch_seconds_are_told_to_be_milliseconds(seconds: float) -> None:
+    error = rejected({"type": "a", "timestamp": seconds})
+    assert (error.field, error.code) == ("timestamp", "timestamp_too_old")
+    assert error.message.endswith(
+        f"seconds old; numeric timestamps are epoch milliseconds (got {seconds!r}, "
+        "which looks like epoch seconds)"
+    )
+
+
+def test_old_numeric_timestamps_say_they_are_milliseconds() -> None:
+    error = rejected({"type": "a", "timestamp": (NOW - 604_801) * 1000})
+    assert error.message == (
+        "timestamp may be at most 604800 seconds old; got 604801.000 seconds old; "
+        "numeric timestamps are epoch milliseconds"
+    )
+    text = rejected({"type": "a", "timestamp": "2025-01-01T00:00:00Z"}).message
+    assert "milliseconds" not in text
+
+
 def test_go_zero_time_is_too_old_not_missing() -> None:
     error = rejected({"type": "a", "timestamp": "0001-01-01T00:00:00Z"})
     assert error.code == "timestamp_too_old"
@@ -490,6 +502,98 @@ def test_overflowing_number_in_properties_is_rejected() -> None:
         decode_event(body, now=NOW, limits=LIMITS)
     assert caught.value.error.code == "invalid_number"
     assert caught.value.error.field == "properties.items[0].amount"
+
+
+# ---------------------------------------------------------------------------------------------
+# Purchases: the amount feeds the revenue counter, which never decreases
+
+
+@pytest.mark.parametrize(
+    ("amount", "got"),
+    [
+        ("19.5", 'got the string "19.5", not a number'),
+        ("", 'got the string "", not a number'),
+        (-5, "got a negative number (-5)"),
+        (-0.01, "got a negative number (-0.01)"),
+        (True, "got a boolean"),
+        (False, "got a boolean"),
+        ({"value": 3}, "got an object"),
+        ([19.5], "got an array"),
+    ],
+)
+def test_purchase_amount_must_be_a_finite_number_not_below_zero(amount: Any, got: str) -> None:
+    error = rejected({"type": "purchase", "properties": {"page": "/cart", "amount": amount}})
+    assert (error.field, error.code) == ("properties.amount", "invalid_amount")
+    assert error.message == (
+        f"properties.amount of a purchase event must be a finite number >= 0, or absent; {got}"
+    )
+
+
+def test_purchase_amount_beyond_float_range_is_rejected() -> None:
+    body = b'{"type": "purchase", "properties": {"amount": ' + b"9" * 400 + b"}}"
+    with pytest.raises(RejectedEvent) as caught:
+        decode_event(body, now=NOW, limits=LIMITS)
+    assert caught.value.error.code == "invalid_amount"
+    assert caught.value.error.message.endswith("got a number too large for a float")
+
+
+def test_non_finite_purchase_amount_is_an_invalid_number_first() -> None:
+    body = b'{"type": "purchase", "properties": {"amount": 1e999}}'
+    with pytest.raises(RejectedEvent) as caught:
+        decode_event(body, now=NOW, limits=LIMITS)
+    assert (caught.value.error.field, caught.value.error.code) == (
+        "properties.amount",
+        "invalid_number",
+    )
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        None,
+        {},
+        {"coupon": "X"},
+        {"amount": None},
+        {"amount": 0},
+        {"amount": 19.5},
+        {"amount": 1e300},
+    ],
+)
+def test_purchase_without_amount_or_with_a_good_one_is_accepted(properties: Any) -> None:
+    event = one({"type": "purchase", "properties": properties})
+    assert event.type == "purchase"
+    assert event.properties == (properties or {})
+
+
+def test_the_amount_rule_is_for_purchases_only() -> None:
+    assert one({"type": "refund", "properties": {"amount": -5}}).properties == {"amount": -5}
+    assert one({"type": "Purchase", "properties": {"amount": "5"}}).type == "Purchase"
+    assert rejected({"type": " purchase\t", "properties": {"amount": -5}}).code == (
+        "invalid_amount"
+    )
+
+
+def test_other_rules_are_judged_before_the_amount() -> None:
+    error = rejected({"type": "purchase", "user_id": 5, "properties": {"amount": "1"}})
+    assert error.field == "user_id"
+    too_many = {f"k{n}": n for n in range(LIMITS.max_properties)} | {"amount": "1"}
+    assert rejected({"type": "purchase", "properties": too_many}).code == "too_many_properties"
+
+
+def test_bad_purchase_amounts_in_a_batch_are_rejected_with_their_index() -> None:
+    elements = [
+        {"type": "purchase", "properties": {"amount": 19.5}},
+        {"type": "purchase", "properties": {"amount": "19.5"}},
+        {"type": "purchase"},
+        {"type": "purchase", "properties": {"amount": -5}},
+    ]
+    result = batch(encode(elements))
+    assert [(e.index, e.field, e.code) for e in result.errors] == [
+        (1, "properties.amount", "invalid_amount"),
+        (3, "properties.amount", "invalid_amount"),
+    ]
+    assert [e.id for e in result.events] == ["gen-1", "gen-2"]
+    assert result.total == 4
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,16 +19,10 @@ import pytest
 from attrs import frozen
 
 from twisted_rta.config import LimitsConfig
-from twisted_rta.events import (
-    BatchResult,
-    BodyError,
-    Event,
-    _decode_batch_careful,
-    _fast_batch,
-    _uuid4_batch,
-    _uuid4_supply,
-    decode_batch,
-)
+from twisted_rta.events.decode import decode_batch, decode_batch_careful
+from twisted_rta.events.fast import fast_batch
+from twisted_rta.events.ids import uuid4_batch, uuid4_supply
+from twisted_rta.events.model import BatchResult, BodyError, Event
 
 NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 NOW_MS = int(NOW * 1000)
@@ -85,7 +79,7 @@ def limit_variants(body: bytes) -> list[Limits]:
 def assert_same(body: bytes) -> None:
     for limits in limit_variants(body):
         fast = outcome(decode_batch, body, limits)
-        careful = outcome(_decode_batch_careful, body, limits)
+        careful = outcome(decode_batch_careful, body, limits)
         assert fast == careful, (body[:300], limits)
 
 
@@ -122,7 +116,7 @@ def test_realistic_batches_take_the_fast_path(wrap: bool, max_event_bytes: int) 
     body = encode({"events": elements} if wrap else elements)
     limits = attrs.evolve(LIMITS, max_event_bytes=max_event_bytes)
     new_id, _ = recording_ids()
-    assert _fast_batch(body, NOW, limits, new_id) is not None
+    assert fast_batch(body, NOW, limits, new_id) is not None
     assert_same(body)
 
 
@@ -134,7 +128,7 @@ def test_bad_elements_are_judged_one_by_one_on_the_fast_path() -> None:
     elements[11] = {"type": "a", "properties": {"v": ["1e999"]}}
     body = encode(elements).replace(b'"1e999"', b"1e999")  # json reads inf, msgspec refuses
     new_id, _ = recording_ids()
-    result = _fast_batch(body, NOW, LIMITS, new_id)
+    result = fast_batch(body, NOW, LIMITS, new_id)
     assert result is not None
     assert [(e.index, e.field, e.code) for e in result.errors] == [
         (3, "type", "invalid_type"),
@@ -144,11 +138,32 @@ def test_bad_elements_are_judged_one_by_one_on_the_fast_path() -> None:
     assert_same(body)
 
 
+def test_bad_purchase_amounts_are_judged_on_the_fast_path() -> None:
+    elements: list[Any] = realistic(100)
+    elements[5] = {"type": "purchase", "properties": {"amount": "19.5"}}
+    elements[6] = {"type": "purchase", "properties": {"amount": -5}}
+    elements[7] = {"type": "purchase", "properties": {"amount": True}}
+    elements[8] = {"type": "purchase", "properties": {"note": "no amount"}}
+    body = encode(elements)
+    new_id, calls = recording_ids()
+    result = fast_batch(body, NOW, LIMITS, new_id)
+    assert result is not None
+    assert [(e.index, e.field, e.code) for e in result.errors] == [
+        (5, "properties.amount", "invalid_amount"),
+        (6, "properties.amount", "invalid_amount"),
+        (7, "properties.amount", "invalid_amount"),
+    ]
+    assert len(result.events) == len(calls) == 97
+    careful = decode_batch_careful(body, now=NOW, limits=LIMITS, new_id=recording_ids()[0])
+    assert careful.errors == result.errors
+    assert_same(body)
+
+
 def test_many_refused_elements_go_to_the_careful_path() -> None:
     elements = [{**event, "context": {"ip": "10.0.0.1"}} for event in realistic(100)]
     body = encode(elements)
     new_id, _ = recording_ids()
-    assert _fast_batch(body, NOW, LIMITS, new_id) is None
+    assert fast_batch(body, NOW, LIMITS, new_id) is None
     assert_same(body)
 
 
@@ -157,7 +172,7 @@ def test_no_new_id_call_is_wasted_when_the_fast_path_gives_up() -> None:
     elements: list[Any] = [*realistic(30), {"type": "a", "properties": {"k" * 200: 1}}]
     body = encode(elements)
     new_id, calls = recording_ids()
-    assert _fast_batch(body, NOW, LIMITS, new_id) is None
+    assert fast_batch(body, NOW, LIMITS, new_id) is None
     assert calls == []
     assert_same(body)
 
@@ -265,6 +280,34 @@ TRICKY_BODIES: list[bytes] = [
     event_with("[" * 5000 + "]" * 5000, "unknown"),
     event_with("[" * 300 + "]" * 300, "unknown"),
     b"[" * 100_000 + b"]" * 100_000,
+    # purchase amounts: a finite number >= 0, or absent
+    *(
+        b'[{"type": "a"}, {"type": "purchase", "properties": {"amount": ' + raw + b"}}]"
+        for raw in (
+            b'"19.5"',
+            b"-5",
+            b"-0.01",
+            b"-0",
+            b"-0.0",
+            b"0",
+            b"19.5",
+            b"true",
+            b"null",
+            b"[]",
+            b"{}",
+            b"1e999",
+            b"-1e999",
+            b"NaN",
+            b"9" * 400,
+            b"-" + b"9" * 400,
+            b"1.7976931348623157e308",
+        )
+    ),
+    b'[{"type": " purchase ", "properties": {"amount": -1}}, {"type": "purchase"}]',
+    b'[{"type": "purchase", "properties": {"amount": -1, "amount": 2}}]',
+    b'[{"type": "purchase", "properties": {"amount": 2, "amount": "2"}}]',
+    b'[{"type": "purchase", "user_id": 5, "properties": {"amount": "2"}}]',
+    b'[{"type": "purchase", "extra": 1, "properties": {"amount": "2"}}, {"type": "b"}]',
     # body shapes
     b"[]",
     b" [ ] ",
@@ -401,7 +444,9 @@ class Gen:
         return self.object(depth - 1)
 
     def object(self, depth: int) -> Any:
-        keys = self.pick(["a", "page", "k"], ["k" * 9, "k" * 40, "k" * 130, Lit('"\\ud800"')])
+        keys = self.pick(
+            ["a", "page", "k", "amount"], ["k" * 9, "k" * 40, "k" * 130, Lit('"\\ud800"')]
+        )
         pairs = [
             (self.pick(["a", "page", keys], [keys]), self.value(depth))
             for _ in range(self.rng.randrange(5))
@@ -439,7 +484,8 @@ class Gen:
         }
         fields: list[tuple[str, Any]] = []
         if rng.random() > self.wild / 10:
-            fields.append(("type", self.pick(["pageview", " click ", "caf\u00e9"], SCALARS)))
+            kinds = ["pageview", " click ", "caf\u00e9", "purchase"]
+            fields.append(("type", self.pick(kinds, SCALARS)))
         for name, make in optional.items():
             if rng.random() < (self.wild / 3 if name == "unknown" else 0.5):
                 fields.append((name, make()))
@@ -490,18 +536,18 @@ UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9
 
 
 def test_bulk_ids_are_like_new_uuid4() -> None:
-    ids = _uuid4_batch(2000)
+    ids = uuid4_batch(2000)
     assert len(ids) == 2000
     assert len(set(ids)) == 2000
     assert all(UUID4.fullmatch(value) for value in ids)
     assert all(str(uuid.UUID(value)) == value and uuid.UUID(value).version == 4 for value in ids)
     assert {value[19] for value in ids} == set("89ab")
     assert {value[14] for value in ids} == {"4"}
-    assert _uuid4_batch(0) == []
+    assert uuid4_batch(0) == []
 
 
 def test_id_supply_keeps_going_after_its_bulk() -> None:
-    supply = _uuid4_supply(2)
+    supply = uuid4_supply(2)
     ids = [supply() for _ in range(5)]
     assert len(set(ids)) == 5
     assert all(UUID4.fullmatch(value) for value in ids)
@@ -514,7 +560,7 @@ def test_default_ids_in_batches(count: int) -> None:
     body = encode(elements)
     fast = decode_batch(body, now=NOW, limits=LIMITS)
     new_id, _ = recording_ids()
-    careful = _decode_batch_careful(body, now=NOW, limits=LIMITS, new_id=new_id)
+    careful = decode_batch_careful(body, now=NOW, limits=LIMITS, new_id=new_id)
     assert fast.events[0].id == "mine"
     generated = [event.id for event in fast.events[1:]]
     assert len(set(generated)) == count - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError
 
 from tests.helpers import failure_of, result_of
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 from twisted_rta.ingest.queue import IntakeQueue
 
 

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock, Cooperator
 
 from tests.helpers import NOW, result_of
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
 

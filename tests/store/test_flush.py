@@ -13,7 +13,7 @@ from tests.helpers import NOW, failure_of, result_of
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 from twisted_rta.store.flush import FlushService, WindowsNotPersisted
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore

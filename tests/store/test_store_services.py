@@ -10,7 +10,7 @@ from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Counter
 from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 from twisted_rta.store.interface import SchemaTooNewError
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore

@@ -9,10 +9,10 @@ from attrs import define, field, frozen
 from twisted_rta.aggregation.batch import BatchLayout, BatchSummary, layout_for
 from twisted_rta.aggregation.metrics import Metric, MetricSnapshot
 from twisted_rta.aggregation.metricset import MetricSet
-from twisted_rta.aggregation.rollups import Rollups
+from twisted_rta.aggregation.rollups import Rollups, as_sizes
 from twisted_rta.aggregation.rules import DEFAULT_RULES, Rules
 from twisted_rta.aggregation.windows import DEFAULT_WINDOW_LG_K, ClosedWindow, WindowSnapshot
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 
 DEFAULT_GLOBAL_LG_K = 14
 
@@ -48,7 +48,7 @@ class Aggregator:
     (see ``Rollups``). Windows carry the same metric names as the all-time set.
     """
 
-    window_sizes: Sequence[float] = field(converter=tuple)
+    window_sizes: Sequence[float] = field(converter=as_sizes)
     grace: float
     max_dimension_values: int
     started_at: float

@@ -23,7 +23,7 @@ from twisted_rta.aggregation.rules import (
     UNIQUE_USERS,
     Rules,
 )
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 
 
 @define

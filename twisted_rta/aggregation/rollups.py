@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 
 from attrs import define, field
@@ -18,7 +18,12 @@ from twisted_rta.aggregation.windows import (
     WindowSnapshot,
     window_start,
 )
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
+
+
+def as_sizes(sizes: Iterable[float]) -> tuple[float, ...]:
+    """Window sizes as a tuple (a typed attrs converter: plain ``tuple`` loses the type)."""
+    return tuple(sizes)
 
 
 def _check_sizes(_: object, __: object, sizes: tuple[float, ...]) -> None:
@@ -43,7 +48,7 @@ class Rollups:
     per resolution.
     """
 
-    sizes: tuple[float, ...] = field(converter=tuple, validator=_check_sizes)
+    sizes: tuple[float, ...] = field(converter=as_sizes, validator=_check_sizes)
     grace: float
     rules: Rules
     max_dimension_values: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from attrs import field, frozen
@@ -31,7 +32,8 @@ class DimensionRule:
 class AmountRule:
     """A numeric property added to counter ``sum_counter`` and observed by ``histogram``.
 
-    Only real JSON numbers count: bools, numeric strings and non-finite values are ignored.
+    Only real JSON numbers >= 0 count (see ``as_amount``): bools, numeric strings, negative
+    and non-finite values are ignored, so a sum counter never decreases.
     """
 
     property: str
@@ -49,6 +51,10 @@ class TypeRule:
     amounts: tuple[AmountRule, ...] = ()
 
 
+def _type_rules(rules: Iterable[TypeRule]) -> tuple[TypeRule, ...]:
+    return tuple(rules)
+
+
 def _check_types(_: object, __: object, value: tuple[TypeRule, ...]) -> None:
     seen = [rule.event_type for rule in value]
     if len(seen) != len(set(seen)):
@@ -60,7 +66,7 @@ class Rules:
     """The type-specific rules; the generic metrics (total, by type, users, sessions) are
     fixed because stats and the API are defined in terms of them."""
 
-    types: tuple[TypeRule, ...] = field(converter=tuple, validator=_check_types)
+    types: tuple[TypeRule, ...] = field(converter=_type_rules, validator=_check_types)
     # Exact metric name -> kind, built once; also rejects one name used for two kinds.
     _kinds: dict[str, str] = field(init=False, eq=False, repr=False)
     _bases: tuple[str, ...] = field(init=False, eq=False, repr=False)
@@ -112,14 +118,18 @@ class Rules:
 
 
 def as_amount(value: Any) -> float | None:
-    """A finite float for a JSON number (int or float, not bool), else None."""
+    """A finite float >= 0 for a JSON number (int or float, not bool), else None.
+
+    Negative amounts are ignored: sums are exported as Prometheus counters, which must never
+    decrease. (The decoder already rejects a purchase whose amount is not such a number.)
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
         amount = float(value)
     except OverflowError:  # an int beyond float range
         return None
-    return amount if math.isfinite(amount) else None
+    return amount if 0 <= amount < math.inf else None
 
 
 DEFAULT_RULES = Rules(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredQueue
 
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 
 
 @define

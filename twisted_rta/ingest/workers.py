@@ -11,7 +11,7 @@ from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.events import Event
+from twisted_rta.events.model import Event
 from twisted_rta.ingest.queue import IntakeQueue
 
 log = Logger()

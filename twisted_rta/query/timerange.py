@@ -16,6 +16,9 @@ MAX_POINTS = 1500
 # Instants outside 1970..9999 cannot be windows of ours (nor printed as RFC 3339 years).
 EARLIEST, LATEST = 0.0, 253_402_300_799.0
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?(?:ms|s|m|h|d|w|y))$")
+# Epoch milliseconds, as in event timestamps: a plain run of ASCII digits.
+_EPOCH_MILLIS = re.compile(r"[0-9]+", re.ASCII)
+_MAX_MILLIS_DIGITS = 15  # LATEST in milliseconds has 15 digits; longer ones are out of range
 
 
 class RangeError(ValueError):
@@ -28,13 +31,18 @@ class RangeError(ValueError):
 
 
 def parse_instant(text: str, now: float, parameter: str) -> float:
-    """``now``, a relative ``-15m`` / ``-1h`` / ``-7d``, or an RFC 3339 time with an offset."""
+    """``now``, a relative ``-15m`` / ``-1h`` / ``-7d``, an RFC 3339 time with an offset, or
+    epoch milliseconds (a plain integer, as event timestamps take them)."""
     value = text.strip()
     if value == "now":
         return now
     relative = _RELATIVE.match(value)
     if relative:
         return _bounded(now - parse_duration(relative.group(1)), text, parameter)
+    if _EPOCH_MILLIS.fullmatch(value):
+        # int() refuses very long digit strings; such a number is far past 9999 anyway.
+        millis = int(value) if len(value.lstrip("0")) <= _MAX_MILLIS_DIGITS else math.inf
+        return _bounded(millis / 1000, text, parameter)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -42,8 +50,8 @@ def parse_instant(text: str, now: float, parameter: str) -> float:
     if moment is None or moment.tzinfo is None:
         raise RangeError(
             parameter,
-            f"{parameter} must be 'now', a relative time like -1h or -7d, or an RFC 3339 time "
-            f"with an offset; got {text!r}",
+            f"{parameter} must be 'now', a relative time like -1h or -7d, an RFC 3339 time "
+            f"with an offset, or epoch milliseconds; got {text!r}",
         )
     return _bounded(moment.timestamp(), text, parameter)
 

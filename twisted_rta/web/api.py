@@ -12,14 +12,8 @@ from twisted.web.iweb import IRequest
 
 from twisted_rta.aggregation.metrics import metric_class
 from twisted_rta.aggregation.resolution import Resolution
-from twisted_rta.events import (
-    BodyError,
-    Event,
-    EventLimits,
-    RejectedEvent,
-    decode_batch,
-    decode_event,
-)
+from twisted_rta.events.decode import decode_batch, decode_event
+from twisted_rta.events.model import BodyError, Event, EventLimits, RejectedEvent
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.query.service import (

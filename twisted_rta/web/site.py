@@ -13,6 +13,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from twisted_rta.internals import channel_handling_request
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.edge import client_request_id
 from twisted_rta.web.responses import encode_json, error_payload
@@ -126,7 +127,7 @@ class RTAChannel(HTTPChannel):
         self.site.connection_opened()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline is None and not getattr(self, "_handlingRequest", False):
+        if self._deadline is None and not channel_handling_request(self):
             self._deadline = self.site.clock.callLater(self.site.request_timeout, self._too_slow)
         super().dataReceived(data)
 
