@@ -672,7 +672,11 @@ def test_real_responses_conform() -> None:
 
 
 def test_real_refusals_conform() -> None:
-    daemon = make_daemon({"processing": {"buffer_size": 1}})
+    # Not started: no worker takes from the queue, so the second request finds it full.
+    daemon = make_daemon(
+        {"processing": {"buffer_size": 2}, "limits": {"max_batch_events": 2}}, start=False
+    )
+    assert daemon.http.post("/api/v1/events", {"type": "a"}).status == 202
     full = daemon.http.post("/api/v1/events/batch", [{"type": "a"}, {"type": "b"}])
     check("POST", "/api/v1/events/batch", full.status, full.headers, full.body)
     assert (full.status, full.json["code"]) == (503, "queue_full")

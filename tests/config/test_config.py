@@ -195,6 +195,20 @@ def test_errors_name_the_key_path_and_expectation(raw: object, expected: str) ->
     assert error_for(raw) == expected
 
 
+def test_a_buffer_smaller_than_a_full_batch_is_refused() -> None:
+    # The queue takes a batch whole: a full batch over buffer_size would get 503 forever.
+    message = error_for({"processing": {"buffer_size": 999}, "limits": {"max_batch_events": 1000}})
+    assert message == (
+        "processing.buffer_size: must be at least limits.max_batch_events (1000), "
+        "or a full batch could never be queued; got 999"
+    )
+    assert error_for({"processing": {"buffer_size": 500}}).startswith("processing.buffer_size")
+    config = config_from_mapping(
+        {"processing": {"buffer_size": 1000}, "limits": {"max_batch_events": 1000}}
+    )
+    assert config.processing.buffer_size == config.limits.max_batch_events
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.yaml"):
         load_config(tmp_path / "nope.yaml")

@@ -116,6 +116,40 @@ def test_reload_tells_systemd_before_and_after() -> None:
     assert calls == ["RELOADING", "READY"]
 
 
+def test_a_reload_whose_limits_outgrow_the_running_buffer_changes_nothing() -> None:
+    # processing.buffer_size needs a restart; a reloaded max_batch_events above the running
+    # buffer would make every full batch 503 forever, so the reload is refused whole.
+    current = config_from_mapping({"processing": {"buffer_size": 1000}})
+    new = config_from_mapping(
+        {"processing": {"buffer_size": 5000}, "limits": {"max_batch_events": 5000}}
+    )
+    applied: list[Config] = []
+    reloader = Reloader(load=lambda: new, current=current, apply=applied.append)
+    outcome = reloader.reload()
+    assert not outcome.ok
+    assert applied == []
+    assert reloader.current is current
+    (problem,) = outcome.errors
+    assert problem.startswith("processing.buffer_size: must be at least limits.max_batch_events")
+    assert problem.endswith("(with the running values of the keys that need a restart)")
+
+
+def test_a_new_secret_under_the_same_key_name_is_reported_as_applied() -> None:
+    def with_key(secret: str) -> Config:
+        return config_from_mapping(
+            {"auth": {"keys": [{"name": "site", "key": secret, "scopes": ["ingest"]}]}}
+        )
+
+    new = with_key("the-new-secret-key-0002")
+    applied: list[Config] = []
+    reloader = Reloader(
+        load=lambda: new, current=with_key("the-old-secret-key-0001"), apply=applied.append
+    )
+    outcome = reloader.reload()
+    assert (outcome.ok, outcome.applied, outcome.ignored) == (True, ("auth.keys",), ())
+    assert applied == [new]
+
+
 def test_log_level_and_format_change_on_reload() -> None:
     stream = io.StringIO()
     new = attrs.evolve(Config(), logging=attrs.evolve(Config().logging, format="json"))

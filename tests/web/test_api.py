@@ -89,7 +89,9 @@ def test_single_event_larger_than_event_limit_is_413() -> None:
 
 def test_queue_full_single_is_503_with_retry_after() -> None:
     # Not started: no worker takes from the queue, so it stays full.
-    daemon = make_daemon({"processing": {"buffer_size": 1}}, start=False)
+    daemon = make_daemon(
+        {"processing": {"buffer_size": 1}, "limits": {"max_batch_events": 1}}, start=False
+    )
     assert daemon.http.post("/api/v1/events", {"type": "a"}).status == 202
     reply = daemon.http.post("/api/v1/events", {"type": "b"})
     assert reply.status == 503
@@ -145,7 +147,9 @@ def test_batch_over_event_limit_is_413() -> None:
 
 
 def test_batch_that_does_not_fit_is_refused_whole() -> None:
-    daemon = make_daemon({"processing": {"buffer_size": 5}}, start=False)
+    daemon = make_daemon(
+        {"processing": {"buffer_size": 5}, "limits": {"max_batch_events": 5}}, start=False
+    )
     assert daemon.http.post("/api/v1/events/batch", [{"type": "a"}] * 3).status == 202
     reply = daemon.http.post("/api/v1/events/batch", [{"type": "a"}] * 3)
     assert reply.status == 503

@@ -86,7 +86,9 @@ def test_stale_flush_tick_makes_not_ready(daemon: Daemon) -> None:
 
 
 def test_not_ready_when_the_queue_is_over_ninety_percent() -> None:
-    daemon = make_daemon({"processing": {"buffer_size": 10}}, start=False)
+    daemon = make_daemon(
+        {"processing": {"buffer_size": 10}, "limits": {"max_batch_events": 10}}, start=False
+    )
     daemon.service.privilegedStartService()
     for child in daemon.service:
         if child is not daemon.service.workers:

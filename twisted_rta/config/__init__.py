@@ -1,7 +1,8 @@
 """The daemon's configuration: YAML -> frozen attrs Config; every error names its key path.
 
-``parsers`` parse one value, ``schema`` declares the sections and keys, ``loading`` builds a
-Config from a file or mapping, ``summary`` flattens it for the log.
+``parsers`` parse one value, ``schema`` declares the sections and keys (and which a reload may
+change), ``loading`` builds a Config from a file or mapping, ``reloadable`` derives what a reload
+applies, ``summary`` flattens it for the log.
 """
 
 from twisted_rta.config.loading import (
@@ -26,6 +27,7 @@ from twisted_rta.config.parsers import (
     string_list,
     text,
 )
+from twisted_rta.config.reloadable import merge_reloadable, reloadable_keys
 from twisted_rta.config.schema import (
     DEFAULT_RESOLUTIONS,
     SCOPES,
@@ -76,10 +78,12 @@ __all__ = [
     "duration",
     "integer",
     "load_config",
+    "merge_reloadable",
     "network",
     "number",
     "optional",
     "parse_duration",
+    "reloadable_keys",
     "store_url",
     "string_list",
     "summary",

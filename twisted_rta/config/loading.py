@@ -11,7 +11,7 @@ import attrs
 import yaml
 
 from twisted_rta.config.parsers import ConfigError, integer, shown, text
-from twisted_rta.config.schema import Config, ServerConfig, StoreConfig
+from twisted_rta.config.schema import Config, ServerConfig, StoreConfig, relation_errors
 
 
 def _seed_listen(raw: dict[str, Any], path: str) -> dict[str, Any]:
@@ -72,13 +72,19 @@ class ConfigErrors(ConfigError):
         self.errors = errors
 
 
-def config_from_mapping(raw: Any) -> Config:
-    errors: list[ConfigError] = []
-    config = _build(Config, raw, "", errors)
+def raise_errors(errors: list[ConfigError]) -> None:
+    """Raise the one error, or all of them as ConfigErrors; nothing when the list is empty."""
     if len(errors) == 1:
         raise errors[0]
     if errors:
         raise ConfigErrors(errors)
+
+
+def config_from_mapping(raw: Any) -> Config:
+    errors: list[ConfigError] = []
+    config = _build(Config, raw, "", errors)
+    raise_errors(errors)
+    raise_errors(relation_errors(config))
     return config
 
 

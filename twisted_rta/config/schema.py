@@ -27,13 +27,19 @@ from twisted_rta.config.parsers import (
 )
 
 
-def setting(default: Any, parse: Parser, doc: str = "") -> Any:
-    """An attrs field that knows how to parse its YAML value."""
-    return field(default=default, metadata={"parse": parse, "doc": doc})
+def setting(default: Any, parse: Parser, doc: str = "", *, reload: bool | None = None) -> Any:
+    """An attrs field that knows how to parse its YAML value.
+
+    ``reload``: whether a SIGHUP applies a new value to the running daemon; ``None`` takes the
+    enclosing section's mark (see ``reloadable_keys``).
+    """
+    return field(default=default, metadata={"parse": parse, "doc": doc, "reload": reload})
 
 
-def section(cls: type) -> Any:
-    return field(factory=cls, metadata={"section": cls})
+def section(cls: type, *, reload: bool | None = None) -> Any:
+    """A nested section; ``reload`` is the default mark of every key in it (``None``: the
+    enclosing section's, and at the top level: restart only)."""
+    return field(factory=cls, metadata={"section": cls, "reload": reload})
 
 
 @frozen
@@ -48,7 +54,9 @@ class ServerConfig:
     idle_timeout: float = setting(60.0, duration(minimum=0.1))
     max_connections: int = setting(10_000, integer(minimum=1))
     # Peers whose X-Forwarded-For is believed (addresses or CIDR networks).
-    trusted_proxies: tuple[str, ...] = setting((), string_list(item=lambda v, p: network(v, p)))
+    trusted_proxies: tuple[str, ...] = setting(
+        (), string_list(item=lambda v, p: network(v, p)), reload=True
+    )
 
 
 @frozen
@@ -123,7 +131,8 @@ class LimitsConfig:
     max_string_length: int = setting(2048, integer(minimum=1))
     max_future_skew: float = setting(300.0, duration())
     max_event_age: float = setting(604_800.0, duration(minimum=1.0))
-    max_dimension_values: int = setting(10_000, integer(minimum=1))
+    # Baked into the aggregator's metric sets when they are made: restart only.
+    max_dimension_values: int = setting(10_000, integer(minimum=1), reload=False)
 
 
 @frozen
@@ -237,18 +246,38 @@ class RateLimitsConfig:
     ingest: IngestRateConfig = section(IngestRateConfig)
     read: ReadRateConfig = section(ReadRateConfig)
     # Buckets kept at most; the least recently used go first (an address-spraying client
-    # cannot grow memory without bound).
-    max_clients: int = setting(100_000, integer(minimum=1))
+    # cannot grow memory without bound). Restart only: the bucket tables take it when made.
+    max_clients: int = setting(100_000, integer(minimum=1), reload=False)
 
 
 @frozen
 class Config:
+    """The whole config. ``reload=True`` marks what a SIGHUP applies to the running daemon
+    (a key may override its section's mark); everything else waits for a restart."""
+
     server: ServerConfig = section(ServerConfig)
-    logging: LoggingConfig = section(LoggingConfig)
+    logging: LoggingConfig = section(LoggingConfig, reload=True)
     processing: ProcessingConfig = section(ProcessingConfig)
     windows: WindowsConfig = section(WindowsConfig)
-    limits: LimitsConfig = section(LimitsConfig)
+    limits: LimitsConfig = section(LimitsConfig, reload=True)
     store: StoreConfig = section(StoreConfig)
-    cors: CorsConfig = section(CorsConfig)
-    auth: AuthConfig = section(AuthConfig)
-    rate_limits: RateLimitsConfig = section(RateLimitsConfig)
+    cors: CorsConfig = section(CorsConfig, reload=True)
+    auth: AuthConfig = section(AuthConfig, reload=True)
+    rate_limits: RateLimitsConfig = section(RateLimitsConfig, reload=True)
+
+
+def relation_errors(config: Config) -> list[ConfigError]:
+    """Rules between keys of different sections, checked on every Config that will run."""
+    errors: list[ConfigError] = []
+    buffer_size, max_batch = config.processing.buffer_size, config.limits.max_batch_events
+    if buffer_size < max_batch:
+        # The intake queue takes a batch whole or not at all: a full batch that can never fit
+        # would get 503 queue_full (retry later) forever.
+        errors.append(
+            ConfigError(
+                "processing.buffer_size",
+                f"must be at least limits.max_batch_events ({max_batch}), or a full batch "
+                f"could never be queued; got {buffer_size}",
+            )
+        )
+    return errors

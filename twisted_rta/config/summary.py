@@ -8,19 +8,19 @@ from typing import Any
 import attrs
 
 
-def summary(config: Any, prefix: str = "") -> dict[str, Any]:
-    """The effective config as a flat ``section.key`` mapping, secrets redacted (startup log,
-    reload diffs)."""
+def summary(config: Any, prefix: str = "", *, redact: bool = True) -> dict[str, Any]:
+    """The effective config as a flat ``section.key`` mapping, secrets redacted unless
+    ``redact=False`` (startup log; reload diffs compare unredacted values, never log them)."""
     flat: dict[str, Any] = {}
     for value_field in attrs.fields(type(config)):
         value = getattr(config, value_field.name)
         key = f"{prefix}{value_field.name}"
         if "section" in value_field.metadata:
-            flat.update(summary(value, key + "."))
+            flat.update(summary(value, key + ".", redact=redact))
             continue
         if isinstance(value, tuple):
             value = [attrs.asdict(item) if attrs.has(type(item)) else item for item in value]
-        flat[key] = _redact(key, value)
+        flat[key] = _redact(key, value) if redact else value
     return flat
 
 

@@ -7,26 +7,20 @@ from collections.abc import Callable
 import attrs
 from twisted.logger import Logger
 
-from twisted_rta.config import Config, ConfigError, ConfigErrors, summary
+from twisted_rta.config import (
+    Config,
+    ConfigError,
+    ConfigErrors,
+    merge_reloadable,
+    reloadable_keys,
+    summary,
+)
 
 log = Logger()
 
-# Settings the running daemon can take without a restart; everything else (listen
-# addresses, store, windows, workers, and the dimension bound baked into the aggregator)
-# is reported as ignored until restart.
-RUNTIME_PREFIXES = (
-    "logging.",
-    "cors.",
-    "limits.",
-    "auth.",
-    "rate_limits.",
-    "server.trusted_proxies",
-)
-RESTART_ONLY = frozenset({"limits.max_dimension_values", "rate_limits.max_clients"})
 
-
-def runtime_changeable(key: str) -> bool:
-    return key.startswith(RUNTIME_PREFIXES) and key not in RESTART_ONLY
+def _problems(error: ConfigError) -> list[str]:
+    return [str(e) for e in error.errors] if isinstance(error, ConfigErrors) else [str(error)]
 
 
 @attrs.frozen
@@ -65,32 +59,20 @@ class Reloader:
         try:
             new = self._load()
         except ConfigError as error:
-            problems = (
-                [str(e) for e in error.errors] if isinstance(error, ConfigErrors) else [str(error)]
-            )
-            for problem in problems:
-                log.error("reload: {problem}", problem=problem)
-            log.error(
-                "reload failed ({count} errors); the running config is unchanged",
-                count=len(problems),
-            )
-            return ReloadOutcome(ok=False, errors=tuple(problems))
-        old_values, new_values = summary(self.current), summary(new)
+            return self._failed(_problems(error))
+        try:
+            # What may change while running is marked in the config schema (reload=True).
+            effective = merge_reloadable(self.current, new)
+        except ConfigError as error:
+            note = "with the running values of the keys that need a restart"
+            return self._failed([f"{problem} ({note})" for problem in _problems(error)])
+        # Unredacted, so that a new secret under the same key name counts as a change.
+        old_values = summary(self.current, redact=False)
+        new_values = summary(new, redact=False)
         changed = [key for key in new_values if new_values[key] != old_values.get(key)]
-        applied = tuple(key for key in changed if runtime_changeable(key))
-        ignored = tuple(key for key in changed if not runtime_changeable(key))
-        current = self.current
-        effective = attrs.evolve(
-            current,
-            logging=new.logging,
-            cors=new.cors,
-            auth=new.auth,
-            limits=attrs.evolve(
-                new.limits, max_dimension_values=current.limits.max_dimension_values
-            ),
-            rate_limits=attrs.evolve(new.rate_limits, max_clients=current.rate_limits.max_clients),
-            server=attrs.evolve(current.server, trusted_proxies=new.server.trusted_proxies),
-        )
+        reloadable = reloadable_keys()
+        applied = tuple(key for key in changed if key in reloadable)
+        ignored = tuple(key for key in changed if key not in reloadable)
         self._apply(effective)
         self.current = effective
         log.info(
@@ -99,3 +81,12 @@ class Reloader:
             ignored=", ".join(ignored) or "nothing",
         )
         return ReloadOutcome(ok=True, applied=applied, ignored=ignored)
+
+    def _failed(self, problems: list[str]) -> ReloadOutcome:
+        for problem in problems:
+            log.error("reload: {problem}", problem=problem)
+        log.error(
+            "reload failed ({count} errors); the running config is unchanged",
+            count=len(problems),
+        )
+        return ReloadOutcome(ok=False, errors=tuple(problems))
