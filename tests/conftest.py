@@ -14,7 +14,7 @@ from tests.helpers import NOW, HttpClient
 from twisted_rta.config import Config, config_from_mapping
 from twisted_rta.service import RTAService
 from twisted_rta.store.interface import WindowStore
-from twisted_rta.wiring import build_service
+from twisted_rta.wiring import build_daemon
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,7 +45,7 @@ def make_daemon(
     config = config_from_mapping(raw)
     reactor = MemoryReactorClock()
     reactor.advance(NOW)
-    service = build_service(config, reactor, log_observer=None, store=store)
+    service = build_daemon(config, reactor, log_observer=None, store=store).service
     if start:
         service.privilegedStartService()
         service.startService()

@@ -174,7 +174,7 @@ def test_port_in_use_fails_the_start_loudly() -> None:
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
     config = config_from_mapping({"server": {"listen": ["tcp:8080:interface=127.0.0.1"]}})
-    service = wiring.build_service(config, BusyReactor(), log_observer=None)
+    service = wiring.build_daemon(config, BusyReactor(), log_observer=None).service
     with pytest.raises(ListenError, match=r"cannot listen on 'tcp:8080:interface=127\.0\.0\.1'"):
         service.privilegedStartService()
 

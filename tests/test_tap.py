@@ -101,7 +101,7 @@ def test_bad_config_value_names_the_key(tmp_path: Path) -> None:
 def test_build_service_on_a_memory_reactor() -> None:
     reactor = MemoryReactorClock()
     options = parse("--listen", "tcp:8123:interface=127.0.0.1")
-    service = wiring.build_service(options.config, reactor, log_observer=None)
+    service = wiring.build_daemon(options.config, reactor, log_observer=None).service
     assert isinstance(service, RTAService)
     service.privilegedStartService()
     service.startService()

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
+from twisted_rta.ops.status import Lifecycle
 from twisted_rta.store.flush import FlushService
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.retention import RetentionService
@@ -39,6 +40,7 @@ class RTAService(MultiService):
         retention: RetentionService,
         workers: WorkerPool,
         listeners: Sequence[HTTPListener],
+        lifecycle: Lifecycle,
         shutdown_timeout: float,
         monitors: Sequence[Service] = (),
         notify: Service | None = None,
@@ -56,13 +58,11 @@ class RTAService(MultiService):
         self.listeners = tuple(listeners)
         self.shutdown_timeout = shutdown_timeout
         self.log_observer = log_observer
-        self.started_at: float | None = None
-        self.stopping = False
+        self.lifecycle = lifecycle
         # Shared with the composition root, which turns any entry into exit status 1.
         self.shutdown_errors = shutdown_errors if shutdown_errors is not None else []
         self.monitors = tuple(monitors)
         self._on_stopping = on_stopping
-        self.reloader: object | None = None  # set by the composition root (SIGHUP)
         # The notifier comes last so that READY=1 follows the listeners being bound.
         self.notify = notify
         tail = (notify,) if notify is not None else ()
@@ -85,7 +85,7 @@ class RTAService(MultiService):
             parent.setComponent(ILogObserver, self.log_observer)
 
     def startService(self) -> None:
-        self.started_at = self.clock.seconds()
+        self.lifecycle.started_at = self.clock.seconds()
         super().startService()
         log.info(
             "rta ready: {count} listener(s) on {addresses}",
@@ -94,7 +94,7 @@ class RTAService(MultiService):
         )
 
     def stopService(self) -> Deferred[None]:
-        self.stopping = True
+        self.lifecycle.stopping = True
         Service.stopService(self)
         stopping = ensureDeferred(self._stop_in_order())
         stopping.addTimeout(self.shutdown_timeout, self.clock)
@@ -127,7 +127,7 @@ class RTAService(MultiService):
         if failure.check(TimeoutError):
             reason = (
                 f"shutdown did not finish within {self.shutdown_timeout:g}s; "
-                f"{len(self.flush.pending)} windows not persisted"
+                f"{self.flush.pending_count} windows not persisted"
             )
         else:
             reason = f"shutdown step failed: {failure.getErrorMessage()}"

@@ -22,9 +22,8 @@ from twisted_rta.config import (
     text,
 )
 from twisted_rta.ops.logs import make_observer
-from twisted_rta.ops.reload import Reloader
 from twisted_rta.ops.systemd import SystemdNotifier
-from twisted_rta.wiring import build_service
+from twisted_rta.wiring import build_daemon
 
 log = Logger()
 
@@ -107,15 +106,14 @@ def makeService(options: Options) -> IService:
     observer = make_observer(
         _log_stream(options), log_format=config.logging.format, level=config.logging.level
     )
-    service = build_service(
+    daemon = build_daemon(
         config,
         reactor,
         observer,
         notifier=SystemdNotifier.from_environ(os.environ),
         reload_config=lambda: _apply_overrides(load_config(options["config"]), options),
     )
-    reloader = service.reloader
-    assert isinstance(reloader, Reloader)
+    reload = daemon.reloader.reload
     # The handler only schedules: the reload itself runs on the reactor thread.
-    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reloader.reload))
-    return service
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))
+    return daemon.service

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from attrs import frozen
 from twisted.logger import Logger
 
 from twisted_rta import __version__
@@ -27,11 +28,12 @@ from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
 from twisted_rta.internals import clear_exit_signal
 from twisted_rta.ops.exposition import DaemonCollector
-from twisted_rta.ops.health import LoadMonitor, Readiness, check_readiness
+from twisted_rta.ops.health import LoadMonitor, Readiness, readiness_of
 from twisted_rta.ops.logs import LineObserver
 from twisted_rta.ops.notify import NotifyService, StatusLine
 from twisted_rta.ops.reactor_lag import ReactorLagMonitor
 from twisted_rta.ops.reload import Reloader
+from twisted_rta.ops.status import Lifecycle, ListenerState, StatusSource
 from twisted_rta.ops.systemd import SystemdNotifier
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.query.service import QueryService
@@ -65,29 +67,61 @@ def open_store(config: Config, reactor: Any, environ: Mapping[str, str]) -> Wind
     )
 
 
-def build_service(
+@frozen
+class Pipeline:
+    """Accepted events on their way to the store: queue -> workers -> aggregator -> flush."""
+
+    aggregator: Aggregator
+    queue: IntakeQueue
+    store_service: StoreService
+    flush: FlushService
+    retention: RetentionService
+    workers: WorkerPool
+
+
+@frozen
+class Monitors:
+    """Periodic measurements of the running daemon."""
+
+    load: LoadMonitor
+    lag: ReactorLagMonitor
+
+
+@frozen
+class Http:
+    """The HTTP side: the site with its edge and apps, and one listener per endpoint."""
+
+    site: RTASite
+    edge: EdgeResource
+    api: ApiApp  # its event limits are swapped on reload
+    limiters: RequestLimiters
+    feed: LiveFeed
+    listeners: tuple[HTTPListener, ...]
+
+
+@frozen
+class Daemon:
+    """The daemon as twistd runs it: the service tree, and the reloader SIGHUP calls."""
+
+    service: RTAService
+    reloader: Reloader
+
+
+def build_daemon(
     config: Config,
     reactor: Any,
     log_observer: LineObserver | None,
+    *,
     store: WindowStore | None = None,
     notifier: SystemdNotifier | None = None,
     reload_config: Callable[[], Config] | None = None,
-) -> RTAService:
+) -> Daemon:
     """Wire every piece of the daemon for ``config`` on ``reactor``.
 
     ``store`` and ``notifier`` replace the ones the config and environment would give
     (tests); ``reload_config`` re-reads the config for SIGHUP.
     """
     notifier = notifier or SystemdNotifier(None)
-    now = reactor.seconds()
-    resolutions = config.windows.resolutions
-    aggregator = Aggregator(
-        window_sizes=tuple(resolution.size for resolution in resolutions),
-        grace=config.windows.grace,
-        max_dimension_values=config.limits.max_dimension_values,
-        started_at=now,
-    )
-    queue = IntakeQueue(capacity=config.processing.buffer_size)
     if store is None:
         store = open_store(config, reactor, os.environ)
     shutdown_errors: list[str] = []
@@ -96,15 +130,94 @@ def build_service(
         shutdown_errors.append(reason)
         reactor.stop()
 
+    telemetry = Telemetry()
+    pipeline = build_pipeline(config, reactor, store, telemetry, on_fatal=fatal)
+    monitors = build_monitors(config, reactor, pipeline, telemetry)
+    lifecycle = Lifecycle()
+    listener_states = tuple(ListenerState(endpoint) for endpoint in config.server.listen)
+    status = StatusSource(
+        aggregator=pipeline.aggregator,
+        queue=pipeline.queue,
+        workers=pipeline.workers,
+        flush=pipeline.flush,
+        store_service=pipeline.store_service,
+        retention=pipeline.retention,
+        lifecycle=lifecycle,
+        listeners=listener_states,
+        load=monitors.load,
+    )
+    telemetry.registry.register(
+        DaemonCollector(
+            status=lambda: status.snapshot(reactor.seconds()),
+            analytics=pipeline.aggregator.metrics,
+            rules=pipeline.aggregator.rules,
+        )
+    )
+    http = build_http(config, reactor, pipeline, status, telemetry, listener_states)
+    notify = NotifyService(
+        notifier,
+        clock=reactor,
+        reactor_lag=lambda: monitors.lag.last_lag,
+        status=StatusLine(lambda: status.snapshot(reactor.seconds())).render,
+    )
+    service = RTAService(
+        clock=reactor,
+        queue=pipeline.queue,
+        store_service=pipeline.store_service,
+        flush=pipeline.flush,
+        retention=pipeline.retention,
+        workers=pipeline.workers,
+        listeners=http.listeners,
+        lifecycle=lifecycle,
+        monitors=(monitors.load, monitors.lag, http.feed),
+        shutdown_timeout=config.server.shutdown_timeout,
+        log_observer=log_observer,
+        shutdown_errors=shutdown_errors,
+        notify=notify,
+        on_stopping=notifier.stopping,
+    )
+    reloader = build_reloader(config, http, log_observer, notifier, reload_config)
+    # Only the error list, not the service: a reference from the reactor would keep every
+    # sketch alive past interpreter teardown (nanobind then prints leak warnings).
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, shutdown_errors)
+    log.info(
+        # The node id is known once the store has granted its lease: "store open (node ...)".
+        "twisted-rta {version} starting with {config}",
+        version=__version__,
+        config=summary(config),
+    )
+    if not config.auth.keys:
+        log.warn(
+            "no API keys configured (auth.keys): every route is open to anyone who can "
+            "reach the listen addresses"
+        )
+    return Daemon(service, reloader)
+
+
+def build_pipeline(
+    config: Config,
+    reactor: Any,
+    store: WindowStore,
+    telemetry: Telemetry,
+    *,
+    on_fatal: Callable[[str], None],
+) -> Pipeline:
+    resolutions = config.windows.resolutions
+    aggregator = Aggregator(
+        window_sizes=tuple(resolution.size for resolution in resolutions),
+        grace=config.windows.grace,
+        max_dimension_values=config.limits.max_dimension_values,
+        started_at=reactor.seconds(),
+    )
+    queue = IntakeQueue(capacity=config.processing.buffer_size)
     store_service = StoreService(
         store,
         aggregator,
         clock=reactor,
         retry_initial=config.store.retry_initial,
         retry_max=config.store.retry_max,
-        on_fatal=fatal,
+        on_fatal=on_fatal,
     )
-    telemetry = Telemetry()
     flush = FlushService(
         aggregator,
         store_service,
@@ -126,6 +239,13 @@ def build_service(
     workers = WorkerPool(
         queue, aggregator, clock=reactor, worker_count=config.processing.worker_count
     )
+    return Pipeline(aggregator, queue, store_service, flush, retention, workers)
+
+
+def build_monitors(
+    config: Config, reactor: Any, pipeline: Pipeline, telemetry: Telemetry
+) -> Monitors:
+    workers, flush = pipeline.workers, pipeline.flush
     load = LoadMonitor(
         clock=reactor,
         interval=config.windows.flush_interval,
@@ -133,38 +253,40 @@ def build_service(
         flush_seconds=lambda: flush.last_duration,
     )
     lag = ReactorLagMonitor(clock=reactor, interval=1.0, observe=telemetry.reactor_lag.observe)
-    telemetry.registry.register(
-        DaemonCollector(
-            aggregator=aggregator,
-            rules=aggregator.rules,
-            queue=queue,
-            workers=workers,
-            flush=flush,
-            store_service=store_service,
-            retention=retention,
-            clock_seconds=reactor.seconds,
-        )
-    )
-    holder: list[RTAService] = []
+    return Monitors(load, lag)
+
+
+def build_http(
+    config: Config,
+    reactor: Any,
+    pipeline: Pipeline,
+    status: StatusSource,
+    telemetry: Telemetry,
+    listener_states: tuple[ListenerState, ...],
+) -> Http:
+    resolutions = config.windows.resolutions
+    flush = pipeline.flush
 
     def readiness() -> Readiness:
-        return check_readiness(holder[0], load, reactor.seconds())
+        return readiness_of(status.snapshot(reactor.seconds()))
 
     ops = OpsApp(clock=reactor, readiness=readiness, registry=telemetry.registry)
     query = QueryService(
-        aggregator=aggregator,
+        aggregator=pipeline.aggregator,
         flush=flush,
-        store_service=store_service,
-        queue=queue,
+        store_service=pipeline.store_service,
         resolutions=resolutions,
+        status=status.snapshot,
     )
-    figures = LiveFigures(query=query, readiness=readiness, clock=reactor, resolutions=resolutions)
+    figures = LiveFigures(
+        query=query, status=status.snapshot, clock=reactor, resolutions=resolutions
+    )
     feed = LiveFeed(clock=reactor, snapshot=figures.snapshot)
     dashboard = DashboardApp(feed=feed)
     limiters = RequestLimiters(config.rate_limits)
     api = ApiApp(
         clock=reactor,
-        queue=queue,
+        queue=pipeline.queue,
         query=query,
         limits=config.limits,
         resolutions=resolutions,
@@ -190,62 +312,36 @@ def build_service(
         idle_timeout=config.server.idle_timeout,
         max_connections=config.server.max_connections,
     )
-    listeners = [HTTPListener(reactor, endpoint, site) for endpoint in config.server.listen]
-    notify = NotifyService(
-        notifier,
-        clock=reactor,
-        reactor_lag=lambda: lag.last_lag,
-        status=StatusLine(queue, workers, flush).render,
+    listeners = tuple(
+        HTTPListener(reactor, state.description, site, state) for state in listener_states
     )
-    service = RTAService(
-        clock=reactor,
-        queue=queue,
-        store_service=store_service,
-        flush=flush,
-        retention=retention,
-        workers=workers,
-        listeners=listeners,
-        monitors=(load, lag, feed),
-        shutdown_timeout=config.server.shutdown_timeout,
-        log_observer=log_observer,
-        shutdown_errors=shutdown_errors,
-        notify=notify,
-        on_stopping=notifier.stopping,
-    )
-    holder.append(service)
+    return Http(site, edge, api, limiters, feed, listeners)
 
+
+def build_reloader(
+    config: Config,
+    http: Http,
+    log_observer: LineObserver | None,
+    notifier: SystemdNotifier,
+    reload_config: Callable[[], Config] | None,
+) -> Reloader:
     def apply(new: Config) -> None:
-        """Swap in what may change while running (see reload.RUNTIME_PREFIXES)."""
+        """Swap in what may change while running (the schema marks it reloadable)."""
         if log_observer is not None:
             log_observer.configure(log_format=new.logging.format, level=new.logging.level)
-        site.access_log = new.logging.access_log
-        site.max_body_bytes = new.limits.max_body_bytes
-        edge.policy = AccessPolicy.from_config(new)
-        limiters.configure(new.rate_limits)
-        api.limits = new.limits
+        http.site.access_log = new.logging.access_log
+        http.site.max_body_bytes = new.limits.max_body_bytes
+        http.edge.policy = AccessPolicy.from_config(new)
+        http.limiters.configure(new.rate_limits)
+        http.api.limits = new.limits
 
-    service.reloader = Reloader(
+    return Reloader(
         load=reload_config or (lambda: config),
         current=config,
         apply=apply,
         before=lambda: notifier.reloading(time.monotonic_ns() // 1000),
         after=lambda: notifier.ready(),
     )
-    # Only the error list, not the service: a reference from the reactor would keep every
-    # sketch alive past interpreter teardown (nanobind then prints leak warnings).
-    reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, shutdown_errors)
-    log.info(
-        "twisted-rta {version} starting as node {node_id} with {config}",
-        version=__version__,
-        node_id=store.node_id,
-        config=summary(config),
-    )
-    if not config.auth.keys:
-        log.warn(
-            "no API keys configured (auth.keys): every route is open to anyone who can "
-            "reach the listen addresses"
-        )
-    return service
 
 
 def _exit_status(reactor: Any, shutdown_errors: list[str]) -> None:

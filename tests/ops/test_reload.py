@@ -11,10 +11,10 @@ from tests.helpers import NOW, HttpClient
 from twisted_rta.config import Config, ConfigError, config_from_mapping
 from twisted_rta.ops.logs import make_observer
 from twisted_rta.ops.reload import Reloader
-from twisted_rta.wiring import build_service
+from twisted_rta.wiring import Daemon, build_daemon
 
 
-def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Any, HttpClient]:
+def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Daemon, HttpClient]:
     from twisted.internet.testing import MemoryReactorClock
 
     config = config_from_mapping(
@@ -27,10 +27,10 @@ def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Any, Ht
     reactor = MemoryReactorClock()
     reactor.advance(NOW)
     observer = make_observer(stream or io.StringIO(), log_format="console", level="info")
-    service = build_service(config, reactor, observer, reload_config=loader)
-    service.privilegedStartService()
-    service.startService()
-    return service, HttpClient(service.listeners[0].factory.resource)
+    daemon = build_daemon(config, reactor, observer, reload_config=loader)
+    daemon.service.privilegedStartService()
+    daemon.service.startService()
+    return daemon, HttpClient(daemon.service.listeners[0].factory.resource)
 
 
 def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:
@@ -44,14 +44,14 @@ def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:
         }
     )
     stream = io.StringIO()
-    service, http = daemon_with(lambda: new, stream)
+    daemon, http = daemon_with(lambda: new, stream)
     assert (
         http.get("/health", headers={"Origin": "https://old.example"}).header(
             "Access-Control-Allow-Origin"
         )
         == "https://old.example"
     )
-    outcome = service.reloader.reload()
+    outcome = daemon.reloader.reload()
     assert outcome.ok
     assert set(outcome.applied) == {
         "cors.query.allowed_origins",
@@ -70,8 +70,8 @@ def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:
     )
     too_many = http.post("/api/v1/events/batch", [{"type": "a"}] * 3)
     assert (too_many.status, too_many.json["code"]) == (413, "batch_too_large")
-    assert service.listeners[0].description == "tcp:0"  # needs a restart
-    assert service.reloader.current.limits.max_dimension_values == 10_000
+    assert daemon.service.listeners[0].description == "tcp:0"  # needs a restart
+    assert daemon.reloader.current.limits.max_dimension_values == 10_000
 
 
 def test_a_bad_file_keeps_the_running_config_and_lists_every_error(
@@ -82,12 +82,12 @@ def test_a_bad_file_keeps_the_running_config_and_lists_every_error(
             {"cors": {"query": {"allowed_origins": 5}}, "logging": {"level": "x"}}
         )
 
-    service, http = daemon_with(broken)
-    before = service.reloader.current
-    outcome = service.reloader.reload()
+    daemon, http = daemon_with(broken)
+    before = daemon.reloader.current
+    outcome = daemon.reloader.reload()
     assert not outcome.ok
     assert len(outcome.errors) == 2
-    assert service.reloader.current is before
+    assert daemon.reloader.current is before
     assert (
         http.get("/health", headers={"Origin": "https://old.example"}).header(
             "Access-Control-Allow-Origin"
@@ -153,7 +153,7 @@ def test_a_new_secret_under_the_same_key_name_is_reported_as_applied() -> None:
 def test_log_level_and_format_change_on_reload() -> None:
     stream = io.StringIO()
     new = attrs.evolve(Config(), logging=attrs.evolve(Config().logging, format="json"))
-    service, _http = daemon_with(
+    daemon, _http = daemon_with(
         lambda: attrs.evolve(
             new,
             server=attrs.evolve(new.server, listen=("tcp:0",)),
@@ -161,12 +161,12 @@ def test_log_level_and_format_change_on_reload() -> None:
         ),
         stream,
     )
-    service.reloader.reload()
+    daemon.reloader.reload()
     from twisted.logger import Logger, globalLogPublisher
 
-    globalLogPublisher.addObserver(service.log_observer)
+    globalLogPublisher.addObserver(daemon.service.log_observer)
     try:
         Logger(namespace="probe").info("after reload")
     finally:
-        globalLogPublisher.removeObserver(service.log_observer)
+        globalLogPublisher.removeObserver(daemon.service.log_observer)
     assert '"message":"after reload"' in stream.getvalue()

@@ -4,6 +4,7 @@ them pending while the store fails, and never writes a window twice."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -15,6 +16,7 @@ from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.events.model import Event
 from twisted_rta.store.flush import FlushService, WindowsNotPersisted
+from twisted_rta.store.interface import StoredMetric
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore
 
@@ -40,7 +42,11 @@ class CountingStore(MemoryWindowStore):
 
 
 def setup(
-    clock: Clock, aggregator: Aggregator | None = None, *, max_pending: int = 100
+    clock: Clock,
+    aggregator: Aggregator | None = None,
+    *,
+    max_pending: int = 100,
+    interval: float = 5.0,
 ) -> tuple[FlushService, Aggregator, CountingStore]:
     clock.advance(MINUTE + 1)
     aggregator = aggregator or Aggregator(
@@ -60,11 +66,12 @@ def setup(
         aggregator,
         store_service,
         clock=clock,
-        interval=5.0,
+        interval=interval,
         max_pending=max_pending,
         retry_initial=1.0,
         retry_max=8.0,
         keep_recent=10,
+        jitter=lambda: 0.0,
     )
     return flush, aggregator, store
 
@@ -94,7 +101,7 @@ def test_window_is_written_once_after_end_plus_grace() -> None:
     ticks(clock, 6)
     assert written_starts(store) == [MINUTE]  # closed exactly once
     assert flush.windows_written == 1
-    assert [window.start for window in flush.recent] == [MINUTE]
+    assert [window.start for window in flush.recently_closed()] == [MINUTE]
 
 
 def test_totals_are_written_with_the_windows() -> None:
@@ -131,7 +138,7 @@ def test_a_failing_tick_is_counted_and_the_loop_keeps_running() -> None:
     assert flush.failures == 1
     assert flush.alive
     ticks(clock, 14)
-    assert flush.ticks == 15
+    assert flush.periodic.ticks == 15
     assert written_starts(store) == [MINUTE]
 
 
@@ -143,14 +150,14 @@ def test_failed_writes_stay_pending_and_are_written_once_when_the_store_returns(
     store.available = False
     flush.startService()
     ticks(clock, 28)  # both minutes are due, every write fails
-    assert [window.start for window in flush.pending] == [MINUTE, MINUTE + 60]
+    assert flush.pending_count == 2 and written_starts(store) == []
     assert flush.backlogged
     assert flush.write_failures >= 2
     assert flush.last_error == "memory store marked unavailable"
     store.available = True
     ticks(clock, 3)  # the backoff is at most 8s
     assert written_starts(store) == [MINUTE, MINUTE + 60]
-    assert flush.pending == []
+    assert flush.pending_count == 0
     assert not flush.backlogged
     assert flush.last_error is None
     ticks(clock, 5)
@@ -169,6 +176,55 @@ def test_backoff_grows_between_failed_attempts() -> None:
         attempts.append(flush.write_failures)
     # The loop ticks every 5s but writes back off 1, 2, 4, 8, 8 ... seconds.
     assert attempts[-1] < 12
+
+
+def test_write_retries_follow_the_backoff_policy_and_reset_after_success() -> None:
+    clock = Clock()
+    # Ticks every 0.5 s, so the backoff alone spaces the attempts.
+    flush, aggregator, store = setup(clock, interval=0.5)
+    aggregator.add(event(MINUTE + 2), clock.seconds())
+    store.available = False
+    flush.startService()
+    failed_at = []
+    for _ in range(80):
+        before = flush.write_failures
+        clock.advance(0.5)
+        if flush.write_failures > before:
+            failed_at.append(clock.seconds())
+    gaps = [round(b - a) for a, b in pairwise(failed_at)]
+    # Due at the first tick after MINUTE + 70 (grace 10): then 1, 2, 4, 8, 8 ... apart.
+    assert gaps[:5] == [1, 2, 4, 8, 8]
+    store.available = True
+    clock.advance(8.5)
+    assert flush.pending_count == 0 and flush.last_error is None
+    store.available = False
+    aggregator.add(event(MINUTE + 122), clock.seconds())
+    clock.advance(120)
+    first = flush.write_failures
+    clock.advance(1.0)
+    assert flush.write_failures == first + 1  # back to the initial 1 s delay
+
+
+def test_history_waits_for_a_write_in_flight_and_sees_each_window_once() -> None:
+    clock = Clock()
+    flush, aggregator, store = setup(clock)
+    aggregator.add(event(MINUTE + 2), clock.seconds())
+    flush.startService()
+    ticks(clock, 13)  # MINUTE+66: the totals are written, the minute is not due yet
+    store.held = Deferred()
+    held = store.held
+    ticks(clock, 1)  # the minute is due and its write is in flight
+    assert flush.pending_count == 1
+
+    def read() -> Deferred[list[StoredMetric]]:
+        return store.read_windows(60, MINUTE, MINUTE + 60, names=None, prefix=None)
+
+    answer = Deferred.fromCoroutine(flush.history(read, 60.0, MINUTE, MINUTE + 60))
+    assert not answer.called  # the lock is held by the write
+    held.callback(None)
+    rows, pending = result_of(answer)
+    assert pending == []
+    assert {row.window_start for row in rows} == {MINUTE}
 
 
 def test_final_flush_closes_open_windows_once() -> None:
@@ -221,7 +277,7 @@ def test_recent_keeps_only_normal_windows(delta: int) -> None:
     aggregator.add(event(MINUTE + delta), clock.seconds())  # late: its minute is closed
     ticks(clock, 1)
     assert [w.late for batch in store.writes for w in batch] == [False, True]
-    assert len(flush.recent) == 1
+    assert len(flush.recently_closed()) == 1
 
 
 def test_final_flush_with_nothing_counted_succeeds_even_without_a_store() -> None:

@@ -143,7 +143,7 @@ def test_retention_waits_for_the_store_and_survives_failures() -> None:
     assert svc.opened
     store.available = False
     assert result_of(Deferred.fromCoroutine(retention.run_once())) == 0
-    assert retention.failures == 1
+    assert retention.delete_failures == 1
 
 
 def test_try_open_attempts_at_once_instead_of_waiting_for_the_backoff() -> None:

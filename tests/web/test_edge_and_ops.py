@@ -78,7 +78,7 @@ def test_not_ready_once_shutdown_begins(daemon: Daemon) -> None:
 def test_stale_flush_tick_makes_not_ready(daemon: Daemon) -> None:
     daemon.reactor.advance(5.0)  # one tick
     assert daemon.http.get("/ready").status == 200
-    daemon.service.flush.last_tick_at = daemon.reactor.seconds() - 11.0
+    daemon.service.flush.periodic.last_tick_at = daemon.reactor.seconds() - 11.0
     reply = daemon.http.get("/ready")
     assert reply.status == 503
     assert failing(reply) == {"flush"}

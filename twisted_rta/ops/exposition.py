@@ -1,6 +1,7 @@
 """Prometheus exposition: the daemon's state and its analytics metrics as metric families.
 
-Read at scrape time on the reactor thread, so a scrape is a consistent snapshot. The
+Read at scrape time on the reactor thread from one status snapshot (ops/status.py), so a
+scrape is consistent and agrees with /ready and /api/v1/stats. The
 analytics metrics are this node's all-time values (Prometheus adds the instance label;
 sum counters across nodes in PromQL, but never sum unique counts).
 """
@@ -19,14 +20,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.samples import Sample
 
-from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import MetricSnapshot
 from twisted_rta.aggregation.rules import EVENTS_BY_TYPE, Rules
-from twisted_rta.ingest.queue import IntakeQueue
-from twisted_rta.ingest.workers import WorkerPool
-from twisted_rta.store.flush import FlushService
-from twisted_rta.store.lifecycle import StoreService
-from twisted_rta.store.retention import RetentionService
+from twisted_rta.ops.status import DaemonStatus
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.95", "p95"), ("0.99", "p99"))
@@ -49,76 +45,66 @@ def dimension_labels(rules: Rules) -> dict[str, str]:
 
 @frozen(eq=False)  # the registry keys collectors by identity
 class DaemonCollector:
-    """A prometheus_client collector over the running daemon's parts."""
+    """A prometheus_client collector over one status snapshot and this node's metrics."""
 
-    aggregator: Aggregator
+    status: Callable[[], DaemonStatus]
+    analytics: Callable[[], Mapping[str, MetricSnapshot]]
     rules: Rules
-    queue: IntakeQueue
-    workers: WorkerPool
-    flush: FlushService
-    store_service: StoreService
-    retention: RetentionService
-    clock_seconds: Callable[[], float]
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._self_metrics()
-        yield from analytics_families(self.aggregator.metrics(), self.rules)
+        yield from self_metrics(self.status())
+        yield from analytics_families(self.analytics(), self.rules)
 
-    def _self_metrics(self) -> Iterator[Metric]:
-        now = self.clock_seconds()
-        stats = self.aggregator.stats(now)
-        yield _gauge("rta_queue_depth", "Events waiting in the intake queue", self.queue.depth)
-        yield _gauge(
-            "rta_queue_capacity", "Capacity of the intake queue in events", self.queue.capacity
-        )
-        yield _counter(
-            "rta_batches_processed",
-            "Queued batches aggregated by the workers",
-            self.workers.batches_processed,
-        )
-        yield _counter(
-            "rta_events_aggregated",
-            "Events aggregated by the workers",
-            self.workers.processed_events,
-        )
-        yield _counter(
-            "rta_worker_busy_seconds",
-            "Time the workers spent aggregating",
-            self.workers.busy_seconds,
-        )
-        yield _counter(
-            "rta_worker_failed_batches",
-            "Batches whose aggregation raised",
-            self.workers.failed_batches,
-        )
-        yield _gauge("rta_windows_open", "Open windows at every resolution", stats.active_windows)
-        yield _counter(
-            "rta_windows_written", "Closed windows written to the store", self.flush.windows_written
-        )
-        yield _gauge(
-            "rta_windows_pending", "Closed windows waiting to be written", len(self.flush.pending)
-        )
-        errors = CounterMetricFamily(
-            "rta_store_errors", "Failed store operations", labels=["operation"]
-        )
-        errors.add_metric(["write"], self.flush.write_failures)
-        errors.add_metric(["open"], self.store_service.open_failures)
-        errors.add_metric(["retention"], self.retention.failures)
-        yield errors
-        yield _counter("rta_flush_tick_failures", "Flush ticks that raised", self.flush.failures)
-        yield _gauge(
-            "rta_store_open", "1 when the window store is open", int(self.store_service.opened)
-        )
-        yield _counter(
-            "rta_late_events", "Events for windows that had already closed", stats.late_events
-        )
-        overflow = CounterMetricFamily(
-            "rta_dimension_overflow", "Events counted under <base>:__other__", labels=["base"]
-        )
-        for base, count in sorted(stats.dimension_overflow_by_base.items()):
-            overflow.add_metric([base], count)
-        yield overflow
-        yield _gauge("rta_uptime_seconds", "Seconds since the daemon started", stats.uptime_seconds)
+
+def self_metrics(status: DaemonStatus) -> Iterator[Metric]:
+    """The daemon's own state as metric families."""
+    aggregation = status.aggregation
+    yield _gauge("rta_queue_depth", "Events waiting in the intake queue", status.queue_depth)
+    yield _gauge(
+        "rta_queue_capacity", "Capacity of the intake queue in events", status.queue_capacity
+    )
+    yield _counter(
+        "rta_batches_processed",
+        "Queued batches aggregated by the workers",
+        status.batches_processed,
+    )
+    yield _counter(
+        "rta_events_aggregated", "Events aggregated by the workers", status.events_aggregated
+    )
+    yield _counter(
+        "rta_worker_busy_seconds", "Time the workers spent aggregating", status.worker_busy_seconds
+    )
+    yield _counter(
+        "rta_worker_failed_batches",
+        "Batches whose aggregation raised",
+        status.worker_failed_batches,
+    )
+    yield _gauge("rta_windows_open", "Open windows at every resolution", aggregation.active_windows)
+    yield _counter(
+        "rta_windows_written", "Closed windows written to the store", status.windows_written
+    )
+    yield _gauge(
+        "rta_windows_pending", "Closed windows waiting to be written", status.pending_windows
+    )
+    errors = CounterMetricFamily(
+        "rta_store_errors", "Failed store operations", labels=["operation"]
+    )
+    errors.add_metric(["write"], status.write_failures)
+    errors.add_metric(["open"], status.store_open_failures)
+    errors.add_metric(["retention"], status.retention_failures)
+    yield errors
+    yield _counter("rta_flush_tick_failures", "Flush ticks that raised", status.flush_failures)
+    yield _gauge("rta_store_open", "1 when the window store is open", int(status.store_open))
+    yield _counter(
+        "rta_late_events", "Events for windows that had already closed", aggregation.late_events
+    )
+    overflow = CounterMetricFamily(
+        "rta_dimension_overflow", "Events counted under <base>:__other__", labels=["base"]
+    )
+    for base, count in sorted(aggregation.dimension_overflow_by_base.items()):
+        overflow.add_metric([base], count)
+    yield overflow
+    yield _gauge("rta_uptime_seconds", "Seconds since the daemon started", status.uptime_seconds)
 
 
 def analytics_families(snapshots: Mapping[str, MetricSnapshot], rules: Rules) -> Iterator[Metric]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from attrs import frozen
-from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
-from twisted_rta.service import RTAService
+from twisted_rta.ops.status import DaemonStatus
+from twisted_rta.periodic import PeriodicService
 
 QUEUE_LIMIT = 0.9  # share of the intake queue in use above which we stop being ready
 LOAD_LIMIT = 0.7  # share of each flush interval spent flushing plus aggregating
@@ -34,7 +33,7 @@ class Readiness:
         return {name: check.as_dict() for name, check in self.checks.items()}
 
 
-class LoadMonitor(Service):
+class LoadMonitor(PeriodicService):
     """Every flush interval: the share of it spent flushing plus aggregating."""
 
     name = "load"
@@ -47,94 +46,81 @@ class LoadMonitor(Service):
         busy_seconds: Callable[[], float],
         flush_seconds: Callable[[], float],
     ) -> None:
-        self.interval = interval
+        super().__init__(clock=clock, interval=interval)
         self._busy_seconds = busy_seconds
         self._flush_seconds = flush_seconds
         self._last_busy = 0.0
-        self._loop = LoopingCall(self._sample)
-        self._loop.clock = clock
         self.load = 0.0
 
     def startService(self) -> None:
-        super().startService()
         self._last_busy = self._busy_seconds()
-        self._loop.start(self.interval, now=False)
+        super().startService()
 
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-
-    def _sample(self) -> None:
+    def tick(self) -> None:
         busy = self._busy_seconds()
         self.load = (busy - self._last_busy + self._flush_seconds()) / self.interval
         self._last_busy = busy
 
 
-def check_readiness(service: RTAService, load: LoadMonitor, now: float) -> Readiness:
+def readiness_of(status: DaemonStatus) -> Readiness:
+    """Each check of the running parts with its figure, from one status snapshot."""
     checks = {
-        "shutdown": Check(not service.stopping, "shutting down" if service.stopping else "running"),
-        "listening": _listening(service),
-        "workers": _workers(service),
-        "queue": _queue(service),
-        "load": _load(load),
-        "flush": _flush(service, now),
-        "store": _store(service),
+        "shutdown": Check(not status.stopping, "shutting down" if status.stopping else "running"),
+        "listening": _listening(status),
+        "workers": _workers(status),
+        "queue": _queue(status),
+        "load": _load(status),
+        "flush": _flush(status),
+        "store": _store(status),
     }
     return Readiness(all(check.ok for check in checks.values()), checks)
 
 
-def _listening(service: RTAService) -> Check:
-    unbound = [listener.description for listener in service.listeners if listener.port is None]
-    bound = len(service.listeners) - len(unbound)
-    detail = f"{bound} of {len(service.listeners)} listeners bound"
+def _listening(status: DaemonStatus) -> Check:
+    unbound = [endpoint for endpoint, address in status.listeners if address is None]
+    detail = f"{len(status.listeners) - len(unbound)} of {len(status.listeners)} listeners bound"
+    if unbound:
+        return Check(False, f"{detail}; not listening on {', '.join(unbound)}")
+    return Check(True, detail)
+
+
+def _workers(status: DaemonStatus) -> Check:
     return Check(
-        not unbound, detail + (f"; not listening on {', '.join(unbound)}" if unbound else "")
+        status.workers_alive == status.worker_count,
+        f"{status.workers_alive} of {status.worker_count} workers running",
     )
 
 
-def _workers(service: RTAService) -> Check:
-    workers = service.workers
-    running = workers.alive if workers.running else 0
-    return Check(
-        running == workers.worker_count, f"{running} of {workers.worker_count} workers running"
-    )
-
-
-def _queue(service: RTAService) -> Check:
-    queue = service.queue
-    share = queue.depth / queue.capacity
+def _queue(status: DaemonStatus) -> Check:
+    share = status.queue_depth / status.queue_capacity
     return Check(
         share <= QUEUE_LIMIT,
-        f"{queue.depth} of {queue.capacity} events queued ({share:.0%}; limit {QUEUE_LIMIT:.0%})",
+        f"{status.queue_depth} of {status.queue_capacity} events queued ({share:.0%}; "
+        f"limit {QUEUE_LIMIT:.0%})",
     )
 
 
-def _load(load: LoadMonitor) -> Check:
+def _load(status: DaemonStatus) -> Check:
     return Check(
-        load.load <= LOAD_LIMIT,
-        f"{load.load:.0%} of the last flush interval spent flushing and aggregating "
+        status.load <= LOAD_LIMIT,
+        f"{status.load:.0%} of the last flush interval spent flushing and aggregating "
         f"(limit {LOAD_LIMIT:.0%})",
     )
 
 
-def _flush(service: RTAService, now: float) -> Check:
-    flush = service.flush
-    if not flush.alive:
+def _flush(status: DaemonStatus) -> Check:
+    if not status.flush_running:
         return Check(False, "flush loop not running")
-    last = flush.last_tick_at if flush.last_tick_at is not None else service.started_at
-    stale_after = STALE_TICKS * flush.interval
-    age = now - last if last is not None else float("inf")
+    last = status.last_flush_at if status.last_flush_at is not None else status.started_at
+    stale_after = STALE_TICKS * status.flush_interval
+    age = status.time - last if last is not None else float("inf")
     return Check(age <= stale_after, f"last tick {age:.1f}s ago (limit {stale_after:g}s)")
 
 
-def _store(service: RTAService) -> Check:
-    store = service.store_service
-    flush = service.flush
-    if not store.opened:
-        return Check(False, f"not open: {store.last_error or 'opening'}")
-    if flush.last_error is not None:
-        return Check(
-            False, f"writes failing: {flush.last_error}; {len(flush.pending)} windows waiting"
-        )
-    return Check(True, f"open; {len(flush.pending)} windows waiting")
+def _store(status: DaemonStatus) -> Check:
+    waiting = status.pending_windows
+    if not status.store_open:
+        return Check(False, f"not open: {status.store_error or 'opening'}")
+    if status.last_write_error is not None:
+        return Check(False, f"writes failing: {status.last_write_error}; {waiting} windows waiting")
+    return Check(True, f"open; {waiting} windows waiting")

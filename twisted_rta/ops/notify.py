@@ -6,18 +6,16 @@ from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
-from twisted_rta.ingest.queue import IntakeQueue
-from twisted_rta.ingest.workers import WorkerPool
+from twisted_rta.ops.status import DaemonStatus, status_line
 from twisted_rta.ops.systemd import SystemdNotifier
-from twisted_rta.store.flush import FlushService
+from twisted_rta.periodic import Periodic
 
 
 class NotifyService(Service):
     """Started last, so READY=1 means every listener is bound and the reactor runs.
 
-    The watchdog ping comes from a LoopingCall: a stuck reactor stops sending it and
+    The watchdog ping comes from a periodic call: a stuck reactor stops sending it and
     systemd restarts the daemon. A reactor that runs but lags more than a watchdog interval
     behind also withholds the ping.
     """
@@ -34,30 +32,30 @@ class NotifyService(Service):
         status_interval: float = 5.0,
     ) -> None:
         self.notifier = notifier
-        self._clock = clock
         self._status = status
         self._reactor_lag = reactor_lag
-        self._status_loop = LoopingCall(self._send_status)
-        self._status_loop.clock = clock
         self._status_interval = status_interval
-        self._watchdog_loop = LoopingCall(self._ping)
-        self._watchdog_loop.clock = clock
         self._watchdog_interval = notifier.watchdog_interval()
+        self._status_loop = Periodic(
+            "systemd status", self._send_status, clock=clock, interval=status_interval
+        )
+        self._watchdog_loop = Periodic(
+            "systemd watchdog", self._ping, clock=clock, interval=self._watchdog_interval or 1.0
+        )
 
     def startService(self) -> None:
         super().startService()
         if not self.notifier.enabled:
             return
         self.notifier.ready(self._status(0.0))
-        self._status_loop.start(self._status_interval, now=False)
+        self._status_loop.start(now=False)
         if self._watchdog_interval is not None:
-            self._watchdog_loop.start(self._watchdog_interval, now=True)
+            self._watchdog_loop.start(now=True)
 
     def stopService(self) -> None:
         super().stopService()
-        for loop in (self._status_loop, self._watchdog_loop):
-            if loop.running:
-                loop.stop()
+        self._status_loop.stop()
+        self._watchdog_loop.stop()
 
     def _ping(self) -> None:
         interval = self._watchdog_interval or 0.0
@@ -69,19 +67,16 @@ class NotifyService(Service):
 
 
 class StatusLine:
-    """The one-line STATUS for ``systemctl status``: rate, queue and store backlog."""
+    """Renders the STATUS line from a fresh status snapshot; the rate is the events
+    aggregated since the previous line."""
 
-    def __init__(self, queue: IntakeQueue, workers: WorkerPool, flush: FlushService) -> None:
-        self._queue = queue
-        self._workers = workers
-        self._flush = flush
-        self._last_processed = workers.processed_events
+    def __init__(self, status: Callable[[], DaemonStatus]) -> None:
+        self._status = status
+        self._last_aggregated = status().events_aggregated
 
     def render(self, elapsed: float) -> str:
-        processed = self._workers.processed_events
-        rate = (processed - self._last_processed) / elapsed if elapsed > 0 else 0.0
-        self._last_processed = processed
-        return (
-            f"{rate:.0f} events/s, queue {self._queue.depth}/{self._queue.capacity}, "
-            f"{len(self._flush.pending)} windows waiting for the store"
-        )
+        status = self._status()
+        aggregated = status.events_aggregated
+        rate = (aggregated - self._last_aggregated) / elapsed if elapsed > 0 else 0.0
+        self._last_aggregated = aggregated
+        return status_line(status, rate)

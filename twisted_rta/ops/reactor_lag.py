@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
+
+from twisted_rta.periodic import PeriodicService
 
 
-class ReactorLagMonitor(Service):
+class ReactorLagMonitor(PeriodicService):
     """Every ``interval`` seconds, records how much later than asked the call ran."""
 
     name = "reactor-lag"
@@ -17,25 +17,17 @@ class ReactorLagMonitor(Service):
     def __init__(
         self, *, clock: IReactorTime, interval: float, observe: Callable[[float], None]
     ) -> None:
+        super().__init__(clock=clock, interval=interval)
         self._clock = clock
-        self.interval = interval
         self._observe = observe
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = clock
         self._expected: float | None = None
         self.last_lag = 0.0
 
     def startService(self) -> None:
-        super().startService()
         self._expected = self._clock.seconds() + self.interval
-        self._loop.start(self.interval, now=False)
+        super().startService()
 
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-
-    def _tick(self) -> None:
+    def tick(self) -> None:
         now = self._clock.seconds()
         expected = self._expected if self._expected is not None else now
         self.last_lag = max(0.0, now - expected)

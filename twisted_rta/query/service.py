@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -12,7 +12,7 @@ from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Counter, Metric, MetricSnapshot
 from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.aggregation.windows import WindowSnapshot
-from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ops.status import DaemonStatus, stats_view
 from twisted_rta.query.timerange import TimeRange
 from twisted_rta.store.flush import FlushService
 from twisted_rta.store.interface import StoredMetric
@@ -108,14 +108,14 @@ def breakdown_of(base: str, metrics: Mapping[str, Metric], limit: int) -> Breakd
 @frozen
 class QueryService:
     """Reads only. Live state is read synchronously on the reactor thread (a consistent
-    snapshot); history comes from the store under the flush lock, so a window is never
-    seen both pending and stored."""
+    snapshot); history comes through the flush service, which reads the store and its
+    pending windows together, so a window is never seen both pending and stored."""
 
     aggregator: Aggregator
     flush: FlushService
     store_service: StoreService
-    queue: IntakeQueue
     resolutions: tuple[Resolution, ...]
+    status: Callable[[float], DaemonStatus]
 
     @property
     def node_id(self) -> str:
@@ -165,26 +165,22 @@ class QueryService:
         size = timerange.resolution.size
         start_from, start_to = timerange.start_from, timerange.start_to
         by_start: dict[float, dict[str, Metric]] = {}
-        await self.flush.lock.acquire()
-        try:
-            rows = await self._store_read(
+        rows, pending = await self.flush.history(
+            lambda: self._store_read(
                 lambda store: store.read_windows(
                     int(size), start_from, start_to, names=names, prefix=prefix
                 )
+            ),
+            size,
+            start_from,
+            start_to,
+        )
+        for row in rows:
+            _merge_into(by_start.setdefault(float(row.window_start), {}), row.metric, row.value)
+        for window in pending:
+            self._merge_metrics(
+                by_start.setdefault(window.start, {}), window.metrics.items(), names, prefix
             )
-            pending = [
-                window
-                for window in self.flush.pending
-                if window.resolution == size and start_from <= window.start < start_to
-            ]
-            for row in rows:
-                _merge_into(by_start.setdefault(float(row.window_start), {}), row.metric, row.value)
-            for window in pending:
-                self._merge_metrics(
-                    by_start.setdefault(window.start, {}), window.metrics.items(), names, prefix
-                )
-        finally:
-            self.flush.lock.release()
         live = self.aggregator.live_windows(size, start_from, start_to)
         for start, metrics in live.items():
             self._merge_metrics(
@@ -224,24 +220,11 @@ class QueryService:
     # -- this node -------------------------------------------------------------------------
 
     def stats(self, now: float) -> dict[str, Any]:
-        stats = self.aggregator.stats(now)
-        return {
-            "total_events": stats.total_events,
-            "unique_users": stats.unique_users,
-            "unique_sessions": stats.unique_sessions,
-            "metrics_count": stats.metrics_count,
-            "active_windows": stats.active_windows,
-            "late_events": stats.late_events,
-            "dimension_overflow": stats.dimension_overflow,
-            "queue_depth": self.queue.depth,
-            "queue_capacity": self.queue.capacity,
-            "pending_windows": len(self.flush.pending),
-            "node_id": self.node_id,
-            "uptime_seconds": round(stats.uptime_seconds, 3),
-        }
+        """This node's figures for ``/api/v1/stats``, from the one status snapshot."""
+        return stats_view(self.status(now))
 
     def windows(self) -> list[dict[str, Any]]:
-        closed = [window.snapshot() for window in self.flush.recent]
+        closed = [window.snapshot() for window in self.flush.recently_closed()]
         open_ = self.aggregator.open_windows()
         return [window_view(window) for window in [*closed, *open_]]
 

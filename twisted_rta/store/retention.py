@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.periodic import PeriodicService
 from twisted_rta.store.lifecycle import StoreService
 
 log = Logger()
 
 
-class RetentionService(Service):
-    """Every ``interval``: bounded batches of deletes per resolution, in the store's pool."""
+class RetentionService(PeriodicService):
+    """Every ``interval``: bounded batches of deletes per resolution, in the store's pool.
+
+    A resolution whose delete fails is counted in ``delete_failures`` and tried again at the
+    next tick; the other resolutions still run."""
 
     name = "retention"
 
@@ -30,29 +31,16 @@ class RetentionService(Service):
         interval: float,
         batch_size: int,
     ) -> None:
+        super().__init__(clock=clock, interval=interval)
         self._store_service = store_service
         self._resolutions = tuple(resolutions)
         self._clock = clock
         self._batch_size = batch_size
-        self.interval = interval
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = clock
         self.deleted = 0
-        self.failures = 0
+        self.delete_failures = 0
 
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self.interval, now=False).addErrback(
-            lambda failure: log.failure("retention loop stopped", failure)
-        )
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
-
-    def _tick(self) -> Deferred[None]:
-        return ensureDeferred(self.run_once())
+    async def tick(self) -> None:
+        await self.run_once()
 
     async def run_once(self) -> int:
         if not self._store_service.opened:
@@ -65,7 +53,7 @@ class RetentionService(Service):
                     int(resolution.size), now - resolution.retention, self._batch_size
                 )
             except Exception:
-                self.failures += 1
+                self.delete_failures += 1
                 log.failure("retention of {size}s windows failed", size=resolution.size)
         if deleted:
             log.info("retention deleted {rows} expired rows", rows=deleted)

@@ -9,6 +9,8 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_rta.ops.status import ListenerState
+
 log = Logger()
 
 
@@ -24,11 +26,19 @@ class HTTPListener(Service):
     rather than leaving a daemon that may run without its port.
     """
 
-    def __init__(self, reactor: object, description: str, factory: IProtocolFactory) -> None:
+    def __init__(
+        self,
+        reactor: object,
+        description: str,
+        factory: IProtocolFactory,
+        state: ListenerState | None = None,
+    ) -> None:
         self.description = description
         self._reactor = reactor
         self.factory = factory
         self.port: IListeningPort | None = None
+        # Where readiness reads whether this endpoint is bound (see ops/status.py).
+        self.state = state if state is not None else ListenerState(description)
 
     @property
     def address(self) -> str:
@@ -70,10 +80,12 @@ class HTTPListener(Service):
         if isinstance(result, Failure):
             raise ListenError(f"cannot listen on {self.description!r}: {result.getErrorMessage()}")
         self.port = result
+        self.state.address = self.address
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         port, self.port = self.port, None
+        self.state.address = None
         if port is None:
             return succeed(None)
         log.info("stopped listening on {endpoint}", endpoint=self.description)

@@ -9,15 +9,15 @@ from typing import Any
 
 from attrs import define, field
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from twisted_rta.aggregation.metrics import Counter, Histogram, Metric, Unique
 from twisted_rta.aggregation.resolution import Resolution
-from twisted_rta.ops.health import Readiness
+from twisted_rta.ops.health import readiness_of
+from twisted_rta.ops.status import DaemonStatus
+from twisted_rta.periodic import Periodic
 from twisted_rta.query.service import QueryService, StoreUnavailable, tidy_number
 from twisted_rta.query.timerange import choose_resolution
 from twisted_rta.timefmt import iso_utc
@@ -41,7 +41,12 @@ SLOW_REFRESH = 15.0  # the day and hour uniques merge up to 1440 windows: not ev
 
 
 def _sum(windows: dict[float, dict[str, Metric]], name: str) -> float:
-    return sum(m[name].value for m in windows.values() if isinstance(m.get(name), Counter))
+    total = 0.0
+    for metrics in windows.values():
+        metric = metrics.get(name)
+        if isinstance(metric, Counter):
+            total += metric.value
+    return total
 
 
 def _union(windows: dict[float, dict[str, Metric]], name: str) -> int:
@@ -63,7 +68,7 @@ class LiveFigures:
     the query layer (store reads in its thread pool)."""
 
     query: QueryService
-    readiness: Callable[[], Readiness]
+    status: Callable[[float], DaemonStatus]
     clock: IReactorTime
     resolutions: tuple[Resolution, ...]
     _samples: deque[tuple[float, float]] = field(factory=lambda: deque(maxlen=64))
@@ -137,18 +142,18 @@ class LiveFigures:
         return figures
 
     def _health(self, now: float) -> dict[str, Any]:
-        stats = self.query.stats(now)
-        readiness = self.readiness()
-        last_tick = self.query.flush.last_tick_at
+        status = self.status(now)
+        readiness = readiness_of(status)
+        last_tick = status.last_flush_at
         return {
             "ready": readiness.ready,
             "failing": sorted(name for name, check in readiness.checks.items() if not check.ok),
-            "queue_depth": stats["queue_depth"],
-            "queue_capacity": stats["queue_capacity"],
-            "pending_windows": stats["pending_windows"],
+            "queue_depth": status.queue_depth,
+            "queue_capacity": status.queue_capacity,
+            "pending_windows": status.pending_windows,
             "last_flush": iso_utc(last_tick) if last_tick is not None else None,
-            "node_id": stats["node_id"],
-            "uptime_seconds": stats["uptime_seconds"],
+            "node_id": status.node_id,
+            "uptime_seconds": round(status.uptime_seconds, 3),
         }
 
 
@@ -165,20 +170,23 @@ class LiveFeed(Service):
         snapshot: Callable[[], Awaitable[dict[str, Any]]],
         period: float = 2.0,
     ) -> None:
-        self._clock = clock
         self._snapshot = snapshot
         self.period = period
-        self.subscribers: set[IRequest] = set()
-        self.failures = 0
+        self.subscribers: set[Request] = set()
         self._last: bytes | None = None
-        self._loop: LoopingCall | None = None
+        self._loop = Periodic("dashboard feed", self._send, clock=clock, interval=period)
 
     @property
     def ticking(self) -> bool:
         """Whether the loop is ticking (only while someone is subscribed)."""
-        return self._loop is not None and self._loop.running
+        return self._loop.running
 
-    def subscribe(self, request: IRequest) -> None:
+    @property
+    def failures(self) -> int:
+        """Snapshots that failed (the page keeps its last figures)."""
+        return self._loop.failures
+
+    def subscribe(self, request: Request) -> None:
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
@@ -188,40 +196,23 @@ class LiveFeed(Service):
         request.notifyFinish().addBoth(lambda _: self._drop(request))
         if self._last is not None:
             request.write(self._last)  # the page fills at once instead of after a period
-        if self._loop is None:
-            self._loop = LoopingCall(self._tick)
-            self._loop.clock = self._clock
-            self._loop.start(self.period, now=True)
+        self._loop.start(now=True)
 
-    def _drop(self, request: IRequest) -> None:
+    def _drop(self, request: Request) -> None:
         self.subscribers.discard(request)
         if not self.subscribers:
-            self._stop_loop()
+            self._loop.stop()
             self._last = None  # a stale snapshot must not greet the next page
 
-    def _stop_loop(self) -> None:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-
-    def _tick(self) -> Deferred[None]:
-        return ensureDeferred(self._send())
-
     async def _send(self) -> None:
-        # A LoopingCall dies on its first exception: catch, count and log inside the tick.
-        try:
-            payload = await self._snapshot()
-        except Exception as error:
-            self.failures += 1
-            log.failure("dashboard snapshot failed: {error}", error=str(error))
-            return
+        payload = await self._snapshot()
         self._last = b"data: " + encode_json(payload) + b"\n\n"
         for request in list(self.subscribers):
             request.write(self._last)
 
     def stopService(self) -> None:
         super().stopService()
-        self._stop_loop()
+        self._loop.stop()
         # Open streams would hold their connections past shutdown: end them now.
         for request in list(self.subscribers):
             request.finish()

@@ -1,0 +1,147 @@
+"""One status snapshot of the running daemon, assembled in one place.
+
+``/api/v1/stats``, ``/ready``, ``/metrics``, the systemd STATUS line and the dashboard's
+health panel all read a ``DaemonStatus``: a frozen value taken on the reactor thread, so the
+five never disagree about the queue, the pending windows, the last flush or the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, frozen
+
+from twisted_rta.aggregation.aggregator import Aggregator, AggregatorStats
+from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ingest.workers import WorkerPool
+from twisted_rta.store.flush import FlushService
+from twisted_rta.store.lifecycle import StoreService
+from twisted_rta.store.retention import RetentionService
+
+
+@define
+class Lifecycle:
+    """How far the daemon's start and stop sequence has gone; written by RTAService only."""
+
+    started_at: float | None = None
+    stopping: bool = False
+
+
+@define
+class ListenerState:
+    """One configured listen endpoint and, while it is bound, its address; written by the
+    HTTPListener that binds it."""
+
+    description: str
+    address: str | None = None
+
+
+@frozen
+class DaemonStatus:
+    """Everything an operator-facing view says about this node, at one instant."""
+
+    time: float
+    node_id: str
+    started_at: float | None
+    stopping: bool
+    listeners: tuple[tuple[str, str | None], ...]  # (endpoint, bound address or None)
+    queue_depth: int
+    queue_capacity: int
+    worker_count: int
+    workers_alive: int
+    events_aggregated: int
+    batches_processed: int
+    worker_busy_seconds: float
+    worker_failed_batches: int
+    flush_running: bool
+    flush_interval: float
+    last_flush_at: float | None
+    flush_failures: int
+    pending_windows: int
+    windows_written: int
+    write_failures: int
+    last_write_error: str | None
+    store_open: bool
+    store_error: str | None
+    store_open_failures: int
+    retention_failures: int
+    load: float
+    aggregation: AggregatorStats
+
+    @property
+    def uptime_seconds(self) -> float:
+        return self.aggregation.uptime_seconds
+
+
+@frozen
+class StatusSource:
+    """Takes a ``DaemonStatus`` from the running parts; reads only."""
+
+    aggregator: Aggregator
+    queue: IntakeQueue
+    workers: WorkerPool
+    flush: FlushService
+    store_service: StoreService
+    retention: RetentionService
+    lifecycle: Lifecycle
+    listeners: tuple[ListenerState, ...]
+    load: Any  # LoadMonitor: anything with a ``load`` share
+
+    def snapshot(self, now: float) -> DaemonStatus:
+        workers, flush, store = self.workers, self.flush, self.store_service
+        return DaemonStatus(
+            time=now,
+            node_id=store.store.node_id,
+            started_at=self.lifecycle.started_at,
+            stopping=self.lifecycle.stopping,
+            listeners=tuple((state.description, state.address) for state in self.listeners),
+            queue_depth=self.queue.depth,
+            queue_capacity=self.queue.capacity,
+            worker_count=workers.worker_count,
+            workers_alive=workers.alive if workers.running else 0,
+            events_aggregated=workers.processed_events,
+            batches_processed=workers.batches_processed,
+            worker_busy_seconds=workers.busy_seconds,
+            worker_failed_batches=workers.failed_batches,
+            flush_running=flush.alive,
+            flush_interval=flush.interval,
+            last_flush_at=flush.last_tick_at,
+            flush_failures=flush.failures,
+            pending_windows=flush.pending_count,
+            windows_written=flush.windows_written,
+            write_failures=flush.write_failures,
+            last_write_error=flush.last_error,
+            store_open=store.opened,
+            store_error=store.last_error,
+            store_open_failures=store.open_failures,
+            retention_failures=self.retention.delete_failures + self.retention.failures,
+            load=float(self.load.load),
+            aggregation=self.aggregator.stats(now),
+        )
+
+
+def stats_view(status: DaemonStatus) -> dict[str, Any]:
+    """The ``/api/v1/stats`` data (the Go service's keys plus ours)."""
+    aggregation = status.aggregation
+    return {
+        "total_events": aggregation.total_events,
+        "unique_users": aggregation.unique_users,
+        "unique_sessions": aggregation.unique_sessions,
+        "metrics_count": aggregation.metrics_count,
+        "active_windows": aggregation.active_windows,
+        "late_events": aggregation.late_events,
+        "dimension_overflow": aggregation.dimension_overflow,
+        "queue_depth": status.queue_depth,
+        "queue_capacity": status.queue_capacity,
+        "pending_windows": status.pending_windows,
+        "node_id": status.node_id,
+        "uptime_seconds": round(status.uptime_seconds, 3),
+    }
+
+
+def status_line(status: DaemonStatus, events_per_second: float) -> str:
+    """The one-line STATUS for ``systemctl status``: rate, queue and store backlog."""
+    return (
+        f"{events_per_second:.0f} events/s, queue {status.queue_depth}/{status.queue_capacity}, "
+        f"{status.pending_windows} windows waiting for the store"
+    )
