@@ -20,9 +20,10 @@ from tests.contract import Contract, check, escape_pointer, load_document
 from tests.helpers import NOW, Reply, raw_http
 from twisted_rta.config import config_from_mapping
 from twisted_rta.events.rules import MAX_ID_LENGTH, MAX_SUBJECT_LENGTH, MAX_TYPE_LENGTH
-from twisted_rta.web.api import ApiApp
 from twisted_rta.web.dashboard import DashboardApp
+from twisted_rta.web.ingest import IngestApp
 from twisted_rta.web.ops import OpsApp
+from twisted_rta.web.queries import QueryApp
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = Path(twisted_rta.__file__).resolve().parent
@@ -190,6 +191,7 @@ def test_protected_operations_document_auth_and_rate_limits(document: dict[str, 
         "/",
         "/dashboard",
         "/dashboard/assets/{file}",
+        "/favicon.ico",
     }
 
 
@@ -205,7 +207,12 @@ def klein_routes() -> set[tuple[str, str]]:
     """(METHOD, template) of every Klein route as the edge mounts them (ops and the dashboard
     at the root, the API under /api/v1); werkzeug adds HEAD."""
     routes = set()
-    for prefix, app in (("", OpsApp.app), ("/api/v1", ApiApp.app), ("", DashboardApp.app)):
+    for prefix, app in (
+        ("", OpsApp.app),
+        ("/api/v1", IngestApp.app),
+        ("/api/v1", QueryApp.app),
+        ("", DashboardApp.app),
+    ):
         for rule in app.url_map.iter_rules():
             template = prefix + rule.rule
             for converter in ("<path:", "<"):
@@ -654,6 +661,9 @@ def test_real_responses_conform() -> None:
     call("GET", "/api/v1/breakdown/page_views?from=-1h", 200)
     call("GET", "/api/v1/breakdown/page_views?limit=0", 400)
     call("GET", "/api/v1/breakdown/a%20b", 400)
+    call("GET", "/api/v1/breakdown/nothing", 404)  # an unknown family, like a metric
+    call("GET", "/api/v1/breakdown/clicks?from=-1h", 200)  # declared: empty, not 404
+    call("GET", "/favicon.ico", 200)
     call("GET", "/api/v1/stats", 200)
     windows = call("GET", "/api/v1/windows", 200).json["data"]["windows"]
     assert {window["closed"] for window in windows} == {True, False}

@@ -44,13 +44,15 @@ from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore
 from twisted_rta.store.retention import RetentionService
 from twisted_rta.store.sql import SQLWindowStore
-from twisted_rta.web.api import ApiApp
 from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.edge import AccessPolicy, EdgeResource
+from twisted_rta.web.ingest import IngestApp
 from twisted_rta.web.listeners import HTTPListener
 from twisted_rta.web.live import LiveFeed, LiveFigures
 from twisted_rta.web.ops import OpsApp
+from twisted_rta.web.queries import QueryApp
 from twisted_rta.web.ratelimit import RequestLimiters
+from twisted_rta.web.routes import DASHBOARD, INGEST_APP, OPS, QUERY_APP
 from twisted_rta.web.site import RTASite
 
 log = Logger()
@@ -93,7 +95,7 @@ class Http:
 
     site: RTASite
     edge: EdgeResource
-    api: ApiApp  # its event limits are swapped on reload
+    api: IngestApp  # its event limits are swapped on reload
     limiters: RequestLimiters
     feed: LiveFeed
     listeners: tuple[HTTPListener, ...]
@@ -284,23 +286,25 @@ def build_http(
     feed = LiveFeed(clock=reactor, snapshot=figures.snapshot)
     dashboard = DashboardApp(feed=feed)
     limiters = RequestLimiters(config.rate_limits)
-    api = ApiApp(
+    api = IngestApp(
         clock=reactor,
         queue=pipeline.queue,
-        query=query,
         limits=config.limits,
-        resolutions=resolutions,
         store_backlogged=lambda: flush.backlogged,
         telemetry=telemetry,
         limiters=limiters,
     )
+    queries = QueryApp(clock=reactor, query=query, resolutions=resolutions)
     edge = EdgeResource(
-        ops.app.resource(),
-        api.app.resource(),
+        {
+            OPS: ops.app.resource(),
+            INGEST_APP: api.app.resource(),
+            QUERY_APP: queries.app.resource(),
+            DASHBOARD: dashboard.app.resource(),
+        },
         AccessPolicy.from_config(config),
         limiters=limiters,
         clock=reactor,
-        dashboard=dashboard.app.resource(),
     )
     site = RTASite(
         edge,

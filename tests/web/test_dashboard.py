@@ -17,8 +17,8 @@ from twisted.web.test.requesthelper import DummyRequest
 from tests.conftest import Daemon, make_daemon
 from tests.contract import check
 from tests.helpers import NOW
-from twisted_rta.web.edge import OPEN, route_class
 from twisted_rta.web.live import LiveFeed
+from twisted_rta.web.routes import ROUTES
 
 READ_KEY = "read-key-0123456789ab"
 INGEST_KEY = "ingest-key-0123456789"
@@ -127,7 +127,7 @@ def test_assets_are_served_from_the_package_and_nothing_else() -> None:
 
 def test_page_and_assets_are_open_but_the_stream_needs_a_read_key() -> None:
     daemon = make_daemon(KEYS)
-    assert route_class(b"/dashboard/assets/dashboard.js") == OPEN
+    assert ROUTES.match(b"/dashboard/assets/dashboard.js").open
     assert daemon.http.get("/").status == 200
     assert daemon.http.get("/dashboard/assets/dashboard.css").status == 200
 
@@ -263,3 +263,15 @@ def test_a_failing_snapshot_is_counted_and_the_feed_keeps_going() -> None:
     assert b'data: {"n":2}\n\n' in request.written
     request.processingFailed(Failure(ConnectionDone()))  # the client goes away
     assert feed.subscribers == set() and not feed.ticking
+
+
+def test_the_favicon_is_a_cacheable_svg_linked_from_the_page() -> None:
+    daemon = make_daemon(KEYS)  # open even when keys are configured
+    icon = daemon.http.get("/favicon.ico")  # contract-checked
+    assert icon.status == 200
+    assert icon.headers["content-type"] == ["image/svg+xml"]
+    assert icon.header("Cache-Control") == "public, max-age=86400"
+    assert icon.body.startswith(b"<svg ") and b"</svg>" in icon.body
+    page = daemon.http.get("/dashboard")
+    assert b'<link rel="icon" href="/favicon.ico" type="image/svg+xml">' in page.body
+    assert daemon.http.request("HEAD", "/favicon.ico").status == 200

@@ -241,3 +241,45 @@ def test_preflight_allow_lists_the_route_class_methods(daemon: Daemon) -> None:
     assert ingest.header("Allow") == "POST, OPTIONS"
     read = daemon.http.request("OPTIONS", "/health")
     assert read.header("Allow") == "GET, HEAD, OPTIONS"
+
+
+def status_line(written: bytes) -> bytes:
+    return written.split(b"\r\n", 1)[0]
+
+
+def test_status_lines_carry_the_standard_reason_phrases() -> None:
+    daemon = make_daemon(
+        {
+            "auth": {"keys": [{"name": "r", "key": "read-key-0123456789ab", "scopes": ["read"]}]},
+            "rate_limits": {"ingest": {"requests_per_second": 1, "requests_burst": 1}},
+        }
+    )
+    site = daemon.service.listeners[0].factory
+    key = b"Authorization: Bearer read-key-0123456789ab\r\n"
+
+    def head(request: bytes) -> bytes:
+        written, _ = raw_http(site, request)
+        return status_line(written)
+
+    post = b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    assert head(post) == b"HTTP/1.1 401 Unauthorized"
+    assert head(post.replace(b"Host: x\r\n", b"Host: x\r\n" + key)) == b"HTTP/1.1 403 Forbidden"
+    assert head(post.replace(b"/events ", b"/events?api_key=x ")) == b"HTTP/1.1 401 Unauthorized"
+    assert head(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n") == b"HTTP/1.1 200 OK"
+    assert head(b"OPTIONS /health HTTP/1.1\r\nHost: x\r\n\r\n") == b"HTTP/1.1 204 No Content"
+    assert head(b"GET /nope HTTP/1.1\r\nHost: x\r\n" + key + b"\r\n") == b"HTTP/1.1 404 Not Found"
+    assert head(b"DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n") == b"HTTP/1.1 405 Method Not Allowed"
+
+    open_daemon = make_daemon(
+        {"rate_limits": {"ingest": {"requests_per_second": 1, "requests_burst": 1}}}
+    )
+    site = open_daemon.service.listeners[0].factory
+    body = b'{"type":"x"}'
+    one = b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n" + body
+    assert head(one) == b"HTTP/1.1 202 Accepted"
+    assert head(one) == b"HTTP/1.1 429 Too Many Requests"
+    open_daemon.reactor.advance(1.0)
+    open_daemon.service.queue.close()
+    assert head(one) == b"HTTP/1.1 503 Service Unavailable"
+    too_big = b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
+    assert head(too_big) == b"HTTP/1.1 413 Content Too Large"

@@ -245,3 +245,39 @@ def test_instants_outside_1970_to_9999_are_400() -> None:
     ):
         reply = daemon.http.get(f"/api/v1/metrics/pageviews?{query}")
         assert (reply.status, reply.json["code"]) == (400, "invalid_parameter"), query
+
+
+def test_an_unknown_breakdown_family_is_404_like_an_unknown_metric() -> None:
+    daemon = make_daemon()
+    for path in ("/api/v1/breakdown/nothing", "/api/v1/breakdown/nothing?from=-1h"):
+        reply = daemon.http.get(path)
+        assert (reply.status, reply.json["code"], reply.json["name"]) == (
+            404,
+            "metric_not_found",
+            "nothing",
+        ), path
+    assert daemon.http.get("/api/v1/metrics/nothing").status == 404
+
+
+def test_a_declared_family_without_data_is_an_empty_breakdown() -> None:
+    daemon = make_daemon()
+    for base in ("page_views", "clicks", "events_by_type"):
+        for query in ("", "?from=-1h"):
+            reply = daemon.http.get(f"/api/v1/breakdown/{base}{query}")
+            assert reply.status == 200, (base, query)
+            assert (reply.json["data"]["items"], reply.json["data"]["total"]) == ([], 0)
+
+
+def test_a_family_the_rules_lack_is_known_once_a_node_has_it() -> None:
+    from twisted_rta.aggregation.metrics import Counter
+    from twisted_rta.store.interface import TOTALS_RESOLUTION
+
+    legacy = Counter()
+    legacy.increment(NOW, by=4)
+    rows: dict[Any, Metric] = {("legacy:x", TOTALS_RESOLUTION, 0, "node-b"): legacy}
+    daemon = make_daemon(store=MemoryWindowStore(node_id="node-a", rows=rows))
+    settle(daemon)
+    data = daemon.http.get("/api/v1/breakdown/legacy").json["data"]
+    assert data["items"] == [{"value": "x", "count": 4}]
+    ranged = daemon.http.get("/api/v1/breakdown/legacy?from=-1h")
+    assert ranged.status == 200 and ranged.json["data"]["items"] == []

@@ -238,3 +238,35 @@ def test_api_keys_in_the_query_never_reach_the_access_log(
     lines = [e for e in captured_logs if e.get("log_namespace") == "twisted_rta.access"]
     assert lines[-1]["path"] == "/api/v1/events?api_key=***"
     assert all(INGEST_KEY not in repr(event) for event in captured_logs)
+
+
+def test_a_new_connection_that_sends_nothing_is_closed_at_the_request_timeout() -> None:
+    daemon = make_daemon({"server": {"listen": ["tcp:0"], "request_timeout": "2s"}})
+    site = daemon.service.listeners[0].factory
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    daemon.reactor.advance(1.9)
+    assert not transport.disconnected
+    daemon.reactor.advance(0.1)  # not idle_timeout (60 s): the request deadline
+    assert transport.disconnected
+    assert site.slow_clients == 1
+
+
+def test_a_kept_alive_connection_waits_for_the_idle_timeout_after_a_response() -> None:
+    daemon = make_daemon(
+        {"server": {"listen": ["tcp:0"], "request_timeout": "2s", "idle_timeout": "10s"}}
+    )
+    site = daemon.service.listeners[0].factory
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    daemon.reactor.advance(1.0)
+    channel.dataReceived(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 200")
+    daemon.reactor.advance(5.0)  # past request_timeout: a kept-alive connection stays
+    assert not transport.disconnecting and not transport.disconnected
+    assert site.slow_clients == 0
+    daemon.reactor.advance(5.0)  # idle_timeout after the response
+    assert transport.disconnecting or transport.disconnected
+    assert site.slow_clients == 0

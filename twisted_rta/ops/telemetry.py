@@ -4,9 +4,14 @@ Distributions and labelled counts that only the edge sees (HTTP, ingest outcomes
 and reactor timings) live here as prometheus_client objects; state the services already
 keep (queue depth, windows written, ...) is read at scrape time by the exposition
 collector instead of being counted twice.
+
+Resolving a label set costs ~3 us per call; the hot paths go through the methods below,
+which resolve each (bounded) label set once and keep the child.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.process_collector import ProcessCollector
@@ -16,6 +21,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 class Telemetry:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         registry = self.registry
         self.events_received = Counter(
@@ -62,3 +68,27 @@ class Telemetry:
             registry=registry,
         )
         ProcessCollector(registry=registry)
+
+    def received(self, endpoint: str) -> Any:
+        """The counter of events received by ``endpoint`` (``single`` or ``batch``)."""
+        return self._child(self.events_received, endpoint)
+
+    def accepted(self, endpoint: str) -> Any:
+        return self._child(self.events_accepted, endpoint)
+
+    def rejected(self, endpoint: str, reason: str) -> Any:
+        """The counter of events refused by ``endpoint`` for ``reason`` (an error code)."""
+        return self._child(self.events_rejected, endpoint, reason)
+
+    def http_request(self, route: str, status: int, seconds: float) -> None:
+        """One finished request of ``route`` (a route table label)."""
+        self._child(self.http_requests, route, str(status)).inc()
+        self._child(self.http_latency, route).observe(seconds)
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        # Label values must come from bounded sets (endpoints, codes, route labels).
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

@@ -189,12 +189,20 @@ class QueryService:
         return {start: by_start[start] for start in sorted(by_start) if by_start[start]}
 
     async def metric_over(self, name: str, timerange: TimeRange) -> Metric | None:
+        """The metric merged over the windows of the range; an empty metric of its kind
+        when it is known (some node has it all-time) but the range holds none of it; None
+        when no node knows it."""
         windows = await self.windows_in(timerange, names=[name])
         merged: dict[str, Metric] = {}
         for metrics in windows.values():
             if name in metrics:
                 _merge_into(merged, name, metrics[name])
-        return merged.get(name)
+        found = merged.get(name)
+        if found is not None:
+            return found
+        known, _ = await self.totals(names=[name])
+        existing = known.get(name)
+        return None if existing is None else type(existing)()  # empty, of the same kind
 
     async def series(self, name: str, timerange: TimeRange) -> list[dict[str, Any]]:
         windows = await self.windows_in(timerange, names=[name])
@@ -206,15 +214,26 @@ class QueryService:
 
     async def breakdown(
         self, base: str, timerange: TimeRange | None, limit: int
-    ) -> tuple[Breakdown, bool]:
+    ) -> tuple[Breakdown, bool] | None:
+        """The top values of the family ``base`` (all-time, or over the range) and whether
+        every node could be read; None when the family is unknown: the rules declare no
+        such family and no node has a metric ``<base>:<value>``. A known family with no
+        data (in the range) has no items."""
         prefix = base + ":"
+        declared = base in self.aggregator.rules.dimension_bases()
         if timerange is None:
             merged, complete = await self.totals(prefix=prefix)
+            if not declared and not merged:
+                return None
             return breakdown_of(base, merged, limit), complete
         merged = {}
         for metrics in (await self.windows_in(timerange, prefix=prefix)).values():
             for name, metric in metrics.items():
                 _merge_into(merged, name, metric)
+        if not declared and not merged:
+            seen, _ = await self.totals(prefix=prefix)
+            if not seen:
+                return None
         return breakdown_of(base, merged, limit), True
 
     # -- this node -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The built-in dashboard: the page and its static assets, and the Server-Sent Events stream
-that pushes the live figures to every open page."""
+"""The built-in dashboard: the page, its static assets and icon, and the Server-Sent Events
+stream that pushes the live figures to every open page (routes and policy: web/routes.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import NotFound
 
 from twisted_rta.web.errors import add_json_error_handlers
@@ -18,9 +18,6 @@ from twisted_rta.web.live import LiveFeed
 
 log = Logger()
 
-STREAM_PATH = b"/api/v1/stream"
-PAGE_PATHS = frozenset({b"/", b"/dashboard"})
-ASSET_PREFIX = b"/dashboard/assets/"
 _ASSET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.(?:js|css|svg|ico|txt)")
 _CONTENT_TYPES = {
     "html": b"text/html; charset=utf-8",
@@ -37,14 +34,7 @@ _PAGE_POLICY = (
 )
 
 
-def is_dashboard_path(path: bytes) -> bool:
-    """Whether the edge should hand ``path`` to the dashboard app."""
-    return path in PAGE_PATHS or path == STREAM_PATH or path.startswith(ASSET_PREFIX)
-
-
-def is_open_dashboard_path(path: bytes) -> bool:
-    """The page and its assets hold no data: they need no key (the stream does)."""
-    return path in PAGE_PATHS or path.startswith(ASSET_PREFIX)
+_ICON_CACHE = b"public, max-age=86400"  # the icon never changes within a release
 
 
 def _static(name: str) -> bytes:
@@ -58,7 +48,7 @@ class _StreamResource(Resource):
         super().__init__()
         self._feed = feed
 
-    def render_GET(self, request: IRequest) -> int:
+    def render_GET(self, request: Request) -> int:
         self._feed.subscribe(request)
         return NOT_DONE_YET
 
@@ -82,6 +72,11 @@ class DashboardApp:
         if not _ASSET_NAME.fullmatch(file):  # no dots beyond the suffix: no way out of static/
             raise NotFound()
         return self._file(request, file, cache=b"no-cache")
+
+    @app.route("/favicon.ico", methods=["GET"])
+    def favicon(self, request: IRequest) -> bytes:
+        # An SVG under the name browsers ask for by themselves (they go by Content-Type).
+        return self._file(request, "favicon.svg", cache=_ICON_CACHE)
 
     @app.route("/api/v1/stream", methods=["GET"])
     def stream(self, request: IRequest) -> Resource | bytes:

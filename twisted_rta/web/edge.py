@@ -1,12 +1,12 @@
 """The outermost resource: request ids, CORS, API keys and request rate limits, for every
-route, before any route runs."""
+request before any route runs, as the route table (web/routes.py) says for its path."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import cast
 from urllib.parse import unquote_to_bytes
 
 from attrs import frozen
@@ -15,48 +15,26 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from twisted_rta.config import Config
-from twisted_rta.web.auth import INGEST, READ, Authenticator, Caller
-from twisted_rta.web.dashboard import STREAM_PATH, is_dashboard_path, is_open_dashboard_path
+from twisted_rta.web.auth import Authenticator, Caller
+from twisted_rta.web.errors import not_found
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import error_payload, json_body
+from twisted_rta.web.routes import INGEST_CORS, ROUTES, Route, RouteTable
+from twisted_rta.web.site import RTARequest, new_request_id
 
-_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
-_INGEST_METHODS = b"POST, OPTIONS"
-_READ_METHODS = b"GET, HEAD, OPTIONS"
 _ALLOWED_HEADERS = b"Content-Type, Authorization, X-API-Key, X-Request-ID"
 _EXPOSED_HEADERS = b"X-Request-ID, Retry-After"
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
 
-OPEN, METRICS = "open", "metrics"  # route classes besides auth.INGEST and auth.READ
-_OPEN_PATHS = frozenset({b"/health", b"/ready", b"/openapi.json"})
-_INGEST_PATHS = frozenset({b"/api/v1/events", b"/api/v1/events/batch"})
 
-
-def route_class(path: bytes) -> str:
-    """Which policy a path falls under: open, ingest, metrics or read."""
-    if path in _OPEN_PATHS or is_open_dashboard_path(path):
-        return OPEN
-    if path in _INGEST_PATHS:
-        return INGEST
-    if path == b"/metrics":
-        return METRICS
-    return READ
-
-
-def _decodable(path: bytes) -> bool:
+def _decoded(path: bytes) -> bytes | None:
+    """The percent-decoded path (routes match what werkzeug will see), None unless UTF-8."""
+    decoded = path if b"%" not in path else unquote_to_bytes(path)  # most have no %
     try:
-        unquote_to_bytes(path).decode("utf-8")
+        decoded.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
-
-
-def client_request_id(request: IRequest) -> bytes | None:
-    """The client's X-Request-ID if it is 1-128 chars of [A-Za-z0-9._-], else None."""
-    value = request.getHeader(b"X-Request-ID")
-    if value is not None and _VALID_REQUEST_ID.fullmatch(value):
-        return value
-    return None
+        return None
+    return decoded
 
 
 @frozen
@@ -148,42 +126,47 @@ def presented_key(request: IRequest, *, allow_query: bool) -> str | None:
 
 
 class EdgeResource(Resource):
-    """Runs before any route for every request, then hands the request to the app for its
-    path. It mounts the API app at /api/v1 itself rather than through a Klein branch route:
-    a second Klein dispatch cost ~40% of a single-event request (measured)."""
+    """Runs before any route for every request: request id, CORS, API key, request rate
+    limit, all as the route table says for the request's path; then hands the request to
+    the Klein app of its route. It mounts the apps itself rather than through a Klein branch
+    route: a second Klein dispatch cost ~40% of a single-event request (measured)."""
 
     isLeaf = True
 
     def __init__(
         self,
-        ops: IResource,
-        api: IResource,
+        apps: Mapping[str, IResource],
         policy: AccessPolicy,
         *,
         limiters: RequestLimiters | None = None,
         clock: IReactorTime | None = None,
-        dashboard: IResource | None = None,
+        routes: RouteTable = ROUTES,
     ) -> None:
         super().__init__()
-        self._ops = ops
-        self._api = api
-        self._dashboard = dashboard
+        missing = routes.apps() - set(apps)
+        if missing:
+            raise ValueError(f"no resource for the app(s) {sorted(missing)} of the route table")
+        self._apps = dict(apps)
+        self._routes = routes
         self.policy = policy  # replaced on reload
         self._limiters = limiters
         self._clock = clock
 
-    def render(self, request: IRequest) -> bytes | int:
-        request_id = client_request_id(request) or str(uuid.uuid4()).encode("ascii")
-        request.request_id = request_id  # the access log reads it
-        request.caller_name = "-"
+    def render(self, iRequest: IRequest) -> bytes | int:
+        # Every request reaching the edge is built by RTASite (tests driving the edge with
+        # StubTreq get twisted's plain Request, which takes the same attributes).
+        request = cast(RTARequest, iRequest)
+        request.request_id = request_id = new_request_id(request)
         request.setHeader(b"X-Request-ID", request_id)
+        path = _decoded(request.path)
+        route = self._routes.match(path) if path is not None else self._routes.fallback
+        request.route = route
         policy = self.policy
-        route = route_class(request.path)
-        cors = policy.ingest_cors if route == INGEST else policy.query_cors
+        cors = policy.ingest_cors if route.cors == INGEST_CORS else policy.query_cors
         allowed = cors.apply(request)
         if request.method == b"OPTIONS":
             return self._preflight(request, allowed, route)
-        if not _decodable(request.path):
+        if path is None:
             return json_body(
                 request,
                 error_payload("invalid_path", "the path must be UTF-8 once percent-decoded"),
@@ -192,12 +175,11 @@ class EdgeResource(Resource):
         caller, refusal = self._authenticate(request, route, policy)
         if refusal is not None:
             return refusal
-        request.caller_name = caller.name if caller is not None else "-"
         identity = ("key", caller.name) if caller else ("address", policy.addresses.of(request))
-        request.rate_identity = identity  # the ingest route takes events from the same client
+        request.rate_identity = identity  # the ingest app takes events from the same bucket
         limiters = self._limiters
-        if route != OPEN and limiters is not None and limiters.enabled:
-            limiter = limiters.for_route(route)
+        if route.rate_limit is not None and limiters is not None and limiters.enabled:
+            limiter = limiters.for_route(route.rate_limit)
             wait = limiter.take(identity, 1, self._now())
             if wait:
                 request.setHeader(b"Retry-After", retry_after(wait).encode("ascii"))
@@ -210,25 +192,24 @@ class EdgeResource(Resource):
                     ),
                     429,
                 )
-        return self._route(request)
+        return self._dispatch(request, route)
 
-    def _route(self, request: IRequest) -> bytes | int:
-        """/api/v1/... goes to the API app (which sees the rest of the path), the dashboard's
-        page, assets and stream to the dashboard app, all else to ops."""
-        if self._dashboard is not None and is_dashboard_path(request.path):
-            return self._dashboard.render(request)
-        postpath = request.postpath
-        if len(postpath) > 2 and postpath[0] == b"api" and postpath[1] == b"v1":
-            request.prepath = [*request.prepath, b"api", b"v1"]
-            request.postpath = postpath[2:]
-            return self._api.render(request)
-        return self._ops.render(request)
+    def _dispatch(self, request: RTARequest, route: Route) -> bytes | int:
+        """Hand the request to its route's app; the app sees the path below the mount."""
+        if route.app is None:
+            return not_found(request)
+        if route.mount:
+            depth = route.mount.count("/")
+            postpath = request.postpath or []
+            request.prepath = [*(request.prepath or []), *postpath[:depth]]
+            request.postpath = postpath[depth:]
+        return cast(bytes | int, self._apps[route.app].render(request))
 
     def _now(self) -> float:
         return self._clock.seconds() if self._clock is not None else 0.0
 
     @staticmethod
-    def _preflight(request: IRequest, allowed: bool, route: str) -> bytes:
+    def _preflight(request: IRequest, allowed: bool, route: Route) -> bytes:
         if request.getHeader(b"Origin") is not None and not allowed:
             # Preflights are answered only for the origins the policy allows.
             return json_body(
@@ -239,28 +220,26 @@ class EdgeResource(Resource):
                 ),
                 403,
             )
-        methods = _INGEST_METHODS if route == INGEST else _READ_METHODS
         request.setResponseCode(204)
-        request.setHeader(b"Allow", methods)
+        request.setHeader(b"Allow", route.allow)
         if allowed:
-            request.setHeader(b"Access-Control-Allow-Methods", methods)
+            request.setHeader(b"Access-Control-Allow-Methods", route.allow)
             request.setHeader(b"Access-Control-Allow-Headers", _ALLOWED_HEADERS)
             request.setHeader(b"Access-Control-Max-Age", b"86400")
         return b""
 
     @staticmethod
     def _authenticate(
-        request: IRequest, route: str, policy: AccessPolicy
+        request: RTARequest, route: Route, policy: AccessPolicy
     ) -> tuple[Caller | None, bytes | None]:
         """(caller, None) when the request may go on, else (None, the error body)."""
         authenticator = policy.authenticator
-        if route == OPEN or not authenticator.enabled:
+        scope = route.scope
+        if scope is None or not authenticator.enabled:
             return None, None
-        if route == METRICS and policy.public_metrics:
+        if route.public_option and policy.public_metrics:
             return None, None
-        # EventSource cannot send headers: the stream also takes the key as api_key.
-        allow_query = route == INGEST or request.path == STREAM_PATH
-        presented = presented_key(request, allow_query=allow_query)
+        presented = presented_key(request, allow_query=route.key_in_query)
         caller = authenticator.identify(presented) if presented else None
         if caller is None:
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="rta"')
@@ -270,9 +249,8 @@ class EdgeResource(Resource):
                 else "unknown API key"
             )
             return None, json_body(request, error_payload("unauthorized", message), 401)
-        scope = INGEST if route == INGEST else READ
+        request.caller_name = caller.name
         if not caller.may(scope):
-            request.caller_name = caller.name
             return None, json_body(
                 request,
                 error_payload(

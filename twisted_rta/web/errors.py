@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -13,14 +15,23 @@ from twisted_rta.web.responses import ApiError, error_payload, json_body
 
 log = Logger()
 
+# Klein calls these as methods of the app's instance: its protocol names the first
+# parameter ``self``, so they take it under that name although they never use it.
 
-def _not_found(instance: object, request: IRequest, failure: Failure) -> bytes:
+
+def not_found(request: IRequest) -> bytes:
+    """The 404 of a path no route takes (the edge's fallback and each app's own)."""
     path = request.path.decode("utf-8", "replace")
     return json_body(request, error_payload("not_found", f"no route for {path}"), 404)
 
 
-def _method_not_allowed(instance: object, request: IRequest, failure: Failure) -> bytes:
-    allowed = sorted(set(failure.value.valid_methods or ()))
+def _not_found(self: Any, request: IRequest, failure: Failure) -> bytes:
+    return not_found(request)
+
+
+def _method_not_allowed(self: Any, request: IRequest, failure: Failure) -> bytes:
+    error = cast(MethodNotAllowed, failure.value)
+    allowed = sorted(set(error.valid_methods or ()))
     request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
     method = request.method.decode("ascii", "replace")
     path = request.path.decode("utf-8", "replace")
@@ -28,19 +39,20 @@ def _method_not_allowed(instance: object, request: IRequest, failure: Failure) -
     return json_body(request, error_payload("method_not_allowed", message, allowed=allowed), 405)
 
 
-def _routing_http_error(instance: object, request: IRequest, failure: Failure) -> bytes:
-    error = failure.value
+def _routing_http_error(self: Any, request: IRequest, failure: Failure) -> bytes:
+    error = cast(HTTPException, failure.value)
     if isinstance(error, RequestRedirect):
         request.setHeader(b"Location", error.new_url.encode("utf-8"))
     code = (error.name or "http_error").lower().replace(" ", "_")
-    return json_body(request, error_payload(code, error.description or error.name), error.code)
+    status = error.code or 500
+    return json_body(request, error_payload(code, error.description or error.name), status)
 
 
-def _api_error(instance: object, request: IRequest, failure: Failure) -> bytes:
-    return failure.value.render(request)
+def _api_error(self: Any, request: IRequest, failure: Failure) -> bytes:
+    return cast(ApiError, failure.value).render(request)
 
 
-def _unexpected(instance: object, request: IRequest, failure: Failure) -> bytes:
+def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
     # The traceback goes to the log, never to the client.
     log.failure(
         "unhandled error in {method} {path}",

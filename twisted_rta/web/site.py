@@ -1,41 +1,37 @@
-"""The HTTP Site: a Request that bounds the body before buffering it, and the access log."""
+"""The HTTP Site: a Request that bounds the body before buffering it and carries the edge's
+per-request state, connection deadlines, and the access log."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.http import HTTPChannel
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from twisted_rta.internals import channel_handling_request
 from twisted_rta.ops.telemetry import Telemetry
-from twisted_rta.web.edge import client_request_id
 from twisted_rta.web.responses import encode_json, error_payload
+from twisted_rta.web.routes import ROUTES, Route
+
+if TYPE_CHECKING:  # the wrapper HTTPFactory.buildProtocol returns (typing only)
+    from twisted.web.http import _GenericHTTPChannelProtocol
 
 log = Logger(namespace="twisted_rta.access")
 
-_EXACT_ROUTES = frozenset(
-    {
-        "/",
-        "/dashboard",
-        "/health",
-        "/ready",
-        "/metrics",
-        "/openapi.json",
-        "/api/v1/events",
-        "/api/v1/events/batch",
-        "/api/v1/metrics",
-        "/api/v1/stats",
-        "/api/v1/windows",
-        "/api/v1/stream",
-    }
-)
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+# RFC 9110 names; twisted.web has none for 429 and 431 ("Unknown Status") and the old one
+# for 413.
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+_REASONS[413] = b"Content Too Large"
 _API_KEY_VALUE = re.compile(rb"(?<=[?&]api_key=)[^&#]*")
 
 
@@ -44,29 +40,39 @@ def loggable_path(uri: bytes) -> bytes:
     return _API_KEY_VALUE.sub(b"***", uri)
 
 
-def route_label(path: bytes) -> str:
-    """The route template of a request path: a bounded label set for the HTTP metrics."""
-    text = path.split(b"?", 1)[0].decode("utf-8", "replace")
-    if text in _EXACT_ROUTES:
-        return text
-    if text.startswith("/api/v1/metrics/"):
-        suffix = "/series" if text.endswith("/series") else ""
-        return "/api/v1/metrics/{name}" + suffix
-    if text.startswith("/api/v1/breakdown/"):
-        return "/api/v1/breakdown/{base}"
-    if text.startswith("/dashboard/assets/"):
-        return "/dashboard/assets/{file}"
-    return "other"
+def reason_phrase(status: int) -> bytes:
+    """The reason phrase of a status line (RFC 9110 wording)."""
+    return _REASONS.get(status, b"Unknown Status")
+
+
+def client_request_id(request: IRequest) -> bytes | None:
+    """The client's X-Request-ID if it is 1-128 chars of [A-Za-z0-9._-], else None."""
+    value = request.getHeader(b"X-Request-ID")
+    if value is not None and _VALID_REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+def new_request_id(request: IRequest) -> bytes:
+    """The client's valid X-Request-ID, else a fresh UUID4."""
+    return client_request_id(request) or str(uuid.uuid4()).encode("ascii")
 
 
 class RTARequest(Request):
-    """A Request with an id, a start time and a body size limit enforced while receiving."""
+    """A Request with a body size limit enforced while receiving, and the state the edge
+    keeps for the rest of the request (the route, the caller, the access log read it)."""
 
     channel: Any
-    request_id: bytes = b""
+    request_id: bytes = b""  # the X-Request-ID of the response
     started_at: float = 0.0
+    route: Route = ROUTES.fallback  # set by the edge from the route table
+    caller_name: str = "-"  # the name of the caller's API key, for the access log
+    rate_identity: tuple[str, str] | None = None  # ("key", name) or ("address", host)
     _body_bytes: int = 0
     _rejected: bool = False
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        super().setResponseCode(code, reason_phrase(code) if message is None else message)
 
     def gotLength(self, length: int | None) -> None:
         site: RTASite = self.channel.site
@@ -93,14 +99,19 @@ class RTARequest(Request):
     def _reject_too_large(self, limit: int) -> None:
         """Answer 413 at once and close, so an oversized body is never buffered."""
         self._rejected = True
-        self.request_id = client_request_id(self) or str(uuid.uuid4()).encode("ascii")
+        self.request_id = new_request_id(self)
+        # The request line is parsed but not yet handed to the Request (requestReceived
+        # runs after the body): HTTPChannel keeps it meanwhile.
+        method: bytes = getattr(self.channel, "_command", b"-")
+        uri: bytes = getattr(self.channel, "_path", b"-")
+        self.route = ROUTES.match(uri.split(b"?", 1)[0])
         body = encode_json(
             error_payload(
                 "body_too_large", f"request body exceeds the limit of {limit} bytes", limit=limit
             )
         )
         head = (
-            b"HTTP/1.1 413 Content Too Large\r\n"
+            b"HTTP/1.1 413 " + reason_phrase(413) + b"\r\n"
             b"Content-Type: application/json; charset=utf-8\r\n"
             b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
             b"X-Request-ID: " + self.request_id + b"\r\n"
@@ -109,13 +120,17 @@ class RTARequest(Request):
         self.channel.transport.write(head + body)
         self.channel.loseConnection()
         site: RTASite = self.channel.site
-        site.log_line(b"-", loggable_path(self.uri or b"-"), 413, 0.0, len(body), self.request_id)
+        site.log_line(
+            method, loggable_path(uri), 413, 0.0, len(body), self.request_id, self.route.label
+        )
 
 
 class RTAChannel(HTTPChannel):
     """An HTTP connection that must deliver each request's head and body within the site's
-    ``request_timeout`` (a slowloris client trickling bytes never gets to hold it), with
-    Twisted's header flood limits tightened."""
+    ``request_timeout``, counted from the connection's opening for its first request and
+    from the first byte for the next ones on a kept-alive connection (a slowloris client
+    trickling bytes, or one sending nothing, never gets to hold it; between requests the
+    idle timeout applies), with Twisted's header flood limits tightened."""
 
     maxHeaders = 100
     totalHeadersSize = 16384
@@ -125,6 +140,9 @@ class RTAChannel(HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.connection_opened()
+        # A new connection must send its first request within request_timeout too: one
+        # that never sends a byte would otherwise hold a slot until idle_timeout.
+        self._start_deadline()
 
     def dataReceived(self, data: bytes) -> None:
         if self._deadline is None and not channel_handling_request(self):
@@ -135,10 +153,13 @@ class RTAChannel(HTTPChannel):
         self._cancel_deadline()
         super().allContentReceived()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._cancel_deadline()
         self.site.connection_closed()
         super().connectionLost(reason)
+
+    def _start_deadline(self) -> None:
+        self._deadline = self.site.clock.callLater(self.site.request_timeout, self._too_slow)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -152,7 +173,7 @@ class RTAChannel(HTTPChannel):
             timeout=self.site.request_timeout,
         )
         self.site.slow_clients += 1
-        self.transport.abortConnection()
+        cast(ITCPTransport, self.transport).abortConnection()
 
 
 class RTASite(Site):
@@ -160,7 +181,9 @@ class RTASite(Site):
     deadlines and a cap on open connections."""
 
     requestFactory = RTARequest
-    protocol = RTAChannel
+    # twisted's stub types protocol as a factory of its private _GenericHTTPChannelProtocol
+    # wrapper; a plain HTTPChannel subclass is what it calls (it wraps it itself).
+    protocol = RTAChannel  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -189,7 +212,7 @@ class RTASite(Site):
         self.telemetry = telemetry
         self.noisy = False
 
-    def buildProtocol(self, addr: IAddress) -> RTAChannel | None:
+    def buildProtocol(self, addr: IAddress | None) -> _GenericHTTPChannelProtocol | None:
         if self.open_connections >= self.max_connections:
             self.refused_connections += 1
             return None  # Twisted closes the connection at once
@@ -201,16 +224,18 @@ class RTASite(Site):
     def connection_closed(self) -> None:
         self.open_connections -= 1
 
-    def log(self, request: RTARequest) -> None:  # called by twisted.web when a request ends
-        duration_ms = (self.clock.seconds() - request.started_at) * 1000.0
+    def log(self, request: http.Request) -> None:  # called by twisted.web when a request ends
+        done = cast(RTARequest, request)  # requestFactory builds every request of this site
+        duration_ms = (self.clock.seconds() - done.started_at) * 1000.0
         self.log_line(
-            request.method,
-            loggable_path(request.uri),
-            request.code,
+            done.method,
+            loggable_path(done.uri),
+            done.code,
             duration_ms,
-            request.sentLength,
-            request.request_id,
-            getattr(request, "caller_name", "-"),
+            done.sentLength,
+            done.request_id,
+            done.route.label,
+            done.caller_name,
         )
 
     def log_line(
@@ -221,12 +246,13 @@ class RTASite(Site):
         duration_ms: float,
         sent: int,
         request_id: bytes,
+        route: str,
         caller: str = "-",
     ) -> None:
+        """One finished request: the HTTP metrics by ``route`` (its table label, a bounded
+        set), and the access log line unless turned off."""
         if self.telemetry is not None:
-            route = route_label(path)
-            self.telemetry.http_requests.labels(route, str(status)).inc()
-            self.telemetry.http_latency.labels(route).observe(duration_ms / 1000.0)
+            self.telemetry.http_request(route, status, duration_ms / 1000.0)
         if not self.access_log:
             return
         log.info(

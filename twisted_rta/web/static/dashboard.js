@@ -301,13 +301,13 @@
     if (reply.status === 200) drawChart(reply.body.data);
   }
 
-  function drawBars(base, data) {
+  function drawBars(base, data, emptyText = "no data in this range") {
     const list = $(`bars-${base}`);
     list.replaceChildren();
     if (!data.items.length) {
       const empty = document.createElement("li");
       empty.className = "empty";
-      empty.textContent = "no data in this range";
+      empty.textContent = emptyText;
       list.appendChild(empty);
       return;
     }
@@ -335,6 +335,8 @@
     await Promise.all(BREAKDOWNS.map(async (base) => {
       const reply = await api(`/api/v1/breakdown/${base}?from=${chosen.from}&limit=8`);
       if (reply.status === 200) drawBars(base, reply.body.data);
+      // 404 metric_not_found: the daemon's rules have no such family (custom rules).
+      else if (reply.status === 404) drawBars(base, { items: [] }, "not tracked by this daemon");
     }));
     for (const node of document.querySelectorAll(".range-label")) {
       node.textContent = `(${chosen.label})`;

@@ -1,0 +1,163 @@
+"""The ingest app: POST /api/v1/events and /api/v1/events/batch (mounted at /api/v1 by the
+edge). Events are decoded and validated, rate limited per client, and queued all or nothing
+before the 202."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+
+from twisted_rta.events.decode import decode_batch, decode_event
+from twisted_rta.events.model import BodyError, Event, EventLimits, RejectedEvent
+from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ops.telemetry import Telemetry
+from twisted_rta.web.errors import add_json_error_handlers
+from twisted_rta.web.ratelimit import RequestLimiters, retry_after
+from twisted_rta.web.responses import ApiError, json_body
+from twisted_rta.web.site import RTARequest
+
+RETRY_AFTER_SECONDS = "1"
+
+
+class IngestApp:
+    app = add_json_error_handlers(Klein())
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        queue: IntakeQueue,
+        limits: EventLimits,
+        store_backlogged: Callable[[], bool],
+        telemetry: Telemetry,
+        limiters: RequestLimiters | None = None,
+    ) -> None:
+        self._clock = clock
+        self._queue = queue
+        self.limits = limits  # replaced on reload
+        self._store_backlogged = store_backlogged
+        self._telemetry = telemetry
+        self._limiters = limiters
+
+    @app.route("/events", methods=["POST"])
+    def ingest_one(self, request: RTARequest) -> bytes:
+        endpoint = "single"
+        telemetry = self._telemetry
+        telemetry.received(endpoint).inc()
+        body = _body(request)
+        try:
+            event = decode_event(body, now=self._clock.seconds(), limits=self.limits)
+        except BodyError as error:
+            telemetry.rejected(endpoint, error.code).inc()
+            raise ApiError(error.status, error.code, error.message) from None
+        except RejectedEvent as rejected:
+            problem = rejected.error
+            telemetry.rejected(endpoint, problem.code).inc()
+            raise ApiError(400, problem.code, problem.message, field=problem.field) from None
+        self._check_event_rate(request, 1, endpoint)
+        self._enqueue((event,), endpoint)
+        payload = {
+            "status": "accepted",
+            "data": {"event_id": event.id, "type": event.type},
+            "message": "event queued for processing",
+        }
+        return json_body(request, payload, 202)
+
+    @app.route("/events/batch", methods=["POST"])
+    def ingest_batch(self, request: RTARequest) -> bytes:
+        endpoint = "batch"
+        telemetry = self._telemetry
+        body = _body(request)
+        try:
+            batch = decode_batch(body, now=self._clock.seconds(), limits=self.limits)
+        except BodyError as error:
+            # The events of an unreadable body cannot be counted: count the request as one.
+            telemetry.received(endpoint).inc()
+            telemetry.rejected(endpoint, error.code).inc()
+            raise ApiError(error.status, error.code, error.message) from None
+        telemetry.received(endpoint).inc(batch.total)
+        for problem in batch.errors:
+            telemetry.rejected(endpoint, problem.code).inc()
+        errors = [problem.as_dict() for problem in batch.errors]
+        if not batch.events:
+            raise ApiError(
+                400,
+                "no_valid_events",
+                f"none of the {batch.total} events is valid",
+                errors=errors,
+            )
+        self._check_event_rate(request, len(batch.events), endpoint)
+        self._enqueue(batch.events, endpoint)
+        data = {
+            "accepted": len(batch.events),
+            "rejected": len(batch.errors),
+            "total": batch.total,
+            "event_ids": [event.id for event in batch.events],
+            "errors": errors,
+        }
+        payload = {
+            "status": "accepted",
+            "data": data,
+            "message": f"batch processed: {batch.total} events",
+        }
+        return json_body(request, payload, 202)
+
+    def _check_event_rate(self, request: RTARequest, count: int, endpoint: str) -> None:
+        """The events bucket of the client the edge identified (its key, or its address)."""
+        if self._limiters is None:
+            return
+        wait = self._limiters.take_events(request.rate_identity, count, self._clock.seconds())
+        if wait:
+            self._telemetry.rejected(endpoint, "rate_limited").inc(count)
+            rate = self._limiters.ingest_events.rate
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many events; at most {rate.per_second:g} per second (burst "
+                f"{rate.burst:g}) for this client; nothing of this request was accepted",
+                headers={"Retry-After": retry_after(wait)},
+            )
+
+    def _enqueue(self, events: Sequence[Event], endpoint: str) -> None:
+        """All or nothing: a 202 promises that every listed event will be aggregated."""
+        try:
+            self._offer(events)
+        except ApiError as refused:
+            self._telemetry.rejected(endpoint, refused.code).inc(len(events))
+            raise
+        self._telemetry.accepted(endpoint).inc(len(events))
+
+    def _offer(self, events: Sequence[Event]) -> None:
+        headers = {"Retry-After": RETRY_AFTER_SECONDS}
+        if self._store_backlogged():
+            raise ApiError(
+                503,
+                "store_unavailable",
+                "the window store is failing and too many "
+                "closed windows wait for it; nothing of this request was accepted, "
+                "retry later",
+                headers={"Retry-After": "5"},
+            )
+        if self._queue.offer(events):
+            return
+        if self._queue.closed:
+            raise ApiError(
+                503,
+                "shutting_down",
+                "the daemon is shutting down; retry on another node or after it restarts",
+                headers=headers,
+            )
+        raise ApiError(
+            503,
+            "queue_full",
+            f"intake queue is full ({self._queue.depth} of {self._queue.capacity} events "
+            "waiting); nothing of this request was accepted, retry later",
+            headers=headers,
+        )
+
+
+def _body(request: RTARequest) -> bytes:
+    content = request.content  # None only once the request is finished
+    return content.read() if content is not None else b""

@@ -1,0 +1,178 @@
+"""The query app: the GET routes under /api/v1 (mounted there by the edge) that read the
+query layer: all-time metrics, ranges, series, breakdowns, and this node's stats and windows
+(seed-compatible envelopes)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+
+from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.query.service import (
+    QueryService,
+    StoreUnavailable,
+    metric_view,
+    range_view,
+    tidy_number,
+)
+from twisted_rta.query.timerange import (
+    RangeError,
+    TimeRange,
+    choose_resolution,
+    parse_range,
+    parse_resolution,
+)
+from twisted_rta.web.errors import add_json_error_handlers
+from twisted_rta.web.responses import ApiError, json_body
+
+T = TypeVar("T")
+_BASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def _success(request: IRequest, data: Any, message: str, status: int = 200) -> bytes:
+    return json_body(request, {"status": "success", "data": data, "message": message}, status)
+
+
+class QueryApp:
+    app = add_json_error_handlers(Klein())
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        query: QueryService,
+        resolutions: tuple[Resolution, ...],
+    ) -> None:
+        self._clock = clock
+        self._query = query
+        self._resolutions = resolutions
+
+    @app.route("/metrics", methods=["GET"])
+    async def all_metrics(self, request: IRequest) -> bytes:
+        metrics, complete = await self._query.metrics(_arg(request, "prefix"))
+        message = f"retrieved {len(metrics)} metrics" if metrics else "no metrics yet"
+        if not complete:
+            message += " (this node only: the store could not be read)"
+        return _success(request, metrics, message)
+
+    @app.route("/metrics/<path:name>/series", methods=["GET"])
+    async def metric_series(self, request: IRequest, name: str) -> bytes:
+        timerange = self._range(request, default_from="-1h", explicit_resolution=True)
+        points = await self._history(self._query.series(name, timerange))
+        data = {"name": name, **range_view(timerange), "points": points}
+        return _success(request, data, f"{len(points)} points of {name!r}")
+
+    @app.route("/metrics/<path:name>", methods=["GET"])
+    async def one_metric(self, request: IRequest, name: str) -> bytes:
+        if _arg(request, "from") is None and _arg(request, "to") is None:
+            metric = await self._query.metric(name)
+            if metric is None:
+                raise _metric_not_found(name)
+            return _success(request, metric, f"metric {name!r} found")
+        timerange = self._range(request, default_from=None)
+        merged = await self._history(self._query.metric_over(name, timerange))
+        if merged is None:
+            raise _metric_not_found(name)
+        view = {**metric_view(merged.snapshot(name)), "range": range_view(timerange)}
+        return _success(request, view, f"metric {name!r} found")
+
+    @app.route("/breakdown/<base>", methods=["GET"])
+    async def breakdown(self, request: IRequest, base: str) -> bytes:
+        if not _BASE_NAME.fullmatch(base):
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                "base must be a metric family name such as page_views, clicks or events_by_type",
+                parameter="base",
+            )
+        limit = _int_arg(request, "limit", default=10, minimum=1, maximum=1000)
+        ranged = _arg(request, "from") is not None or _arg(request, "to") is not None
+        timerange = self._range(request, default_from=None) if ranged else None
+        found = await self._history(self._query.breakdown(base, timerange, limit))
+        if found is None:
+            raise ApiError(
+                404,
+                "metric_not_found",
+                f"no metric family {base!r}: the rules declare none and no node has seen "
+                f"a metric {base}:<value>",
+                name=base,
+            )
+        result, complete = found
+        data: dict[str, Any] = {
+            "base": base,
+            "items": [{"value": key, "count": tidy_number(value)} for key, value in result.items],
+            "other": tidy_number(result.other),
+            "total": tidy_number(result.total),
+        }
+        data.update(range_view(timerange) if timerange else {"complete": complete})
+        return _success(request, data, f"top {len(result.items)} values of {base!r}")
+
+    @app.route("/stats", methods=["GET"])
+    def stats(self, request: IRequest) -> bytes:
+        return _success(request, self._query.stats(self._clock.seconds()), "aggregator statistics")
+
+    @app.route("/windows", methods=["GET"])
+    def windows(self, request: IRequest) -> bytes:
+        windows = self._query.windows()
+        return _success(request, {"windows": windows}, f"{len(windows)} windows")
+
+    def _range(
+        self, request: IRequest, *, default_from: str | None, explicit_resolution: bool = False
+    ) -> TimeRange:
+        now = self._clock.seconds()
+        try:
+            start, end = parse_range(
+                _arg(request, "from"), _arg(request, "to"), now=now, default_from=default_from
+            )
+            wanted = parse_resolution(_arg(request, "resolution")) if explicit_resolution else None
+            return choose_resolution(
+                start, end, now=now, resolutions=self._resolutions, wanted_size=wanted
+            )
+        except RangeError as error:
+            raise ApiError(
+                400, "invalid_parameter", error.message, parameter=error.parameter
+            ) from None
+
+    @staticmethod
+    async def _history(pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except StoreUnavailable as error:
+            raise ApiError(
+                503,
+                "store_unavailable",
+                f"history is unavailable: {error}",
+                headers={"Retry-After": "5"},
+            ) from None
+
+
+def _metric_not_found(name: str) -> ApiError:
+    return ApiError(404, "metric_not_found", f"metric {name!r} not found", name=name)
+
+
+def _arg(request: IRequest, name: str) -> str | None:
+    values = request.args.get(name.encode("ascii"))
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _int_arg(request: IRequest, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    raw = _arg(request, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"{name} must be an integer between {minimum} and {maximum}; got {raw!r}",
+            parameter=name,
+        )
+    return value
