@@ -180,7 +180,7 @@ def test_port_in_use_fails_the_start_loudly() -> None:
 
 
 def test_invalid_endpoint_fails_the_start() -> None:
-    from twisted_rta.web.listeners import ListenError
+    from twisted_rta.config import ConfigError
 
-    with pytest.raises(ListenError, match="invalid listen endpoint 'bogus:1'"):
+    with pytest.raises(ConfigError, match=r"server\.listen\[0\]: invalid endpoint 'bogus:1'"):
         make_daemon({"server": {"listen": ["bogus:1"]}})

@@ -190,3 +190,156 @@ def test_two_reuseport_listeners_share_one_port() -> None:
 
 def test_node_id_option_overrides_the_config() -> None:
     assert parse("--node-id", "core-1").config.store.node_id == "core-1"
+
+
+@pytest.mark.parametrize(
+    ("listen", "message"),
+    [
+        ("tcp:99999", "port must be a number from 0 to 65535 in 'tcp:99999', got '99999'"),
+        ("tcp:port=70000:interface=127.0.0.1", "port must be a number from 0 to 65535"),
+        ("reuseport:-1", "port must be a number from 0 to 65535"),
+        ("bogus:1", "invalid endpoint 'bogus:1': Unknown endpoint type: 'bogus'"),
+        ("tcp:80:colour=blue", "invalid endpoint 'tcp:80:colour=blue'"),
+        ("8080", "must be a Twisted endpoint like tcp:8080:interface=127.0.0.1"),
+    ],
+)
+def test_listen_endpoints_are_checked_with_the_config(
+    tmp_path: Path, listen: str, message: str
+) -> None:
+    path = tmp_path / "rta.yaml"
+    path.write_text(f"server:\n  listen: [{listen!r}]\n")
+    with pytest.raises(SystemExit) as caught:
+        parse("-c", str(path))
+    assert f"config error: server.listen[0]: {message}" in str(caught.value.code)
+
+
+def test_systemd_and_unix_endpoints_pass_the_check_outside_systemd() -> None:
+    options = parse("--listen", "systemd:domain=INET:name=http", "--listen", "unix:/tmp/r.sock")
+    assert options.config.server.listen[0] == "systemd:domain=INET:name=http"
+
+
+def test_listen_backlog_applies_where_the_endpoint_sets_none() -> None:
+    from twisted_rta.config.endpoints import with_backlog
+
+    reactor = MemoryReactorClock()
+    options = parse("--listen", "tcp:8123:interface=127.0.0.1", "--listen", "tcp:8124:backlog=5")
+    service = wiring.build_daemon(options.config, reactor, log_observer=None).service
+    service.privilegedStartService()
+    assert [(port, backlog) for port, _, backlog, _ in reactor.tcpServers] == [
+        (8123, 1024),
+        (8124, 5),
+    ]
+    assert service.listeners[0].description == "tcp:8123:interface=127.0.0.1"
+    assert with_backlog("unix:/tmp/x", 9) == "unix:/tmp/x"
+    assert with_backlog("reuseport:80", 9) == "reuseport:80:backlog=9"
+
+
+def test_a_listener_that_cannot_bind_exits_1_without_a_traceback() -> None:
+    from twisted.internet.protocol import Factory
+
+    from twisted_rta.web.listeners import HTTPListener, StartupFailed
+
+    class Refusing(MemoryReactorClock):
+        def listenTCP(self, *args: object, **kwargs: object) -> object:
+            from twisted.internet.error import CannotListenError
+
+            raise CannotListenError("127.0.0.1", 8080, OSError(98, "Address already in use"))
+
+    listener = HTTPListener(Refusing(), "tcp:8080:interface=127.0.0.1", Factory())
+    with pytest.raises(StartupFailed) as caught:
+        listener.privilegedStartService()
+    # twistd's cleanup catches Exception; Python exits quietly with 1 for a SystemExit.
+    assert isinstance(caught.value, Exception) and caught.value.code == 1
+
+
+def test_the_file_limit_is_raised_within_the_hard_limit() -> None:
+    import resource
+
+    from twisted_rta.ops.file_limit import raise_file_limit
+
+    calls: list[tuple[int, int]] = []
+
+    def limits(soft: int, hard: int) -> object:
+        return lambda which: (soft, hard)
+
+    low = raise_file_limit(
+        10_000, getrlimit=limits(1024, 524_288), setrlimit=lambda w, v: calls.append(v)
+    )
+    assert calls == [(10_064, 524_288)] and low.soft == 10_064 and not low.too_low
+    calls.clear()
+    capped = raise_file_limit(
+        10_000, getrlimit=limits(1024, 4096), setrlimit=lambda w, v: calls.append(v)
+    )
+    assert calls == [(4096, 4096)] and capped.too_low and capped.raised
+    calls.clear()
+    ample = raise_file_limit(
+        100, getrlimit=limits(1024, 4096), setrlimit=lambda w, v: calls.append(v)
+    )
+    assert calls == [] and not ample.raised and not ample.too_low
+    unlimited = raise_file_limit(
+        100,
+        getrlimit=limits(64, resource.RLIM_INFINITY),
+        setrlimit=lambda w, v: calls.append(v),
+    )
+    assert calls == [(164, resource.RLIM_INFINITY)] and not unlimited.too_low
+
+    def refuse(which: int, value: tuple[int, int]) -> None:
+        raise ValueError("not allowed")
+
+    refused = raise_file_limit(10_000, getrlimit=limits(1024, 4096), setrlimit=refuse)
+    assert refused.soft == 1024 and refused.too_low and not refused.raised
+
+
+def test_emfile_accept_failures_are_counted_and_logged_as_errors() -> None:
+    from twisted.internet.task import Clock
+    from twisted.logger import LogLevel, LogPublisher
+
+    from twisted_rta.ops.telemetry import Telemetry
+    from twisted_rta.web.listeners import AcceptErrorLog
+
+    telemetry = Telemetry()
+    clock = Clock()
+    logged: list[dict[str, object]] = []
+    from twisted.logger import globalLogPublisher
+
+    globalLogPublisher.addObserver(logged.append)
+    publisher = LogPublisher()
+    watches = [
+        AcceptErrorLog(lambda reason: telemetry.accept_errors.labels(reason=reason).inc(), clock)
+        for _ in range(2)  # two listeners: each event counted once
+    ]
+    for watch in watches:
+        publisher.addObserver(watch)
+    try:
+        for _ in range(3):
+            publisher(
+                {
+                    "log_namespace": "twisted.internet.tcp.Port",
+                    "log_format": "Could not accept new connection ({acceptError})",
+                    "acceptError": "EMFILE",
+                    "log_level": LogLevel.info,
+                }
+            )
+        publisher(
+            {
+                "log_namespace": "twisted.internet.tcp.Port",
+                "log_format": "EMFILE encountered; releasing reserved file descriptor.",
+                "log_level": LogLevel.info,
+            }
+        )
+        publisher(
+            {
+                "log_namespace": "twisted.internet.tcp.Port",
+                "log_format": "Could not accept new connection ({acceptError})",
+                "acceptError": "ECONNABORTED",
+                "log_level": LogLevel.info,
+            }
+        )
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    value = telemetry.registry.get_sample_value
+    assert value("rta_accept_errors_total", {"reason": "EMFILE"}) == 4
+    assert value("rta_accept_errors_total", {"reason": "ECONNABORTED"}) == 1
+    errors = [e for e in logged if e.get("log_level") == LogLevel.error]
+    assert len(errors) == 1  # the rest within 10 s are only counted
+    assert errors[0]["reason"] == "EMFILE"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import IO
+from typing import IO, Any
 
 import attrs
 from twisted.application.service import IService
@@ -21,6 +21,8 @@ from twisted_rta.config import (
     load_config,
     text,
 )
+from twisted_rta.config.endpoints import check_endpoint
+from twisted_rta.ops.file_limit import HEADROOM, FileLimit, raise_file_limit
 from twisted_rta.ops.logs import make_observer
 from twisted_rta.ops.systemd import SystemdNotifier
 from twisted_rta.wiring import build_daemon
@@ -81,7 +83,8 @@ def _apply_overrides(config: Config, options: Options) -> Config:
         logging = attrs.evolve(logging, format=fmt)
     server = config.server
     if options["listen"]:
-        server = attrs.evolve(server, listen=tuple(options["listen"]))
+        listen = tuple(check_endpoint(endpoint, "--listen") for endpoint in options["listen"])
+        server = attrs.evolve(server, listen=listen)
     store = config.store
     if options["node-id"] is not None:
         store = attrs.evolve(store, node_id=text(options["node-id"], "--node-id"))
@@ -100,20 +103,47 @@ def _log_stream(options: Options) -> IO[str]:
 
 
 def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
 
     config = options.config
     observer = make_observer(
         _log_stream(options), log_format=config.logging.format, level=config.logging.level
     )
-    daemon = build_daemon(
-        config,
-        reactor,
-        observer,
-        notifier=SystemdNotifier.from_environ(os.environ),
-        reload_config=lambda: _apply_overrides(load_config(options["config"]), options),
-    )
+    try:
+        daemon = build_daemon(
+            config,
+            reactor,
+            observer,
+            notifier=SystemdNotifier.from_environ(os.environ),
+            reload_config=lambda: _apply_overrides(load_config(options["config"]), options),
+        )
+    except ConfigError as error:
+        # Found only when the pieces are made (a store URL whose driver is not installed).
+        raise SystemExit(f"twistd rta: config error: {error}") from None
+    _report_file_limit(raise_file_limit(config.server.max_connections))
     reload = daemon.reloader.reload
     # The handler only schedules: the reload itself runs on the reactor thread.
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))
     return daemon.service
+
+
+def _report_file_limit(limit: FileLimit) -> None:
+    if limit.raised:
+        log.info(
+            "open file limit raised from {before} to {soft} (hard limit {hard})",
+            before=limit.soft_before,
+            soft=limit.soft,
+            hard=limit.hard,
+        )
+    if limit.too_low:
+        log.warn(
+            "open file limit {soft} (hard {hard}) is below server.max_connections + "
+            "{headroom} = {wanted}: connections past it fail (EMFILE) and /health with them; "
+            "raise LimitNOFILE= in the unit (ulimit -n) or lower server.max_connections",
+            soft=limit.soft,
+            hard=limit.hard,
+            headroom=HEADROOM,
+            wanted=limit.wanted,
+        )

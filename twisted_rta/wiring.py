@@ -59,14 +59,30 @@ log = Logger()
 
 
 def open_store(config: Config, reactor: Any, environ: Mapping[str, str]) -> WindowStore:
-    """The WindowStore named by ``store.url`` (default: the embedded SQLite file)."""
-    node_id = config.store.node_id or default_node_id(config.server.listen, socket.gethostname())
+    """The WindowStore named by ``store.url`` (default: the embedded SQLite file).
+
+    The default node id takes the first free slot (``host:port``, ``host:port/2``, ...) when
+    the store opens; an explicit one is refused there if a live process holds it. Raises
+    ConfigError for a URL that cannot work (bad scheme, driver extra not installed).
+    """
+    from twisted_rta.config import ConfigError
+    from twisted_rta.store.lease import DEFAULT_NODE_ID_SLOTS
+
+    explicit = config.store.node_id
+    node_id = explicit or default_node_id(config.server.listen, socket.gethostname())
     url = store_url(config.store, environ)
     if url == "memory:":
         return MemoryWindowStore(node_id=node_id)
-    return SQLWindowStore.from_url(
-        url, reactor=reactor, node_id=node_id, max_connections=config.store.max_connections
-    )
+    try:
+        return SQLWindowStore.from_url(
+            url,
+            reactor=reactor,
+            node_id=node_id,
+            max_connections=config.store.max_connections,
+            node_id_slots=1 if explicit else DEFAULT_NODE_ID_SLOTS,
+        )
+    except ValueError as error:
+        raise ConfigError("store.url", str(error)) from None
 
 
 @frozen
@@ -317,7 +333,15 @@ def build_http(
         max_connections=config.server.max_connections,
     )
     listeners = tuple(
-        HTTPListener(reactor, state.description, site, state) for state in listener_states
+        HTTPListener(
+            reactor,
+            state.description,
+            site,
+            state,
+            backlog=config.server.listen_backlog,
+            on_accept_error=lambda reason: telemetry.accept_errors.labels(reason=reason).inc(),
+        )
+        for state in listener_states
     )
     return Http(site, edge, api, limiters, feed, listeners)
 

@@ -43,12 +43,14 @@ class DaemonProcess(ProcessProtocol):
         env: dict[str, str] | None = None,
         *,
         inherit_fd: int | None = None,
+        wrapper: tuple[str, ...] = (),
     ) -> DaemonProcess:
         """Start ``twistd -n rta``; ``inherit_fd`` is passed as fd 3 with LISTEN_PID set to
-        the daemon's own pid, as systemd's socket activation does."""
+        the daemon's own pid, as systemd's socket activation does; ``wrapper`` runs it
+        (``("prlimit", "--nofile=256:256", "--")``)."""
         protocol = cls()
         environment = {**os.environ, **(env or {})}
-        argv = [twistd_path(), "-n", "--pidfile=", "rta", "--log-format", "json", *args]
+        argv = [*wrapper, twistd_path(), "-n", "--pidfile=", "rta", "--log-format", "json", *args]
         child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
         if inherit_fd is not None:
             child_fds[3] = inherit_fd

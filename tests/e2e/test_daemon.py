@@ -168,9 +168,12 @@ async def test_port_in_use_fails_the_start(tmp_path: Path) -> None:
         second = DaemonProcess.spawn(["--listen", f"tcp:{port}:interface=127.0.0.1"], tmp_path)
         reason = await second.ended.addTimeout(TIMEOUT, reactor)
         assert reason.exitCode == 1
-        assert any("cannot start: cannot listen on" in m for m in second.messages()), (
+        about = [m for m in second.messages() if "cannot listen" in m]
+        assert len(about) == 1 and about[0].startswith("cannot start: cannot listen on"), (
             second.output_text()
         )
+        assert "Traceback" not in second.output_text()
+        assert second.other_output == [], second.output_text()
     finally:
         await first.terminate()
 

@@ -259,3 +259,13 @@ def test_verify_check_catches_a_bad_setting(verifiable_units: Path) -> None:
     assert [line.split(": ", 1)[1] for line in problems_of_ours(lines, verifiable_units)] == [
         "Failed to parse sec value, ignoring: thirty"
     ]
+
+
+def test_the_unit_allows_max_connections_file_descriptors() -> None:
+    # server.max_connections defaults to 10,000; systemd's default soft limit is 1024.
+    settings = dict(
+        line.split("=", 1)
+        for line in (UNITS / "rta.service").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert int(settings["LimitNOFILE"]) >= 10_000 + 64

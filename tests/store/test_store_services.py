@@ -11,7 +11,7 @@ from twisted_rta.aggregation.metrics import Counter
 from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.events.model import Event
-from twisted_rta.store.interface import SchemaTooNewError
+from twisted_rta.store.interface import NodeIdHeldError, PermanentStoreError, SchemaTooNewError
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore
 from twisted_rta.store.retention import RetentionService
@@ -33,6 +33,7 @@ def service(
         retry_initial=1.0,
         retry_max=4.0,
         on_fatal=(fatal if fatal is not None else []).append,
+        jitter=lambda: 0.0,
     )
 
 
@@ -177,3 +178,71 @@ def test_try_open_joins_an_attempt_in_flight() -> None:
     assert not joined.called
     store.opens[0].callback(None)
     assert result_of(joined) is True
+
+
+def test_backoff_doubles_up_to_retry_max_and_restarts_after_a_success() -> None:
+    store = MemoryWindowStore(node_id="n")
+    store.available = False
+    clock = Clock()
+    svc = service(store, clock, aggregator())
+    svc.startService()
+    delays = []
+    for _ in range(5):
+        (call,) = clock.getDelayedCalls()
+        delays.append(call.getTime() - clock.seconds())
+        clock.advance(delays[-1])
+    assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]  # retry_max 4
+    store.available = True
+    clock.advance(4.0)
+    assert svc.opened and svc.open_failures == 6
+
+
+def test_jitter_is_added_to_the_delay() -> None:
+    store = MemoryWindowStore(node_id="n")
+    store.available = False
+    clock = Clock()
+    svc = StoreService(
+        store,
+        aggregator(),
+        clock=clock,
+        retry_initial=1.0,
+        retry_max=4.0,
+        on_fatal=lambda reason: None,
+        jitter=lambda: 0.25,
+    )
+    svc.startService()
+    assert [c.getTime() - clock.seconds() for c in clock.getDelayedCalls()] == [1.25]
+
+
+def test_default_jitter_stays_within_a_tenth_of_retry_initial() -> None:
+    store = MemoryWindowStore(node_id="n")
+    store.available = False
+    clock = Clock()
+    svc = StoreService(
+        store,
+        aggregator(),
+        clock=clock,
+        retry_initial=2.0,
+        retry_max=4.0,
+        on_fatal=lambda reason: None,
+    )
+    svc.startService()
+    (call,) = clock.getDelayedCalls()
+    assert 2.0 <= call.getTime() - clock.seconds() <= 2.2
+
+
+def test_a_permanent_store_error_is_fatal_once_and_try_open_gives_up() -> None:
+    class HeldNodeId(MemoryWindowStore):
+        def open(self) -> Deferred[None]:
+            return fail(NodeIdHeldError("node id 'n' is already held"))
+
+    fatal: list[str] = []
+    clock = Clock()
+    svc = service(HeldNodeId(node_id="n"), clock, aggregator(), fatal)
+    svc.startService()
+    assert fatal == ["node id 'n' is already held"]
+    assert clock.getDelayedCalls() == []
+    # The final flush at shutdown asks again: no second attempt, no second fatal.
+    assert result_of(Deferred.fromCoroutine(svc.try_open())) is False
+    assert fatal == ["node id 'n' is already held"]
+    assert issubclass(SchemaTooNewError, PermanentStoreError)

@@ -107,7 +107,7 @@ def load_config(path: str | Path | None) -> Config:
 
 def default_node_id(listen: tuple[str, ...], hostname: str) -> str:
     """hostname plus the first listen port, so two nodes on one host never share rows."""
-    match = re.match(r"^(?:tcp6?|ssl):(?:port=)?(\d+)", listen[0]) if listen else None
+    match = re.match(r"^(?:tcp6?|ssl|reuseport):(?:port=)?(\d+)", listen[0]) if listen else None
     first = listen[0] if listen else ""
     suffix = match.group(1) if match else re.sub(r"[^A-Za-z0-9._-]+", "_", first)
     return f"{hostname}:{suffix}"

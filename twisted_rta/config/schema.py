@@ -10,6 +10,7 @@ from typing import Any
 from attrs import field, frozen
 
 from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.config.endpoints import check_endpoint
 from twisted_rta.config.parsers import (
     ConfigError,
     Parser,
@@ -45,8 +46,11 @@ def section(cls: type, *, reload: bool | None = None) -> Any:
 @frozen
 class ServerConfig:
     listen: tuple[str, ...] = setting(
-        ("tcp:8080:interface=0.0.0.0",), string_list(allow_empty=False)
+        ("tcp:8080:interface=0.0.0.0",), string_list(item=check_endpoint, allow_empty=False)
     )
+    # The kernel's queue of connections not yet accepted (Twisted's default is 50), for
+    # tcp/tcp6/ssl/reuseport endpoints that do not set backlog= themselves.
+    listen_backlog: int = setting(1024, integer(minimum=1, maximum=65535))
     shutdown_timeout: float = setting(10.0, duration(minimum=0.1))
     # A request's head and body must arrive within this (slowloris defence).
     request_timeout: float = setting(30.0, duration(minimum=0.1))

@@ -67,6 +67,13 @@ class Telemetry:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.accept_errors = Counter(
+            "rta_accept_errors",
+            "Failed accept() calls on the listening sockets, by errno (EMFILE: out of file "
+            "descriptors; see LimitNOFILE)",
+            ["reason"],
+            registry=registry,
+        )
         ProcessCollector(registry=registry)
 
     def received(self, endpoint: str) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -12,15 +12,21 @@ from urllib.parse import unquote, urlsplit
 
 from attrs import frozen
 
+from twisted_rta.store.lease import AdvisoryLockLease, FileLease, Lease, lock_key
+
+__all__ = [
+    "POSTGRESQL",
+    "SQLITE",
+    "ConnectionSettings",
+    "Dialect",
+    "MissingDriverError",
+    "lock_key",
+    "settings_from_url",
+]
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_WAL_RETRY_S = 0.01
 POSTGRES_CONNECT_TIMEOUT_S = 10
-
-
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit key for ``name`` (PostgreSQL advisory locks take a bigint)."""
-    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 @frozen
@@ -71,7 +77,19 @@ POSTGRESQL = Dialect(
 )
 
 
+class MissingDriverError(ValueError):
+    """The URL names a database whose driver (an optional extra) is not installed."""
+
+
 def _no_preparation() -> None:
+    return None
+
+
+def _no_lease() -> Lease:
+    raise NotImplementedError("these settings have no node-id lease")
+
+
+def _nothing_permanent(error: BaseException) -> str | None:
     return None
 
 
@@ -90,6 +108,45 @@ class ConnectionSettings:
     on_connect: Callable[[Any], None] | None = None
     # For logs: never contains a password.
     description: str = ""
+    # A new node-id lease on this database (blocking calls; see lease.py).
+    make_lease: Callable[[], Lease] = _no_lease
+    # Why ``error`` (raised while opening) will not go away by retrying, or None if it may.
+    permanent_reason: Callable[[BaseException], str | None] = _nothing_permanent
+
+
+# SQLSTATEs that retrying cannot fix: class 28 (invalid authorization: wrong password, no
+# such role), 3D000 (no such database), 3F000 (no such schema), 42501 (insufficient
+# privilege, e.g. CREATE on schema public).
+_PERMANENT_SQLSTATES = frozenset({"28000", "28P01", "3D000", "3F000", "42501"})
+# libpq reports a refused connection without an SQLSTATE: the server's FATAL text tells.
+_PERMANENT_CONNECT_MESSAGES = re.compile(
+    r"password authentication failed|authentication failed for user|role \S+ does not exist"
+    r"|database \S+ does not exist|no pg_hba\.conf entry|permission denied for database"
+    r"|no password supplied|password must be provided",
+    re.IGNORECASE,
+)
+
+
+def _postgresql_permanent_reason(error: BaseException) -> str | None:
+    sqlstate = getattr(error, "sqlstate", None)
+    message = str(error).strip()
+    if sqlstate is None and not _PERMANENT_CONNECT_MESSAGES.search(message):
+        return None
+    if sqlstate is not None and sqlstate not in _PERMANENT_SQLSTATES:
+        return None
+    # "connection failed: connection to server at ... failed: FATAL:  <reason>": the reason.
+    reason = re.split(r"FATAL:\s*", message)[-1].splitlines()[0].strip()
+    return f"{reason} (SQLSTATE {sqlstate})" if sqlstate else reason
+
+
+def _sqlite_permanent_reason(error: BaseException) -> str | None:
+    if isinstance(error, PermissionError):
+        return str(error)
+    if isinstance(error, sqlite3.OperationalError) and (
+        "readonly database" in str(error) or "unable to open database file" in str(error)
+    ):
+        return str(error)
+    return None
 
 
 def _sqlite_use_wal(connection: sqlite3.Connection) -> None:
@@ -144,13 +201,21 @@ def _sqlite_settings(url: str) -> ConnectionSettings:
         prepare=create_parent,
         on_connect=_sqlite_on_connect,
         description=f"sqlite:{path}",
+        make_lease=lambda: FileLease(path),
+        permanent_reason=_sqlite_permanent_reason,
     )
 
 
 def _postgresql_settings(url: str, max_connections: int) -> ConnectionSettings:
     # Imported here so SQLite deployments need not install psycopg.
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
+    try:
+        import psycopg
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        raise MissingDriverError(
+            "PostgreSQL needs the psycopg package: pip install 'twisted-rta[postgresql]'"
+        ) from None
 
     try:
         params = conninfo_to_dict(url)
@@ -162,7 +227,7 @@ def _postgresql_settings(url: str, max_connections: int) -> ConnectionSettings:
         "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
         "application_name": "twisted-rta",
     }
-    extra = {key: value for key, value in defaults.items() if key not in params}
+    extra: dict[str, Any] = {key: value for key, value in defaults.items() if key not in params}
     host = params.get("host", "")
     port = params.get("port", "")
     dbname = params.get("dbname", "")
@@ -174,6 +239,10 @@ def _postgresql_settings(url: str, max_connections: int) -> ConnectionSettings:
         min_connections=1,
         max_connections=max_connections,
         description=f"postgresql://{host}:{port}/{dbname}",
+        make_lease=lambda: AdvisoryLockLease(
+            lambda: psycopg.connect(url, autocommit=True, **extra)
+        ),
+        permanent_reason=_postgresql_permanent_reason,
     )
 
 

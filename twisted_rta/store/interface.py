@@ -25,15 +25,25 @@ class StoredMetric:
     value: Metric
 
 
-class SchemaTooNewError(Exception):
+class PermanentStoreError(Exception):
+    """Opening the store failed in a way that waiting will not fix (wrong credentials, no
+    such database, missing privileges, node id in use): the start fails, no retry."""
+
+
+class SchemaTooNewError(PermanentStoreError):
     """The database was migrated by a newer twisted-rta; refusing to touch it."""
+
+
+class NodeIdHeldError(PermanentStoreError):
+    """Another live process holds the lease on this node id in the same store."""
 
 
 class WindowStore(Protocol):
     node_id: str
 
     def open(self) -> Deferred[None]:
-        """Connect and apply migrations; may be retried after a failure."""
+        """Take the node-id lease, connect and apply migrations; may be retried after a
+        failure unless it fails with PermanentStoreError. ``node_id`` is final once open."""
 
     def load_totals(self) -> Deferred[dict[str, Metric]]:
         """This node's all-time totals."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -12,7 +14,7 @@ from twisted.python.failure import Failure
 
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Metric
-from twisted_rta.store.interface import SchemaTooNewError, WindowStore
+from twisted_rta.store.interface import PermanentStoreError, WindowStore
 
 log = Logger()
 
@@ -20,7 +22,13 @@ log = Logger()
 class StoreService(Service):
     """Started first: until the store is open the daemon still takes events (they wait in
     memory, bounded), and /ready says why it is not ready. Restored totals are merged into
-    the live global metrics, so events counted before the restore are kept."""
+    the live global metrics, so events counted before the restore are kept.
+
+    A PermanentStoreError (no such database, wrong credentials, no privilege, node id held
+    by another process, newer schema) is fatal at once; anything else is retried with
+    exponential backoff from ``retry_initial`` to ``retry_max``, plus a jitter of at most a
+    tenth of ``retry_initial`` so that nodes restarted together do not retry in step.
+    """
 
     name = "store"
 
@@ -33,19 +41,24 @@ class StoreService(Service):
         retry_initial: float,
         retry_max: float,
         on_fatal: Callable[[str], None],
+        jitter: Callable[[], float] | None = None,
     ) -> None:
         self.store = store
         self._aggregator = aggregator
         self._clock = clock
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
-        self._delay = retry_initial
+        if jitter is None:
+            jitter = lambda: random.uniform(0.0, retry_initial / 10)  # noqa: E731
+        self._backoff = backoffPolicy(
+            initialDelay=retry_initial, maxDelay=retry_max, factor=2.0, jitter=jitter
+        )
         self._on_fatal = on_fatal
         self._retry: IDelayedCall | None = None
         self._waiters: list[Deferred[None]] = []
         self.opened = False
         self.open_failures = 0
         self.last_error: str | None = None
+        self.fatal_error: str | None = None
+        self._failed_attempts = 0  # since the last success: the backoff's exponent
 
     def startService(self) -> None:
         super().startService()
@@ -81,6 +94,8 @@ class StoreService(Service):
         """
         if self.opened:
             return True
+        if self.fatal_error is not None:
+            return False
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         await self._attempt()
@@ -91,7 +106,7 @@ class StoreService(Service):
             self._aggregator.restore_global(name, metric)
         self.opened = True
         self.last_error = None
-        self._delay = self._retry_initial
+        self._failed_attempts = 0
         log.info(
             "store open (node {node_id}); restored {count} all-time metrics",
             node_id=self.store.node_id,
@@ -99,19 +114,22 @@ class StoreService(Service):
         )
 
     def _failed(self, failure: Failure) -> None:
-        reason = failure.getErrorMessage() or failure.type.__name__
-        if failure.check(SchemaTooNewError):
-            log.critical("cannot start: {reason}", reason=reason)
-            self._on_fatal(reason)
-            return
+        reason = failure.getErrorMessage() or getattr(failure.type, "__name__", "error")
         self.last_error = reason
+        if failure.check(PermanentStoreError):
+            if self.fatal_error is None:
+                self.fatal_error = reason
+                log.critical("cannot start: {reason}", reason=reason)
+                self._on_fatal(reason)
+            return
+        delay = self._backoff(self._failed_attempts)
+        self._failed_attempts += 1
         self.open_failures += 1
         if not self.running:
             return
         log.warn(
             "store unavailable ({reason}); retrying in {delay}s",
             reason=reason,
-            delay=round(self._delay, 3),
+            delay=round(delay, 3),
         )
-        self._retry = self._clock.callLater(self._delay, self._attempt)
-        self._delay = min(self._delay * 2, self._retry_max)
+        self._retry = self._clock.callLater(delay, self._attempt)

@@ -14,8 +14,14 @@ from twisted.logger import Logger
 
 from twisted_rta.aggregation.metrics import Metric, metric_from_bytes
 from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.store.dialects import ConnectionSettings, lock_key, settings_from_url
-from twisted_rta.store.interface import TOTALS_RESOLUTION, SchemaTooNewError, StoredMetric
+from twisted_rta.store.dialects import ConnectionSettings, settings_from_url
+from twisted_rta.store.interface import (
+    TOTALS_RESOLUTION,
+    PermanentStoreError,
+    SchemaTooNewError,
+    StoredMetric,
+)
+from twisted_rta.store.lease import Lease, acquire_node_id, lock_key, node_id_candidates
 from twisted_rta.store.migrations import MIGRATIONS, migrate
 
 log = Logger()
@@ -181,14 +187,18 @@ class SQLWindowStore:
     """Persists closed windows (merged per node) and each node's all-time totals.
 
     Every method returns a Deferred and does its SQL in the adbapi thread pool. Rows are
-    keyed by node, so several daemons can share one PostgreSQL database; a node_id must be
-    used by one process at a time.
+    keyed by node, so several daemons can share one database; ``open()`` takes a lease on
+    the node id (lease.py) so that no two live processes write as the same node. With
+    several candidate ids (the default id's slots), ``node_id`` is the one leased at open.
     """
 
     _pool: ConnectionPool
     _settings: ConnectionSettings
     _reactor: Any
-    node_id: str
+    _candidates: tuple[str, ...]
+    _lease: Lease
+    node_id: str = field(init=False)
+    _leased: bool = False
     _opened: bool = False
     _closed: bool = False
     _pool_closed: bool = False
@@ -197,13 +207,25 @@ class SQLWindowStore:
     _close_waiters: list[Deferred[None]] = field(factory=list)
 
     @classmethod
-    def from_url(cls, url: str, *, reactor: Any, node_id: str, max_connections: int = 4) -> Self:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        reactor: Any,
+        node_id: str,
+        max_connections: int = 4,
+        node_id_slots: int = 1,
+    ) -> Self:
         """A store for ``sqlite:///path``, ``sqlite:relative/path`` or ``postgresql://...``.
 
-        Nothing connects before ``open()``.
+        ``node_id_slots`` > 1 lets ``open()`` fall back to ``node_id/2``, ``node_id/3``, ...
+        when another process holds ``node_id`` (default ids); 1 means exactly ``node_id``.
+        Nothing connects before ``open()``. Raises ValueError for a bad URL and its subclass
+        MissingDriverError when the database's driver is not installed.
         """
         if not node_id:
             raise ValueError("node_id must not be empty")
+        candidates = node_id_candidates(node_id, node_id_slots)
         settings = settings_from_url(url, max_connections=max_connections)
         pool = ConnectionPool(
             settings.dbapi_module,
@@ -216,7 +238,10 @@ class SQLWindowStore:
             cp_reconnect=True,
             **settings.connect_kwargs,
         )
-        return cls(pool, settings, reactor, node_id)
+        return cls(pool, settings, reactor, candidates, settings.make_lease())
+
+    def __attrs_post_init__(self) -> None:
+        self.node_id = self._candidates[0]
 
     @property
     def database(self) -> str:
@@ -246,8 +271,8 @@ class SQLWindowStore:
             return fail(e)
         total_rows = [(name, metric.kind, metric.to_bytes()) for name, metric in totals.items()]
         d = self._run(self._write_txn, groups, total_rows, self._reactor.seconds())
-        d.addCallback(self._log_conflicts)
-        return d
+        written: Deferred[None] = d.addCallback(self._log_conflicts)
+        return written
 
     def read_windows(
         self,
@@ -335,6 +360,9 @@ class SQLWindowStore:
         if not self._pool.threadpool.joined:
             self._pool.close()
         self._pool_closed = True
+        # Last: nothing can write as this node any more. Closing a file or a connection.
+        self._lease.release()
+        self._leased = False
         log.info("window store closed: {database}", database=self.database)
         waiters, self._close_waiters = self._close_waiters, []
         for waiter in waiters:
@@ -342,10 +370,32 @@ class SQLWindowStore:
 
     async def _open(self) -> None:
         self._usable(require_open=False)
+        try:
+            await self._open_and_migrate()
+        except PermanentStoreError:
+            raise
+        except Exception as error:
+            reason = self._settings.permanent_reason(error)
+            if reason is None:
+                raise
+            raise PermanentStoreError(f"store {self.database}: {reason}") from error
+
+    async def _open_and_migrate(self) -> None:
         now = self._reactor.seconds()
         await self._track(
             deferToThreadPool(self._reactor, self._pool.threadpool, self._settings.prepare)
         )
+        if not self._leased:
+            self.node_id = await self._track(
+                deferToThreadPool(
+                    self._reactor,
+                    self._pool.threadpool,
+                    acquire_node_id,
+                    self._lease,
+                    self._candidates,
+                )
+            )
+            self._leased = True
         applied = await self._track(
             self._pool.runWithConnection(migrate, self._settings.dialect, now, MIGRATIONS)
         )
