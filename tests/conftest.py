@@ -16,6 +16,9 @@ from twisted_rta.service import RTAService
 from twisted_rta.store.interface import WindowStore
 from twisted_rta.wiring import build_daemon
 
+# RTA_REQUIRE_ENVIRONMENT=1 (CI): a skipped test fails instead.
+pytest_plugins = ("tests.environment",)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Without a log target twisted.logger buffers every event forever; logged failures

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
+from typing import NoReturn
 
-import pytest
+from tests.environment import missing
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
 
 
-def postgres_unreachable(error: object) -> None:
-    """Skip, or fail where PostgreSQL is required (CI sets RTA_REQUIRE_POSTGRES=1)."""
-    message = f"PostgreSQL not reachable on 127.0.0.1:5432: {error}"
-    if os.environ.get("RTA_REQUIRE_POSTGRES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+def postgres_unreachable(error: object) -> NoReturn:
+    """Skip (a failure where RTA_REQUIRE_ENVIRONMENT=1, see tests/environment.py)."""
+    missing(f"PostgreSQL not reachable on 127.0.0.1:5432: {error}")
 
 
 def admin(statement: str, name: str) -> None:

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.environment import requires
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(
-    shutil.which("wrk") is None,
-    reason="wrk is not installed (apt-get install -y wrk); the benchmark "
-    "harness drives the daemon with it",
+@requires(
+    shutil.which("wrk") is not None,
+    "wrk is not installed (apt-get install -y wrk); the benchmark harness drives the daemon "
+    "with it",
 )
 def test_quick_batch100_reports_figures(tmp_path: Path) -> None:
     output = tmp_path / "bench.jsonl"

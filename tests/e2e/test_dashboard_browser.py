@@ -13,6 +13,7 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 
 from tests.e2e.test_daemon import start
+from tests.environment import requires
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
@@ -158,7 +159,7 @@ def drive_browser(base: str, shots: Path) -> dict[str, Any]:
     return seen
 
 
-@pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+@requires(skip_reason() is None, skip_reason() or "")
 @pytest_twisted.ensureDeferred
 async def test_dashboard_shows_live_numbers_on_phone_and_desktop_in_light_and_dark(
     tmp_path: Path,

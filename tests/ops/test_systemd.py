@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from twisted.logger import LogLevel
 
+from tests.environment import require
 from twisted_rta.ops import systemd
 from twisted_rta.ops.systemd import SystemdNotifier
 
@@ -205,8 +206,10 @@ def verifiable_units(tmp_path: Path) -> Path:
     install, not this checkout. Everything else is kept as shipped, User=rta included (verify
     does not resolve users).
     """
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    require(
+        shutil.which("systemd-analyze") is not None,
+        "systemd-analyze is not installed (Debian: apt-get install systemd)",
+    )
     twistd = tmp_path / "twistd"
     twistd.write_text("#!/bin/sh\nexit 0\n")
     twistd.chmod(0o755)
