@@ -1,6 +1,6 @@
 """Benchmark suite of twisted-rta: real ``twistd -n rta`` processes loaded by wrk.
 
-    /work/venv/bin/python benchmarks/run.py [--quick] [--scenario NAME ...] [--duration S]
+    .venv/bin/python benchmarks/run.py [--quick] [--scenario NAME ...] [--duration S]
                                             [--json PATH] [--install] [--no-pin]
 
 Run it with the Python of the virtual environment the daemon is installed in: the daemon is
