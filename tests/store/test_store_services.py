@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
@@ -24,16 +26,16 @@ def aggregator() -> Aggregator:
 
 
 def service(
-    store: MemoryWindowStore, clock: Clock, agg: Aggregator, fatal: list[str] | None = None
+    store: MemoryWindowStore,
+    clock: Clock,
+    agg: Aggregator,
+    fatal: list[str] | None = None,
+    **overrides: Any,
 ) -> StoreService:
+    settings: dict[str, Any] = {"retry_initial": 1.0, "retry_max": 4.0, "jitter": lambda: 0.0}
+    settings.update(overrides)
     return StoreService(
-        store,
-        agg,
-        clock=clock,
-        retry_initial=1.0,
-        retry_max=4.0,
-        on_fatal=(fatal if fatal is not None else []).append,
-        jitter=lambda: 0.0,
+        store, agg, clock=clock, on_fatal=(fatal if fatal is not None else []).append, **settings
     )
 
 
@@ -201,15 +203,7 @@ def test_jitter_is_added_to_the_delay() -> None:
     store = MemoryWindowStore(node_id="n")
     store.available = False
     clock = Clock()
-    svc = StoreService(
-        store,
-        aggregator(),
-        clock=clock,
-        retry_initial=1.0,
-        retry_max=4.0,
-        on_fatal=lambda reason: None,
-        jitter=lambda: 0.25,
-    )
+    svc = service(store, clock, aggregator(), jitter=lambda: 0.25)
     svc.startService()
     assert [c.getTime() - clock.seconds() for c in clock.getDelayedCalls()] == [1.25]
 
@@ -218,14 +212,7 @@ def test_default_jitter_stays_within_a_tenth_of_retry_initial() -> None:
     store = MemoryWindowStore(node_id="n")
     store.available = False
     clock = Clock()
-    svc = StoreService(
-        store,
-        aggregator(),
-        clock=clock,
-        retry_initial=2.0,
-        retry_max=4.0,
-        on_fatal=lambda reason: None,
-    )
+    svc = service(store, clock, aggregator(), retry_initial=2.0, jitter=None)
     svc.startService()
     (call,) = clock.getDelayedCalls()
     assert 2.0 <= call.getTime() - clock.seconds() <= 2.2

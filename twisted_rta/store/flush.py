@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -15,7 +14,7 @@ from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.periodic import PeriodicService
 from twisted_rta.store.interface import StoredMetric
-from twisted_rta.store.lifecycle import StoreService
+from twisted_rta.store.lifecycle import StoreService, retry_policy
 from twisted_rta.timefmt import iso_utc
 
 log = Logger()
@@ -30,11 +29,11 @@ class FlushService(PeriodicService):
 
     Closed windows stay pending until a write succeeds, so a failing store loses nothing
     (ingestion is refused with 503 once ``max_pending`` windows wait); failed writes are
-    retried on Twisted's ``backoffPolicy`` (factor 2, jittered so that several nodes do not
-    retry in step). Each write is one transaction with the windows and the global metrics
-    changed since the last write. Every write happens under a lock, and ``history`` reads
-    the store and the pending windows under the same lock, so a reader never sees a window
-    both pending and stored.
+    retried on the store's ``retry_policy`` (twisted's backoffPolicy, jittered). Each write
+    is one transaction with the windows and the global metrics changed since the last
+    write. Every write happens under a lock, and ``history`` reads the store and the
+    pending windows under the same lock, so a reader never sees a window both pending and
+    stored.
     """
 
     name = "flush"
@@ -59,12 +58,7 @@ class FlushService(PeriodicService):
         self._observe_duration = observe_duration
         self._clock = clock
         self.max_pending = max_pending
-        self._retry_delay = backoffPolicy(
-            initialDelay=retry_initial,
-            maxDelay=retry_max,
-            factor=2.0,
-            **({"jitter": jitter} if jitter is not None else {}),
-        )
+        self._retry_delay = retry_policy(retry_initial, retry_max, jitter)
         self._failed_attempts = 0
         self._next_attempt_at = 0.0
         # Global metrics touched since this mark are rewritten at the next successful write.

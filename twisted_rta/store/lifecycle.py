@@ -19,6 +19,18 @@ from twisted_rta.store.interface import PermanentStoreError, WindowStore
 log = Logger()
 
 
+def retry_policy(
+    retry_initial: float, retry_max: float, jitter: Callable[[], float] | None = None
+) -> Callable[[int], float]:
+    """Delay before retry ``attempt`` (0, 1, ...): twisted's backoffPolicy doubling from
+    ``retry_initial`` to ``retry_max``, plus a jitter of at most a tenth of
+    ``retry_initial`` (by default) so that nodes failing together do not retry in step.
+    Both store retry paths, opening and writing, use it."""
+    if jitter is None:
+        jitter = lambda: random.uniform(0.0, retry_initial / 10)  # noqa: E731
+    return backoffPolicy(initialDelay=retry_initial, maxDelay=retry_max, factor=2.0, jitter=jitter)
+
+
 class StoreService(Service):
     """Started first: until the store is open the daemon still takes events (they wait in
     memory, bounded), and /ready says why it is not ready. Restored totals are merged into
@@ -46,11 +58,7 @@ class StoreService(Service):
         self.store = store
         self._aggregator = aggregator
         self._clock = clock
-        if jitter is None:
-            jitter = lambda: random.uniform(0.0, retry_initial / 10)  # noqa: E731
-        self._backoff = backoffPolicy(
-            initialDelay=retry_initial, maxDelay=retry_max, factor=2.0, jitter=jitter
-        )
+        self._backoff = retry_policy(retry_initial, retry_max, jitter)
         self._on_fatal = on_fatal
         self._retry: IDelayedCall | None = None
         self._waiters: list[Deferred[None]] = []
