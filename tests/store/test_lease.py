@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
+from tests.postgres import postgres_database
 from tests.store.conftest import StoreFactory
 from tests.store.helpers import T0, bounded, counter, window
 from twisted_rta.store.dialects import MissingDriverError, settings_from_url
@@ -145,13 +147,18 @@ def test_sqlite_permission_errors_are_permanent() -> None:
     assert settings.permanent_reason(sqlite3.OperationalError("database is locked")) is None
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A reachable PostgreSQL server (through a fresh database on it)."""
+    yield from postgres_database()
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_database_that_does_not_exist_is_permanent(database_url: str) -> None:
+async def test_a_postgresql_database_that_does_not_exist_is_permanent(postgres_url: str) -> None:
+    # PostgreSQL only: SQLite creates its file.
     from twisted.internet import reactor
 
-    if database_url.startswith("sqlite:"):
-        pytest.skip("SQLite creates its file")
-    url = database_url.rsplit("/", 1)[0] + "/rta_missing_database"
+    url = postgres_url.rsplit("/", 1)[0] + "/rta_missing_database"
     store = SQLWindowStore.from_url(url, reactor=reactor, node_id="n")
     try:
         error = await open_failure(store)
