@@ -135,6 +135,18 @@ class Aggregator:
             uptime_seconds=now - self.started_at,
         )
 
+    # -- checkpoints (aggregation/state.py) ----------------------------------------------
+
+    @property
+    def global_set(self) -> MetricSet:
+        """The all-time metric set itself (checkpoints read and load it; nothing else may)."""
+        return self._global
+
+    @property
+    def rollups(self) -> Rollups:
+        """The windows of every resolution themselves (checkpoints read and load them)."""
+        return self._windows
+
     # -- persistence of all-time totals -------------------------------------------------
 
     def global_metric_states(self) -> dict[str, Metric]:

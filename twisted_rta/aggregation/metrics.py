@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from functools import reduce
 from operator import add
@@ -332,6 +334,50 @@ def metric_class(kind: str) -> type[Metric]:
 def metric_from_bytes(kind: str, data: bytes) -> Metric:
     """Decode a metric stored with ``to_bytes``; ``kind`` is the stored ``kind`` string."""
     return metric_class(kind).from_bytes(data)
+
+
+def kind_code(kind: str) -> int:
+    """The kind byte ``to_bytes`` writes for ``kind`` (1 counter, 2 gauge, 3 histogram, 4 set)."""
+    return _KIND_CODES.index(kind) + 1
+
+
+def scalars_to_bytes(metrics: Sequence[Counter | Gauge]) -> bytes:
+    """The state of many counters and gauges at once, for checkpoints: three little-endian
+    columns of ``len(metrics)`` entries (value float64, count int64, updated_at float64).
+
+    The bulk form of ``to_bytes``: a few C loops instead of a call and a bytes object per
+    metric. The kinds are not recorded: ``scalars_from_bytes`` is told them.
+    """
+    columns = (
+        array("d", [metric.value for metric in metrics]),
+        array("q", [metric.count for metric in metrics]),
+        array("d", [metric.updated_at for metric in metrics]),
+    )
+    if sys.byteorder != "little":  # pragma: no cover - no big-endian CI
+        for column in columns:
+            column.byteswap()
+    return b"".join(column.tobytes() for column in columns)
+
+
+def scalars_from_bytes(
+    classes: Sequence[type[Counter] | type[Gauge]], data: bytes
+) -> list[Counter | Gauge]:
+    """New metrics of ``classes`` (one per entry) from ``scalars_to_bytes`` data."""
+    n = len(classes)
+    if len(data) != 24 * n:
+        raise ValueError(f"scalar data holds {len(data)} bytes, not 24 x {n}")
+    values, counts, times = array("d"), array("q"), array("d")
+    view = memoryview(data)
+    values.frombytes(view[: 8 * n])
+    counts.frombytes(view[8 * n : 16 * n])
+    times.frombytes(view[16 * n :])
+    if sys.byteorder != "little":  # pragma: no cover - no big-endian CI
+        for column in (values, counts, times):
+            column.byteswap()
+    return [
+        cls(value, count, updated_at)
+        for cls, value, count, updated_at in zip(classes, values, counts, times, strict=True)
+    ]
 
 
 OTHER = "__other__"

@@ -87,6 +87,11 @@ class MetricSet:
     def overflow_by_base(self) -> dict[str, int]:
         return {base: family.overflow for base, family in self._families.items()}
 
+    @property
+    def published(self) -> bool:
+        """Whether the generic metrics are in ``metrics`` (they appear with the first event)."""
+        return self._published
+
     def snapshot(self, prefix: str | None = None) -> dict[str, MetricSnapshot]:
         """Snapshots sorted by name, optionally only names starting with ``prefix``."""
         metrics = self.metrics
@@ -163,6 +168,30 @@ class MetricSet:
                 histogram = self._metric(name, Histogram)
                 for amount in amounts:
                     histogram.observe(amount, now)  # type: ignore[union-attr]
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def load(
+        self,
+        metrics: Iterable[tuple[str, Metric]],
+        overflow_by_base: Mapping[str, int],
+        *,
+        published: bool,
+    ) -> None:
+        """Become the set a checkpoint was taken of: take ``metrics`` themselves (no bounds,
+        no copies) in their original order, which decides what later merges admit, with
+        each family's overflow count. Only for an empty set; a family the rules do not
+        declare raises ValueError."""
+        if self.metrics or self._published:
+            raise ValueError("only an empty metric set can be loaded")
+        unknown = sorted(set(overflow_by_base) - set(self._families))
+        if unknown:
+            raise ValueError(f"no counter family {unknown[0]!r} in these rules")
+        for name, metric in metrics:
+            self._install(name, metric)
+        self._published = published
+        for base, overflow in overflow_by_base.items():
+            self._families[base].overflow = overflow
 
     def _metric(self, name: str, create: Callable[[], Metric]) -> Metric:
         metric = self.metrics.get(name)

@@ -68,6 +68,11 @@ class Rollups:
         return sum(level.open_count for level in self._levels)
 
     @property
+    def levels(self) -> tuple[WindowSeries, ...]:
+        """The series of each size, finest first (for checkpoints)."""
+        return self._levels
+
+    @property
     def overflow(self) -> int:
         """Dimension overflow of every window so far, emitted or not, all resolutions."""
         return sum(level.closed_overflow + level.pending_overflow() for level in self._levels)

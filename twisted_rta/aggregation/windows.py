@@ -169,6 +169,25 @@ class WindowSeries:
         yield from self._open.values()
         yield from self._late.values()
 
+    def held(self) -> tuple[list[Window], list[Window]]:
+        """The open windows and the late deltas, each in the order they were made (the order
+        ``pending`` yields them in), for checkpoints."""
+        return list(self._open.values()), list(self._late.values())
+
+    def hold(self, start: float, *, late: bool) -> Window:
+        """A new empty window at ``start``, held open or as a late delta, for a checkpoint's
+        window to be loaded into (in the order ``held`` gave them). ``start`` must not be
+        held yet."""
+        if start in self._open or start in self._late:
+            raise ValueError(f"window {start!r} of size {self.resolution!r} is already held")
+        window = self._new_window(start)
+        if late:
+            self._late[start] = window
+        else:
+            self._open[start] = window
+            heapq.heappush(self._starts, start)
+        return window
+
     def pending_overflow(self) -> int:
         """Dimension overflow counted in windows not yet emitted."""
         return sum(window.metrics.overflow for window in self.pending())

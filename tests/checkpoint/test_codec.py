@@ -1,0 +1,161 @@
+"""The checkpoint and publication frames: round trips, and every kind of damage refused."""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+
+import pytest
+
+from tests.aggregation.factories import T0, event
+from twisted_rta.aggregation.aggregator import Aggregator
+from twisted_rta.aggregation.state import (
+    export_aggregator,
+    export_closed,
+    export_live,
+    restore_aggregator,
+    restore_closed,
+)
+from twisted_rta.checkpoint.codec import (
+    _CHECKPOINT_MAGIC,
+    CHECKPOINT_VERSION,
+    Checkpoint,
+    CorruptCheckpoint,
+    CorruptPublication,
+    _frame,
+    decode_checkpoint,
+    decode_publication,
+    encode_checkpoint,
+    encode_publication,
+)
+
+
+def busy_aggregator() -> Aggregator:
+    agg = Aggregator(window_sizes=(60.0, 3600.0), grace=5.0, max_dimension_values=2, started_at=T0)
+    agg.add_many(
+        [event("pageview", T0 + i, f"u{i}", "s", {"page": f"/{i % 4}"}) for i in range(30)]
+        + [event("purchase", T0 + 3, "u1", None, {"amount": 9.5})],
+        T0 + 30,
+    )
+    return agg
+
+
+def checkpoint(agg: Aggregator | None = None) -> Checkpoint:
+    agg = agg or busy_aggregator()
+    closed = agg.close_due(T0 + 70)
+    return Checkpoint(
+        mark=3,
+        covers_seq=41,
+        applied_beyond=(43, 45),
+        node_id="node-a",
+        taken_at=T0 + 70.5,
+        aggregator=export_aggregator(agg),
+        pending=tuple((2, state) for state in export_closed(closed)),
+    )
+
+
+def test_checkpoint_round_trip() -> None:
+    original = checkpoint()
+    back = decode_checkpoint(encode_checkpoint(original))
+    assert (back.mark, back.covers_seq, back.applied_beyond, back.node_id, back.taken_at) == (
+        3,
+        41,
+        (43, 45),
+        "node-a",
+        T0 + 70.5,
+    )
+    assert [tag for tag, _ in back.pending] == [2]
+    assert isinstance(back.pending, tuple) and isinstance(back.pending[0], tuple)
+    # the decoded states restore (msgpack gives lists where the export had tuples)
+    [window] = restore_closed([state for _, state in back.pending])
+    [expected] = restore_closed([state for _, state in original.pending])
+    assert window.snapshot() == expected.snapshot()
+    fresh = Aggregator(
+        window_sizes=(60.0, 3600.0), grace=5.0, max_dimension_values=2, started_at=0.0
+    )
+    restore_aggregator(fresh, back.aggregator)
+    assert fresh.stats(T0) == busy_aggregator_after_close().stats(T0)
+
+
+def busy_aggregator_after_close() -> Aggregator:
+    agg = busy_aggregator()
+    agg.close_due(T0 + 70)
+    return agg
+
+
+def test_empty_checkpoint_round_trips() -> None:
+    agg = Aggregator(window_sizes=(60.0,), grace=0.0, max_dimension_values=1, started_at=0.0)
+    original = Checkpoint(1, 0, (), "n", 0.0, export_aggregator(agg), ())
+    assert decode_checkpoint(encode_checkpoint(original)) == original
+
+
+def test_every_flipped_byte_is_detected() -> None:
+    data = encode_checkpoint(checkpoint())
+    step = max(1, len(data) // 400)
+    for i in [*range(0, 40), *range(40, len(data), step), len(data) - 1]:
+        damaged = bytearray(data)
+        damaged[i] ^= 0x10
+        with pytest.raises(CorruptCheckpoint):
+            decode_checkpoint(bytes(damaged))
+
+
+@pytest.mark.parametrize("keep", [0, 5, 21, 22, 100, -1])
+def test_truncation_is_detected(keep: int) -> None:
+    data = encode_checkpoint(checkpoint())
+    with pytest.raises(CorruptCheckpoint, match="truncated"):
+        decode_checkpoint(data[:keep])
+
+
+def test_trailing_bytes_are_detected() -> None:
+    with pytest.raises(CorruptCheckpoint, match="overlong"):
+        decode_checkpoint(encode_checkpoint(checkpoint()) + b"\0")
+
+
+def test_another_version_is_refused() -> None:
+    data = bytearray(encode_checkpoint(checkpoint()))
+    struct.pack_into("<H", data, 8, 2)
+    with pytest.raises(CorruptCheckpoint):  # the checksum covers the version
+        decode_checkpoint(bytes(data))
+    # a well-formed frame of a future version names it
+    payload = bytes(data[22:])
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<HQ", 2, len(payload))))
+    struct.pack_into("<I", data, 10, crc)
+    with pytest.raises(CorruptCheckpoint, match="version 2"):
+        decode_checkpoint(bytes(data))
+
+
+def test_a_publication_is_not_a_checkpoint_and_vice_versa() -> None:
+    publication = encode_publication(export_live(busy_aggregator()))
+    with pytest.raises(CorruptCheckpoint, match="magic"):
+        decode_checkpoint(publication)
+    with pytest.raises(CorruptPublication, match="magic"):
+        decode_publication(encode_checkpoint(checkpoint()))
+
+
+def test_a_well_framed_payload_of_the_wrong_shape_is_corrupt() -> None:
+    with pytest.raises(CorruptCheckpoint, match="does not decode"):
+        decode_checkpoint(_frame(_CHECKPOINT_MAGIC, CHECKPOINT_VERSION, b"\x93\x01\x02\x03"))
+
+
+def test_publication_round_trip_is_live_windows() -> None:
+    agg = busy_aggregator()
+    agg.close_due(T0 + 70)
+    agg.add(event("pageview", T0 + 1, "u1", properties={"page": "/late"}), T0 + 71)
+    back = decode_publication(encode_publication(export_live(agg)))
+    assert list(back) == [60.0, 3600.0]
+    for size, windows in back.items():
+        live = agg.live_windows(size, -math.inf, math.inf)
+        assert list(windows) == list(live)
+        for start, metrics in windows.items():
+            assert list(metrics) == list(live[start])
+            assert {n: m.snapshot(n) for n, m in metrics.items()} == {
+                n: m.snapshot(n) for n, m in live[start].items()
+            }
+
+
+def test_damaged_publication_is_refused() -> None:
+    data = bytearray(encode_publication(export_live(busy_aggregator())))
+    data[-3] ^= 1
+    with pytest.raises(CorruptPublication, match="checksum"):
+        decode_publication(bytes(data))
