@@ -43,6 +43,8 @@ def make_daemon(
     raw = {
         "server": {"listen": ["tcp:0:interface=127.0.0.1"]},
         "store": {"url": "memory:", "node_id": "node-a"},
+        # Unit tests keep nothing on disk; tests of the journal give it a directory.
+        "journal": {"enabled": False},
         **(raw_config or {}),
     }
     config = config_from_mapping(raw)

@@ -235,7 +235,13 @@ def test_every_klein_route_is_documented_and_every_documented_route_exists(
     assert documented - routes == set(), "documented operations with no route"
 
 
-CODE_ARGUMENT = {"BodyError": 1, "EventError": 2, "ApiError": 1, "error_payload": 0}
+CODE_ARGUMENT = {
+    "BodyError": 1,
+    "EventError": 2,
+    "ApiError": 1,
+    "error_payload": 0,
+    "Refused": 0,
+}
 
 
 def codes_in_source() -> tuple[set[str], set[str]]:
@@ -512,7 +518,7 @@ def test_wrong_bodies_are_rejected(contract: Contract) -> None:
 
 
 def test_readiness_status_must_agree_with_the_checks(contract: Contract) -> None:
-    names = ("shutdown", "listening", "workers", "queue", "load", "flush", "store")
+    names = ("shutdown", "listening", "workers", "queue", "load", "flush", "store", "journal")
 
     def ready(status: str, failing: str | None) -> bytes:
         checks = {

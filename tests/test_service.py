@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +11,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from tests.conftest import Daemon, make_daemon
 from tests.helpers import NOW, result_of
 from twisted_rta import wiring
-from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
+from twisted_rta.store.interface import FlushBatch
 from twisted_rta.store.memory import MemoryWindowStore
 
 
@@ -24,15 +24,13 @@ class RecordingStore(MemoryWindowStore):
         self.written: list[ClosedWindow] = []
         self.closed = False
 
-    def write(
-        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
-    ) -> Deferred[None]:
+    def write(self, batch: FlushBatch) -> Deferred[int]:
         if self.fail_writes:
             return fail(OSError("disk full"))
         if self.hang_writes:
             return Deferred()
-        self.written.extend(windows)
-        return super().write(windows, totals)
+        self.written.extend(window for _, window in batch.windows)
+        return super().write(batch)
 
     def close(self) -> Deferred[None]:
         self.closed = True
@@ -137,7 +135,7 @@ def test_shutdown_timeout_is_recorded() -> None:
     daemon.reactor.advance(3.0)
     result_of(stopping)
     assert daemon.service.shutdown_errors == [
-        "shutdown did not finish within 3s; 3 windows not persisted"
+        "shutdown did not finish within 3s; 3 windows not written to the store"
     ]
 
 
@@ -162,7 +160,7 @@ def test_exit_status_trigger_is_registered_after_shutdown() -> None:
     assert any(trigger[0] is wiring._exit_status for trigger in triggers)
 
 
-def test_port_in_use_fails_the_start_loudly() -> None:
+def test_port_in_use_fails_the_start_loudly(tmp_path: Path) -> None:
     from twisted.internet.error import CannotListenError
     from twisted.internet.testing import MemoryReactorClock
 
@@ -174,7 +172,9 @@ def test_port_in_use_fails_the_start_loudly() -> None:
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
     config = config_from_mapping({"server": {"listen": ["tcp:8080:interface=127.0.0.1"]}})
-    service = wiring.build_daemon(config, BusyReactor(), log_observer=None).service
+    service = wiring.build_daemon(
+        config, BusyReactor(), log_observer=None, environ={"STATE_DIRECTORY": str(tmp_path)}
+    ).service
     with pytest.raises(ListenError, match=r"cannot listen on 'tcp:8080:interface=127\.0\.0\.1'"):
         service.privilegedStartService()
 

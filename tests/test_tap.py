@@ -98,10 +98,12 @@ def test_bad_config_value_names_the_key(tmp_path: Path) -> None:
     )
 
 
-def test_build_service_on_a_memory_reactor() -> None:
+def test_build_service_on_a_memory_reactor(tmp_path: Path) -> None:
     reactor = MemoryReactorClock()
     options = parse("--listen", "tcp:8123:interface=127.0.0.1")
-    service = wiring.build_daemon(options.config, reactor, log_observer=None).service
+    service = wiring.build_daemon(
+        options.config, reactor, log_observer=None, environ={"STATE_DIRECTORY": str(tmp_path)}
+    ).service
     assert isinstance(service, RTAService)
     service.privilegedStartService()
     service.startService()
@@ -112,11 +114,12 @@ def test_build_service_on_a_memory_reactor() -> None:
 
 
 def test_make_service_registers_the_log_observer_on_twistds_application(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from twisted.application.service import Application
     from twisted.logger import ILogObserver, LogLevel
 
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))  # the journal and store go there
     stream = io.StringIO()
     monkeypatch.setattr(tap, "_log_stream", lambda options: stream)
     options = parse("--listen", "tcp:0:interface=127.0.0.1", "--log-format", "json")
@@ -218,12 +221,14 @@ def test_systemd_and_unix_endpoints_pass_the_check_outside_systemd() -> None:
     assert options.config.server.listen[0] == "systemd:domain=INET:name=http"
 
 
-def test_listen_backlog_applies_where_the_endpoint_sets_none() -> None:
+def test_listen_backlog_applies_where_the_endpoint_sets_none(tmp_path: Path) -> None:
     from twisted_rta.config.endpoints import with_backlog
 
     reactor = MemoryReactorClock()
     options = parse("--listen", "tcp:8123:interface=127.0.0.1", "--listen", "tcp:8124:backlog=5")
-    service = wiring.build_daemon(options.config, reactor, log_observer=None).service
+    service = wiring.build_daemon(
+        options.config, reactor, log_observer=None, environ={"STATE_DIRECTORY": str(tmp_path)}
+    ).service
     service.privilegedStartService()
     assert [(port, backlog) for port, _, backlog, _ in reactor.tcpServers] == [
         (8123, 1024),

@@ -11,6 +11,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from twisted_rta.durability.opening import Durability
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
 from twisted_rta.ops.status import Lifecycle
@@ -47,8 +48,10 @@ class RTAService(MultiService):
         on_stopping: Callable[[], None] = lambda: None,
         log_observer: ILogObserver | None = None,
         shutdown_errors: list[str] | None = None,
+        durability: Durability | None = None,
     ) -> None:
         super().__init__()
+        self.durability = durability
         self.clock = clock
         self.queue = queue
         self.store_service = store_service
@@ -59,6 +62,7 @@ class RTAService(MultiService):
         self.shutdown_timeout = shutdown_timeout
         self.log_observer = log_observer
         self.lifecycle = lifecycle
+        self._stop_deadline = 0.0
         # Shared with the composition root, which turns any entry into exit status 1.
         self.shutdown_errors = shutdown_errors if shutdown_errors is not None else []
         self.monitors = tuple(monitors)
@@ -86,6 +90,8 @@ class RTAService(MultiService):
 
     def startService(self) -> None:
         self.lifecycle.started_at = self.clock.seconds()
+        if self.durability is not None:
+            self.durability.start()
         super().startService()
         log.info(
             "rta ready: {count} listener(s) on {addresses}",
@@ -95,6 +101,7 @@ class RTAService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         self.lifecycle.stopping = True
+        self._stop_deadline = self.clock.seconds() + self.shutdown_timeout
         Service.stopService(self)
         stopping = ensureDeferred(self._stop_in_order())
         stopping.addTimeout(self.shutdown_timeout, self.clock)
@@ -115,9 +122,14 @@ class RTAService(MultiService):
             await _stop(monitor)
         try:
             log.info("shutdown 4/5: final flush of every window")
-            written = await self.flush.final_flush()
+            # Retried until shortly before the timeout; with a journal, what the store did
+            # not take by then is safe in the last checkpoint.
+            margin = min(1.0, self.shutdown_timeout / 5)
+            written = await self.flush.final_flush(deadline=self._stop_deadline - margin)
             log.info("final flush wrote {windows} windows", windows=written)
         finally:
+            if self.durability is not None:
+                await self.durability.close()
             log.info("shutdown 5/5: closing the store")
             await _stop(self.store_service)
             await self.store_service.store.close()
@@ -127,7 +139,8 @@ class RTAService(MultiService):
         if failure.check(TimeoutError):
             reason = (
                 f"shutdown did not finish within {self.shutdown_timeout:g}s; "
-                f"{self.flush.pending_count} windows not persisted"
+                f"{self.flush.pending_count} windows not written to the store"
+                + (" (safe in the journal)" if self.durability is not None else "")
             )
         else:
             reason = f"shutdown step failed: {failure.getErrorMessage()}"

@@ -25,6 +25,7 @@ from twisted_rta.config.endpoints import check_endpoint
 from twisted_rta.ops.file_limit import HEADROOM, FileLimit, raise_file_limit
 from twisted_rta.ops.logs import make_observer
 from twisted_rta.ops.systemd import SystemdNotifier
+from twisted_rta.store.interface import PermanentStoreError
 from twisted_rta.wiring import build_daemon
 
 log = Logger()
@@ -122,6 +123,12 @@ def makeService(options: Options) -> IService:
     except ConfigError as error:
         # Found only when the pieces are made (a store URL whose driver is not installed).
         raise SystemExit(f"twistd rta: config error: {error}") from None
+    except PermanentStoreError as error:
+        # The node's state directory is held by a live process (the journal's lease).
+        raise SystemExit(f"cannot start: {error}") from None
+    except OSError as error:
+        # The journal or checkpoint directory cannot be made or read.
+        raise SystemExit(f"cannot start: the node's state directory: {error}") from None
     _report_file_limit(raise_file_limit(config.server.max_connections))
     reload = daemon.reloader.reload
     # The handler only schedules: the reload itself runs on the reactor thread.

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import socket
 import sys
@@ -14,16 +15,23 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from twisted_rta import __version__
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.config import (
     Config,
+    ConfigError,
+    data_directory,
     default_node_id,
     store_url,
     summary,
 )
+from twisted_rta.durability.node_state import claim_node_state
+from twisted_rta.durability.opening import Durability, RunInThread, open_durability
+from twisted_rta.ingest.intake import Intake
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
 from twisted_rta.internals import clear_exit_signal
@@ -36,10 +44,12 @@ from twisted_rta.ops.reload import Reloader
 from twisted_rta.ops.status import Lifecycle, ListenerState, StatusSource
 from twisted_rta.ops.systemd import SystemdNotifier
 from twisted_rta.ops.telemetry import Telemetry
+from twisted_rta.query.peers import PeerWindows
 from twisted_rta.query.service import QueryService
 from twisted_rta.service import RTAService
-from twisted_rta.store.flush import FlushService
-from twisted_rta.store.interface import WindowStore
+from twisted_rta.store.flush import JOURNAL_RETRY_MAX, FlushService
+from twisted_rta.store.interface import Publication, WindowStore
+from twisted_rta.store.lease import DEFAULT_NODE_ID_SLOTS
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore
 from twisted_rta.store.retention import RetentionService
@@ -58,18 +68,24 @@ from twisted_rta.web.site import RTASite
 log = Logger()
 
 
-def open_store(config: Config, reactor: Any, environ: Mapping[str, str]) -> WindowStore:
+def configured_node_id(config: Config) -> str:
+    """``store.node_id``, else hostname plus the first listen port."""
+    return config.store.node_id or default_node_id(config.server.listen, socket.gethostname())
+
+
+def open_store(
+    config: Config, reactor: Any, environ: Mapping[str, str], *, node_id: str | None = None
+) -> WindowStore:
     """The WindowStore named by ``store.url`` (default: the embedded SQLite file).
 
-    The default node id takes the first free slot (``host:port``, ``host:port/2``, ...) when
-    the store opens; an explicit one is refused there if a live process holds it. Raises
-    ConfigError for a URL that cannot work (bad scheme, driver extra not installed).
+    ``node_id``: the id the node's state directory was claimed under (journal on); the
+    store's lease must then be that very id. Otherwise the default node id takes the first
+    free slot (``host:port``, ``host:port/2``, ...) when the store opens; an explicit one is
+    refused there if a live process holds it. Raises ConfigError for a URL that cannot work
+    (bad scheme, driver extra not installed).
     """
-    from twisted_rta.config import ConfigError
-    from twisted_rta.store.lease import DEFAULT_NODE_ID_SLOTS
-
-    explicit = config.store.node_id
-    node_id = explicit or default_node_id(config.server.listen, socket.gethostname())
+    explicit = config.store.node_id if node_id is None else node_id
+    node_id = explicit or configured_node_id(config)
     url = store_url(config.store, environ)
     if url == "memory:":
         return MemoryWindowStore(node_id=node_id)
@@ -95,6 +111,7 @@ class Pipeline:
     flush: FlushService
     retention: RetentionService
     workers: WorkerPool
+    intake: Intake
 
 
 @frozen
@@ -133,15 +150,40 @@ def build_daemon(
     store: WindowStore | None = None,
     notifier: SystemdNotifier | None = None,
     reload_config: Callable[[], Config] | None = None,
+    run_in_thread: RunInThread | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> Daemon:
     """Wire every piece of the daemon for ``config`` on ``reactor``.
 
     ``store`` and ``notifier`` replace the ones the config and environment would give
-    (tests); ``reload_config`` re-reads the config for SIGHUP.
+    (tests); ``reload_config`` re-reads the config for SIGHUP; ``run_in_thread`` runs the
+    journal's and checkpoints' blocking file work (default: the reactor's thread pool).
+    With the journal on, the node's state directory is claimed and recovered here, before
+    anything serves; a held node id raises NodeIdHeldError.
     """
     notifier = notifier or SystemdNotifier(None)
+    aggregator = new_aggregator(config, reactor.seconds())
+    durability = None
+    if config.journal.enabled:
+        slots = 1 if config.store.node_id else DEFAULT_NODE_ID_SLOTS
+        node = claim_node_state(
+            data_directory(config.store, environ), configured_node_id(config), slots=slots
+        )
+        durability = open_durability(
+            config.journal,
+            node,
+            aggregator,
+            clock=reactor,
+            run_in_thread=run_in_thread or _thread_pool_runner(reactor),
+        )
+    else:
+        log.warn(
+            "journal.enabled is false: events answered 202 are only in memory until the "
+            "next flush writes them to the store; a crash or kill -9 loses them"
+        )
     if store is None:
-        store = open_store(config, reactor, os.environ)
+        claimed = durability.node.node_id if durability is not None else None
+        store = open_store(config, reactor, environ, node_id=claimed)
     shutdown_errors: list[str] = []
 
     def fatal(reason: str) -> None:
@@ -149,7 +191,9 @@ def build_daemon(
         reactor.stop()
 
     telemetry = Telemetry()
-    pipeline = build_pipeline(config, reactor, store, telemetry, on_fatal=fatal)
+    pipeline = build_pipeline(
+        config, reactor, store, telemetry, aggregator, durability, on_fatal=fatal
+    )
     monitors = build_monitors(config, reactor, pipeline, telemetry)
     lifecycle = Lifecycle()
     listener_states = tuple(ListenerState(endpoint) for endpoint in config.server.listen)
@@ -163,6 +207,7 @@ def build_daemon(
         lifecycle=lifecycle,
         listeners=listener_states,
         load=monitors.load,
+        durability=durability,
     )
     telemetry.registry.register(
         DaemonCollector(
@@ -193,6 +238,7 @@ def build_daemon(
         shutdown_errors=shutdown_errors,
         notify=notify,
         on_stopping=notifier.stopping,
+        durability=durability,
     )
     reloader = build_reloader(config, http, log_observer, notifier, reload_config)
     # Only the error list, not the service: a reference from the reactor would keep every
@@ -212,29 +258,50 @@ def build_daemon(
     return Daemon(service, reloader)
 
 
+def new_aggregator(config: Config, now: float) -> Aggregator:
+    """An empty aggregator as the config builds it (also the scratch one that holds another
+    node's publication)."""
+    return Aggregator(
+        window_sizes=tuple(resolution.size for resolution in config.windows.resolutions),
+        grace=config.windows.grace,
+        max_dimension_values=config.limits.max_dimension_values,
+        started_at=now,
+    )
+
+
+def _thread_pool_runner(reactor: Any) -> RunInThread:
+    def run(work: Callable[[], Any]) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
+
+    return run
+
+
 def build_pipeline(
     config: Config,
     reactor: Any,
     store: WindowStore,
     telemetry: Telemetry,
+    aggregator: Aggregator,
+    durability: Durability | None,
     *,
     on_fatal: Callable[[str], None],
 ) -> Pipeline:
     resolutions = config.windows.resolutions
-    aggregator = Aggregator(
-        window_sizes=tuple(resolution.size for resolution in resolutions),
-        grace=config.windows.grace,
-        max_dimension_values=config.limits.max_dimension_values,
-        started_at=reactor.seconds(),
-    )
+    recovered = durability.recovered if durability is not None else None
     queue = IntakeQueue(capacity=config.processing.buffer_size)
     store_service = StoreService(
         store,
         aggregator,
         clock=reactor,
         retry_initial=config.store.retry_initial,
-        retry_max=config.store.retry_max,
+        # Acknowledged data waits in the journal while the store is away: retry promptly.
+        retry_max=config.store.retry_max
+        if durability is None
+        else min(config.store.retry_max, JOURNAL_RETRY_MAX),
         on_fatal=on_fatal,
+        # A checkpoint already holds this node's totals: merging the stored ones would
+        # count them twice.
+        restore_totals=recovered is None or not recovered.from_checkpoint,
     )
     flush = FlushService(
         aggregator,
@@ -246,6 +313,10 @@ def build_pipeline(
         retry_max=config.store.retry_max,
         keep_recent=config.windows.keep_closed,
         observe_duration=telemetry.flush_duration.observe,
+        checkpointer=durability.checkpointer if durability is not None else None,
+        pending=recovered.pending if recovered is not None else (),
+        # After a recovery every total is written once, whatever the store last got.
+        totals_since=-math.inf if recovered is not None else None,
     )
     retention = RetentionService(
         store_service,
@@ -255,9 +326,18 @@ def build_pipeline(
         batch_size=config.store.retention_batch,
     )
     workers = WorkerPool(
-        queue, aggregator, clock=reactor, worker_count=config.processing.worker_count
+        queue,
+        aggregator,
+        clock=reactor,
+        worker_count=config.processing.worker_count,
+        on_applied=durability.progress.applied if durability is not None else lambda seq: None,
     )
-    return Pipeline(aggregator, queue, store_service, flush, retention, workers)
+    intake = Intake(
+        queue,
+        durability.journal if durability is not None else None,
+        lambda: flush.backlogged,
+    )
+    return Pipeline(aggregator, queue, store_service, flush, retention, workers, intake)
 
 
 def build_monitors(
@@ -295,6 +375,7 @@ def build_http(
         store_service=pipeline.store_service,
         resolutions=resolutions,
         status=status.snapshot,
+        peers=_peer_windows(config, reactor, pipeline.store_service),
     )
     figures = LiveFigures(
         query=query, status=status.snapshot, clock=reactor, resolutions=resolutions
@@ -304,9 +385,8 @@ def build_http(
     limiters = RequestLimiters(config.rate_limits)
     api = IngestApp(
         clock=reactor,
-        queue=pipeline.queue,
+        intake=pipeline.intake,
         limits=config.limits,
-        store_backlogged=lambda: flush.backlogged,
         telemetry=telemetry,
         limiters=limiters,
     )
@@ -344,6 +424,25 @@ def build_http(
         for state in listener_states
     )
     return Http(site, edge, api, limiters, feed, listeners)
+
+
+def _peer_windows(config: Config, reactor: Any, store_service: StoreService) -> PeerWindows | None:
+    """Other nodes' live windows, from their publications (only nodes with a journal
+    publish; without one this node publishes nothing and reads nothing)."""
+    if not config.journal.enabled:
+        return None
+
+    def read() -> Deferred[list[Publication]]:
+        if not store_service.opened:
+            return succeed([])  # the stored rows are unavailable too: the query says so
+        store = store_service.store
+        return store.read_publications(exclude_node=store.node_id)
+
+    return PeerWindows(
+        read=read,
+        scratch_aggregator=lambda: new_aggregator(config, reactor.seconds()),
+        clock=reactor,
+    )
 
 
 def build_reloader(

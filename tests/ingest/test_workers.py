@@ -29,13 +29,20 @@ def make_pool(
     workers: int = 1,
     cooperator: Cooperator | None = None,
     aggregator: Any = None,
+    on_applied: Callable[[int], None] = lambda seq: None,
 ) -> tuple[WorkerPool, IntakeQueue, Any]:
     queue = IntakeQueue(capacity=100_000)
     aggregator = aggregator or Aggregator(
         window_sizes=(60.0,), grace=10.0, max_dimension_values=100, started_at=NOW
     )
     pool = WorkerPool(
-        queue, aggregator, clock=clock, worker_count=workers, slice_size=100, cooperator=cooperator
+        queue,
+        aggregator,
+        clock=clock,
+        worker_count=workers,
+        slice_size=100,
+        cooperator=cooperator,
+        on_applied=on_applied,
     )
     return pool, queue, aggregator
 
@@ -59,7 +66,7 @@ def test_workers_aggregate_queued_batches() -> None:
     assert pool.alive == 2
 
 
-def test_a_large_batch_yields_to_the_reactor_between_slices() -> None:
+def test_waiting_requests_are_applied_whole_in_steps_that_yield_to_the_reactor() -> None:
     clock = Clock()
     clock.advance(NOW)
     turns: list[Callable[[], None]] = []  # cooperator work handed back to the "reactor"
@@ -73,16 +80,29 @@ def test_a_large_batch_yields_to_the_reactor_between_slices() -> None:
         scheduler=lambda work: turns.append(work) or Scheduled(),
         started=False,
     )
-    pool, queue, aggregator = make_pool(clock, cooperator=cooperator)
+    applied: list[int] = []
+    pool, queue, aggregator = make_pool(clock, cooperator=cooperator, on_applied=applied.append)
+    for seq in range(1, 11):
+        queue.offer(events(30), seq)  # ten requests waiting: one worker takes them together
     pool.startService()
-    queue.offer(events(1000))
     turns.pop(0)()
-    # After one reactor turn only one slice is in: other calls (an HTTP /health) run
-    # between slices instead of waiting for the whole batch.
-    assert total(aggregator) == 100
+    # One step per reactor turn: whole requests up to about 100 events (four of 30), so
+    # other calls (an HTTP /health) run between steps and no step holds part of a request.
+    assert total(aggregator) == 120 and applied == [1, 2, 3, 4]
     while turns:
         turns.pop(0)()
-    assert total(aggregator) == 1000
+    assert total(aggregator) == 300 and applied == list(range(1, 11))
+
+
+def test_a_request_larger_than_a_step_is_applied_whole() -> None:
+    clock = Clock()
+    clock.advance(NOW)
+    applied: list[int] = []
+    pool, queue, aggregator = make_pool(clock, on_applied=applied.append)
+    pool.startService()
+    queue.offer(events(1000), 7)
+    clock.advance(0)
+    assert total(aggregator) == 1000 and applied == [7]
 
 
 class ExplodingAggregator:

@@ -21,6 +21,7 @@ def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Daemon,
         {
             "server": {"listen": ["tcp:0"]},
             "store": {"url": "memory:", "node_id": "n"},
+            "journal": {"enabled": False},
             "cors": {"query": {"allowed_origins": ["https://old.example"]}},
         }
     )
@@ -38,6 +39,7 @@ def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:
         {
             "server": {"listen": ["tcp:9999"]},
             "store": {"url": "memory:", "node_id": "n"},
+            "journal": {"enabled": False},
             "cors": {"query": {"allowed_origins": ["https://new.example"]}},
             "limits": {"max_batch_events": 2, "max_dimension_values": 5},
             "logging": {"format": "json", "level": "debug"},

@@ -12,6 +12,7 @@ from twisted.internet.threads import deferToThread
 
 from twisted_rta.aggregation.metrics import Counter, Metric, Unique
 from twisted_rta.aggregation.windows import ClosedWindow
+from twisted_rta.store.interface import FlushBatch
 
 T = TypeVar("T")
 
@@ -32,6 +33,27 @@ def window(
     metrics: Mapping[str, Metric], start: float = T0, resolution: float = 60, late: bool = False
 ) -> ClosedWindow:
     return ClosedWindow(resolution, start, start + resolution, metrics, late)
+
+
+def batch_of(
+    windows: Sequence[ClosedWindow] = (),
+    totals: Mapping[str, Metric] | None = None,
+    *,
+    mark: int | None = None,
+    tag: int | None = None,
+    publication: bytes | None = None,
+    published_at: float = T0,
+) -> FlushBatch:
+    """A batch of ``windows`` all tagged ``tag`` (default: ``mark``, or 0 without one)."""
+    if tag is None:
+        tag = 0 if mark is None else mark
+    return FlushBatch(
+        windows=[(tag, w) for w in windows],
+        totals={} if totals is None else totals,
+        mark=mark,
+        publication=publication,
+        published_at=published_at,
+    )
 
 
 def counter(value: float, count: int = 1, updated_at: float = T0) -> Counter:

@@ -79,3 +79,12 @@ def test_lock_keys_are_stable_signed_64_bit() -> None:
 )
 def test_prefix_upper_bound(prefix: str, upper: str | None) -> None:
     assert prefix_upper_bound(prefix) == upper
+
+
+def test_only_postgresql_locks_the_rows_a_write_transaction_reads() -> None:
+    # SQLite's BEGIN IMMEDIATE holds the database's write lock; it has no FOR UPDATE.
+    assert SQLITE.for_update == ""
+    assert POSTGRESQL.for_update == " FOR UPDATE"
+    assert POSTGRESQL.sql("SELECT mark FROM t WHERE node_id = ?" + POSTGRESQL.for_update) == (
+        "SELECT mark FROM t WHERE node_id = %s FOR UPDATE"
+    )

@@ -3,7 +3,6 @@ them pending while the store fails, and never writes a window twice."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from itertools import pairwise
 
 import pytest
@@ -12,11 +11,10 @@ from twisted.internet.task import Clock
 
 from tests.helpers import NOW, failure_of, result_of
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.events.model import Event
 from twisted_rta.store.flush import FlushService, WindowsNotPersisted
-from twisted_rta.store.interface import StoredMetric
+from twisted_rta.store.interface import FlushBatch, StoredMetric
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore
 
@@ -29,12 +27,10 @@ class CountingStore(MemoryWindowStore):
         self.writes: list[list[ClosedWindow]] = []
         self.held: Deferred[None] | None = None
 
-    def write(
-        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
-    ) -> Deferred[None]:
-        result = super().write(windows, totals)
+    def write(self, batch: FlushBatch) -> Deferred[int]:
+        result = super().write(batch)
         if self.available:
-            self.writes.append(list(windows))
+            self.writes.append([window for _, window in batch.windows])
         if self.held is not None:
             held, self.held = self.held, None
             return held.addCallback(lambda _: result)

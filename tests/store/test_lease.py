@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 
 from tests.postgres import postgres_database
 from tests.store.conftest import StoreFactory
-from tests.store.helpers import T0, bounded, counter, window
+from tests.store.helpers import T0, batch_of, bounded, counter, window
 from twisted_rta.store.dialects import MissingDriverError, settings_from_url
 from twisted_rta.store.interface import NodeIdHeldError, PermanentStoreError
 from twisted_rta.store.lease import lock_file_path, node_id_candidates
@@ -65,7 +65,7 @@ async def test_default_ids_take_the_next_free_slot_and_are_stable(
         assert isinstance(error, NodeIdHeldError)
         assert "every default node id from 'web-1:8080' to 'web-1:8080/3'" in str(error)
         # A closed store gives its id back; the next one to open takes it, data and all.
-        await bounded(stores[1].write([window({"n": counter(1)})], {"n": counter(5)}))
+        await bounded(stores[1].write(batch_of([window({"n": counter(1)})], {"n": counter(5)})))
         await bounded(stores[1].close())
         await bounded(stores[3].open())
         assert stores[3].node_id == "web-1:8080/2"
@@ -80,7 +80,7 @@ async def test_default_ids_take_the_next_free_slot_and_are_stable(
 async def test_the_lease_does_not_block_this_nodes_own_writes(make_store: StoreFactory) -> None:
     # On PostgreSQL the lease and the per-write transaction lock must use different keys.
     store = await make_store()
-    done: Deferred[None] = store.write([window({"n": counter(1)}, start=T0)], {})
+    done: Deferred[int] = store.write(batch_of([window({"n": counter(1)}, start=T0)]))
     await bounded(done)
 
 

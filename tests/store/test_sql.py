@@ -19,6 +19,7 @@ from tests.postgres import POSTGRES_URL, create_postgres_database, drop_postgres
 from tests.store.conftest import StoreFactory
 from tests.store.helpers import (
     T0,
+    batch_of,
     bounded,
     counter,
     raw_sql,
@@ -26,7 +27,8 @@ from tests.store.helpers import (
     window,
 )
 from twisted_rta.aggregation.metrics import Counter, Gauge, Histogram, Unique
-from twisted_rta.store.interface import SchemaTooNewError, StoredMetric
+from twisted_rta.store import sql
+from twisted_rta.store.interface import Publication, SchemaTooNewError, StoredMetric
 from twisted_rta.store.migrations import MIGRATIONS
 from twisted_rta.store.sql import SQLWindowStore, StoreClosedError, StoreNotOpenError
 
@@ -124,7 +126,75 @@ async def test_schema_newer_than_known_refuses_to_open(
         f"({MIGRATIONS[-1].version}); upgrade twisted-rta"
     )
     with pytest.raises(StoreNotOpenError):
-        await bounded(store.write([window({"events": counter(1)})], {}))
+        await bounded(store.write(batch_of([window({"events": counter(1)})])))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_of_schema_version_1_is_upgraded_with_its_rows_kept(
+    make_store: StoreFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The previous release: only migration 1, no marks, no publications.
+    with monkeypatch.context() as patch:
+        patch.setattr(sql, "MIGRATIONS", MIGRATIONS[:1])
+        old = await make_store()
+        await bounded(old.close())
+    assert await raw_sql(database_url, "SELECT version FROM rta_schema_migrations") == [(1,)]
+    state = counter(4, 4).to_bytes()
+    for resolution, start in ((60, T0), (0, 0)):
+        await raw_sql(
+            database_url,
+            "INSERT INTO rta_metric_windows"
+            " (metric, resolution, window_start, node_id, kind, state, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "events", resolution, start, "node-a", "counter", state, float(T0),
+        )  # fmt: skip
+
+    store = await make_store()
+
+    recorded = await raw_sql(database_url, "SELECT version FROM rta_schema_migrations")
+    assert sorted(recorded) == [(1,), (2,)]
+    assert await bounded(store.read_mark()) == 0
+    assert await bounded(store.read_publications(exclude_node="node-b")) == []
+    assert (await bounded(store.load_totals()))["events"].value == 4
+    merged = await bounded(
+        store.write(batch_of([window({"events": counter(1)})], mark=1, publication=b"live"))
+    )
+    assert merged == 1
+    [row] = await bounded(store.read_windows(60, T0, T0 + 60))
+    assert (row.value.value, row.value.count) == (5, 5)
+    reader = await make_store("node-b")
+    assert await bounded(reader.read_publications(exclude_node="node-b")) == [
+        Publication("node-a", T0, b"live")
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_previous_release_refuses_an_upgraded_database(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await make_store()
+    monkeypatch.setattr(sql, "MIGRATIONS", MIGRATIONS[:1])
+    old = await make_store("node-b", open=False)
+
+    with pytest.raises(SchemaTooNewError, match=r"version 2 is newer than this twisted-rta knows"):
+        await bounded(old.open())
+
+
+@pytest_twisted.ensureDeferred
+async def test_marks_and_publications_have_one_row_per_node(
+    make_store: StoreFactory, database_url: str
+) -> None:
+    await make_store()
+    mark = "INSERT INTO rta_node_marks (node_id, mark) VALUES (?, ?)"
+    publication = "INSERT INTO rta_publications (node_id, published_at, payload) VALUES (?, ?, ?)"
+    await raw_sql(database_url, mark, "n", 1)
+    await raw_sql(database_url, publication, "n", float(T0), b"x")
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await raw_sql(database_url, mark, "n", 2)
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await raw_sql(database_url, publication, "n", float(T0), b"y")
+    with pytest.raises(Exception, match=r"(?i)check"):
+        await raw_sql(database_url, mark, "m", -1)
 
 
 # -- writing and reading ------------------------------------------------------------------
@@ -146,7 +216,7 @@ async def test_every_metric_kind_survives_a_round_trip(make_store: StoreFactory)
         "visitors": users(*(f"user-{i}" for i in range(3000))),
     }
 
-    await bounded(store.write([window(metrics)], {}))
+    await bounded(store.write(batch_of([window(metrics)])))
     rows = await bounded(store.read_windows(60, T0, T0 + 60))
 
     assert [(r.metric, r.resolution, r.window_start, r.node_id) for r in rows] == [
@@ -176,8 +246,8 @@ async def test_second_write_of_a_window_merges_without_touching_the_callers_metr
     expected_users = first["active_users"].copy()
     expected_users.merge(second["active_users"])
 
-    await bounded(store.write([window(first)], {}))
-    await bounded(store.write([window(second)], {}))
+    await bounded(store.write(batch_of([window(first)])))
+    await bounded(store.write(batch_of([window(second)])))
     rows = {r.metric: r.value for r in await bounded(store.read_windows(60, T0, T0 + 60))}
 
     assert (rows["events"].value, rows["events"].count) == (8, 8)
@@ -191,19 +261,21 @@ async def test_second_write_of_a_window_merges_without_touching_the_callers_metr
 @pytest_twisted.ensureDeferred
 async def test_late_deltas_merge_into_the_stored_window(make_store: StoreFactory) -> None:
     store = await make_store()
-    await bounded(store.write([window({"events": counter(4, 4)})], {}))
+    await bounded(store.write(batch_of([window({"events": counter(4, 4)})])))
 
     late = window({"events": counter(2, 2), "events:click": counter(2, 2)}, late=True)
-    await bounded(store.write([late], {}))
+    await bounded(store.write(batch_of([late])))
     # A close and a late delta of another window in one batch merge with each other too.
     later = T0 + 60
     await bounded(
         store.write(
-            [
-                window({"events": counter(1)}, later),
-                window({"events": counter(6)}, later, late=True),
-            ],
-            {},
+            batch_of(
+                [
+                    window({"events": counter(1)}, later),
+                    window({"events": counter(6)}, later, late=True),
+                ],
+                {},
+            )
         )
     )
 
@@ -220,9 +292,9 @@ async def test_nodes_keep_their_own_rows_of_the_same_window(make_store: StoreFac
     node_a = await make_store("node-a")
     node_b = await make_store("node-b")
 
-    await bounded(node_a.write([window({"events": counter(1)})], {}))
-    await bounded(node_b.write([window({"events": counter(10)})], {}))
-    await bounded(node_a.write([window({"events": counter(1)})], {}))
+    await bounded(node_a.write(batch_of([window({"events": counter(1)})])))
+    await bounded(node_b.write(batch_of([window({"events": counter(10)})])))
+    await bounded(node_a.write(batch_of([window({"events": counter(1)})])))
 
     rows = await bounded(node_b.read_windows(60, T0, T0 + 60))
     assert values(rows) == {("events", T0, "node-a"): 2, ("events", T0, "node-b"): 10}
@@ -232,7 +304,7 @@ async def test_nodes_keep_their_own_rows_of_the_same_window(make_store: StoreFac
 async def test_concurrent_writes_of_one_node_all_merge(make_store: StoreFactory) -> None:
     store = await make_store()
 
-    writes = [store.write([window({"events": counter(1)})], {}) for _ in range(12)]
+    writes = [store.write(batch_of([window({"events": counter(1)})])) for _ in range(12)]
     await bounded(gatherResults(writes))
 
     [row] = await bounded(store.read_windows(60, T0, T0 + 60))
@@ -244,10 +316,12 @@ async def test_totals_overwrite_and_are_read_per_node(make_store: StoreFactory) 
     node_a = await make_store("node-a")
     node_b = await make_store("node-b")
 
-    await bounded(node_a.write([], {"total_events": counter(5, 5)}))
-    await bounded(node_a.write([], {"total_events": counter(7, 7)}))
+    await bounded(node_a.write(batch_of([], {"total_events": counter(5, 5)})))
+    await bounded(node_a.write(batch_of([], {"total_events": counter(7, 7)})))
     await bounded(
-        node_b.write([], {"total_events": counter(100, 100), "unique_users": users("x", "y")})
+        node_b.write(
+            batch_of([], {"total_events": counter(100, 100), "unique_users": users("x", "y")})
+        )
     )
 
     totals = await bounded(node_a.load_totals())
@@ -275,7 +349,7 @@ async def test_name_filters_match_exact_names_and_literal_prefixes(
         "page:/a", "page:/a/b", "page:/ab", "page:/a:x", "page;x", "page", "pages:/x",
         "events:click", "100%_done", "100xx_done", "a_c", "abc", "ñandú:1", "ño",
     ]  # fmt: skip
-    await bounded(store.write([window({name: counter(1) for name in names})], {}))
+    await bounded(store.write(batch_of([window({name: counter(1) for name in names})])))
 
     async def matching(**filters: Any) -> list[str]:
         rows = await bounded(store.read_windows(60, T0, T0 + 60, **filters))
@@ -301,7 +375,7 @@ async def test_read_windows_takes_starts_in_from_inclusive_to_exclusive(
     store = await make_store()
     starts = [T0 - 60, T0, T0 + 60, T0 + 120]
     windows = [window({"events": counter(1)}, start) for start in starts]
-    await bounded(store.write([*windows, window({"events": counter(1)}, T0, 3600)], {}))
+    await bounded(store.write(batch_of([*windows, window({"events": counter(1)}, T0, 3600)])))
 
     async def starts_between(start_from: float, start_to: float) -> list[int]:
         rows = await bounded(store.read_windows(60, start_from, start_to))
@@ -323,8 +397,12 @@ async def test_delete_expired_works_in_batches_and_spares_newer_rows_and_totals(
     other = await make_store("node-b")
     metrics = {name: counter(1) for name in ("events", "events:click", "events:view")}
     minutes = [window(metrics, T0 + 60 * i) for i in range(7)]
-    await bounded(store.write([*minutes, window(metrics, T0, 3600)], {"total_events": counter(9)}))
-    await bounded(other.write([window({"events": counter(1)})], {"total_events": counter(1)}))
+    await bounded(
+        store.write(batch_of([*minutes, window(metrics, T0, 3600)], {"total_events": counter(9)}))
+    )
+    await bounded(
+        other.write(batch_of([window({"events": counter(1)})], {"total_events": counter(1)}))
+    )
 
     deleted = await bounded(store.delete_expired(60, T0 + 5 * 60, batch_size=5))
 
@@ -349,9 +427,9 @@ async def test_a_metric_that_changed_kind_replaces_the_stored_row(
     store = await make_store()
     gauge = Gauge()
     gauge.set(3.5, T0)
-    await bounded(store.write([window({"depth": counter(1)})], {}))
+    await bounded(store.write(batch_of([window({"depth": counter(1)})])))
 
-    await bounded(store.write([window({"depth": gauge})], {}))
+    await bounded(store.write(batch_of([window({"depth": gauge})])))
 
     [row] = await bounded(store.read_windows(60, T0, T0 + 60))
     assert isinstance(row.value, Gauge)
@@ -368,7 +446,7 @@ async def test_sub_second_resolutions_are_refused(make_store: StoreFactory) -> N
 
     # Resolution 0 holds the totals; a 0.5 s window would overwrite them.
     with pytest.raises(ValueError, match="whole seconds"):
-        await bounded(store.write([window({"events": counter(1)}, resolution=0.5)], {}))
+        await bounded(store.write(batch_of([window({"events": counter(1)}, resolution=0.5)])))
 
 
 @pytest_twisted.ensureDeferred
@@ -378,11 +456,16 @@ async def test_a_failing_write_errbacks_and_leaves_nothing_written(
     failing = await make_store(cls=FailingStore)
     reader = await make_store("node-b")
 
+    failed = batch_of(
+        [window({"events": counter(1)})], {"total": counter(1)}, mark=1, publication=b"p"
+    )
     with pytest.raises(RuntimeError, match="failure after the upsert"):
-        await bounded(failing.write([window({"events": counter(1)})], {"total": counter(1)}))
+        await bounded(failing.write(failed))
 
     assert await bounded(reader.read_windows(60, -math.inf, math.inf)) == []
     assert await bounded(reader.read_totals(exclude_node=None)) == []
+    assert await bounded(failing.read_mark()) == 0
+    assert await bounded(reader.read_publications(exclude_node="node-b")) == []
     # The rolled-back connection is still usable.
     await bounded(failing.check())
 
@@ -395,7 +478,7 @@ async def test_a_closed_store_fails_every_call(make_store: StoreFactory) -> None
     await bounded(store.close())
 
     with pytest.raises(StoreClosedError):
-        await bounded(store.write([window({"events": counter(1)})], {}))
+        await bounded(store.write(batch_of([window({"events": counter(1)})])))
     with pytest.raises(StoreClosedError):
         await bounded(store.check())
     with pytest.raises(StoreClosedError):
@@ -428,7 +511,7 @@ async def test_open_can_be_retried_after_the_database_was_unavailable(
 
         repair()
         await bounded(store.open())
-        await bounded(store.write([window({"events": counter(1)})], {}))
+        await bounded(store.write(batch_of([window({"events": counter(1)})])))
         assert len(await bounded(store.read_windows(60, T0, T0 + 60))) == 1
     finally:
         await bounded(store.close())
@@ -440,7 +523,7 @@ async def test_open_can_be_retried_after_the_database_was_unavailable(
 async def test_writes_run_in_the_pool_not_on_the_reactor_thread(make_store: StoreFactory) -> None:
     store = await make_store(cls=RecordingStore)
 
-    await bounded(store.write([window({"events": counter(1)})], {"total": counter(1)}))
+    await bounded(store.write(batch_of([window({"events": counter(1)})], {"total": counter(1)})))
 
     assert isinstance(store, RecordingStore)
     assert len(store.write_threads) == 1

@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 
 from tests.helpers import NOW, result_of
+from tests.store.helpers import batch_of
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Counter
 from twisted_rta.aggregation.resolution import Resolution
@@ -41,7 +42,9 @@ def service(
 
 def test_open_restores_this_nodes_totals_into_live_metrics() -> None:
     store = MemoryWindowStore(node_id="n")
-    result_of(store.write([], {"total_events": Counter(value=7, count=7, updated_at=NOW - 50)}))
+    result_of(
+        store.write(batch_of([], {"total_events": Counter(value=7, count=7, updated_at=NOW - 50)}))
+    )
     agg = aggregator()
     agg.add(Event(id="1", type="x", timestamp=NOW), NOW)  # counted before the restore
     svc = service(store, Clock(), agg)
@@ -107,8 +110,10 @@ def test_retention_deletes_only_expired_windows_per_resolution() -> None:
     store = MemoryWindowStore(node_id="n")
     result_of(
         store.write(
-            [window(NOW - 7200, 60.0), window(NOW - 60, 60.0), window(NOW - 7200, 3600.0)],
-            {"total_events": Counter(value=3, count=3, updated_at=NOW)},
+            batch_of(
+                [window(NOW - 7200, 60.0), window(NOW - 60, 60.0), window(NOW - 7200, 3600.0)],
+                {"total_events": Counter(value=3, count=3, updated_at=NOW)},
+            )
         )
     )
     clock = Clock()

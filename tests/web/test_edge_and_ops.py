@@ -42,8 +42,10 @@ def test_ready_checks_the_running_parts_with_figures(daemon: Daemon) -> None:
         "load",
         "flush",
         "store",
+        "journal",
     }
     assert detail(reply, "workers") == "2 of 2 workers running"
+    assert detail(reply, "journal").startswith("off: a crash loses")
     assert detail(reply, "listening") == "1 of 1 listeners bound"
     assert detail(reply, "queue") == "0 of 100000 events queued (0%; limit 90%)"
     assert detail(reply, "store") == "open; 0 windows waiting"

@@ -121,5 +121,11 @@ def store_url(store: StoreConfig, environ: Mapping[str, str]) -> str:
     """
     if store.url is not None:
         return store.url
+    return "sqlite:///" + str(data_directory(store, environ) / "rta.sqlite3").lstrip("/")
+
+
+def data_directory(store: StoreConfig, environ: Mapping[str, str]) -> Path:
+    """This node's state directory: ``store.data_dir``, else systemd's ``$STATE_DIRECTORY``
+    (the first entry when it lists several), else ``./rta-data``; made absolute."""
     data_dir = store.data_dir or environ.get("STATE_DIRECTORY", "").split(":")[0] or "rta-data"
-    return "sqlite:///" + str((Path(data_dir) / "rta.sqlite3").resolve()).lstrip("/")
+    return Path(data_dir).resolve()

@@ -153,6 +153,21 @@ class StoreConfig:
 
 
 @frozen
+class JournalConfig:
+    """The write-ahead journal of accepted events and the checkpoints of the aggregator."""
+
+    # false: today's behaviour without a journal (a crash loses what was not yet stored).
+    enabled: bool = setting(True, boolean)
+    # interval: written to the OS before the 202, fsync every fsync_interval (survives a
+    # process crash); always: the 202 waits for the fsync that covers it (power loss too).
+    fsync: str = setting("interval", choice("interval", "always"))
+    fsync_interval: float = setting(0.2, duration(minimum=0.001, maximum=60.0))
+    # Past this, new events get 503 journal_full instead of piling up while the store is down.
+    max_bytes: int = setting(1 << 30, byte_size(minimum=1 << 20))
+    segment_bytes: int = setting(64 << 20, byte_size(minimum=1 << 16))
+
+
+@frozen
 class IngestCorsConfig:
     allowed_origins: tuple[str, ...] = setting(("*",), string_list())
 
@@ -265,6 +280,7 @@ class Config:
     windows: WindowsConfig = section(WindowsConfig)
     limits: LimitsConfig = section(LimitsConfig, reload=True)
     store: StoreConfig = section(StoreConfig)
+    journal: JournalConfig = section(JournalConfig)
     cors: CorsConfig = section(CorsConfig, reload=True)
     auth: AuthConfig = section(AuthConfig, reload=True)
     rate_limits: RateLimitsConfig = section(RateLimitsConfig, reload=True)

@@ -1,22 +1,30 @@
-"""The bounded intake queue: batches of accepted events, bounded by the number of events."""
+"""The bounded intake queue: accepted requests, bounded by the number of events they hold."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, DeferredQueue
 
 from twisted_rta.events.model import Event
 
 
+@frozen(slots=True)
+class Accepted:
+    """The events of one accepted request and its journal record (``seq`` 0: no journal)."""
+
+    seq: int
+    events: Sequence[Event]
+
+
 @define
 class IntakeQueue:
-    """Holds accepted batches until a worker takes them.
+    """Holds accepted requests until a worker takes them, in the order they were accepted.
 
-    One queue item per request keeps the per-event cost low (DESIGN.md 6); the capacity
-    counts events so a 1000-event batch weighs what it holds. ``offer`` is all or
-    nothing: a batch that does not fit is refused whole, never partly dropped.
+    One queue item per request keeps the per-event cost low; the capacity counts events so a
+    1000-event batch weighs what it holds. ``offer`` is all or nothing: a batch that does not
+    fit is refused whole, never partly dropped.
     """
 
     capacity: int
@@ -24,7 +32,11 @@ class IntakeQueue:
     closed: bool = False
     _items: DeferredQueue = field(factory=DeferredQueue, init=False)
 
-    def offer(self, events: Sequence[Event]) -> bool:
+    def has_room(self, events: int) -> bool:
+        """Whether ``offer`` of that many events would succeed now."""
+        return not self.closed and self.depth + events <= self.capacity
+
+    def offer(self, events: Sequence[Event], seq: int = 0) -> bool:
         """Enqueue all of ``events`` or none of them; False when full or closed."""
         if self.closed:
             return False
@@ -33,23 +45,23 @@ class IntakeQueue:
         if self.depth + len(events) > self.capacity:
             return False
         self.depth += len(events)
-        self._items.put(events)
+        self._items.put(Accepted(seq, events))
         return True
 
-    def get(self) -> Deferred[Sequence[Event]]:
-        """A Deferred for the next batch; cancelling it leaves the queue untouched."""
+    def get(self) -> Deferred[Accepted]:
+        """A Deferred for the next request; cancelling it leaves the queue untouched."""
         return self._items.get().addCallback(self._taken)
 
-    def take_ready(self, max_events: int) -> list[Sequence[Event]]:
-        """Remove batches that are already waiting, up to about ``max_events`` events, without
-        waiting (a worker coalesces many one-event requests into one aggregation pass)."""
+    def take_ready(self, max_events: int) -> list[Accepted]:
+        """Remove requests that are already waiting, up to about ``max_events`` events,
+        without waiting (a worker coalesces many one-event requests into one pass)."""
         pending = self._items.pending
-        taken: list[Sequence[Event]] = []
+        taken: list[Accepted] = []
         count = 0
         while pending and count < max_events:
-            batch = pending.pop(0)
-            taken.append(batch)
-            count += len(batch)
+            item = pending.pop(0)
+            taken.append(item)
+            count += len(item.events)
         self.depth -= count
         return taken
 
@@ -57,13 +69,13 @@ class IntakeQueue:
         """Refuse every later offer (shutdown has begun)."""
         self.closed = True
 
-    def take_all(self) -> list[Sequence[Event]]:
-        """Remove and return every waiting batch (used to drain at shutdown)."""
-        batches = list(self._items.pending)
+    def take_all(self) -> list[Accepted]:
+        """Remove and return every waiting request (used to drain at shutdown)."""
+        items = list(self._items.pending)
         self._items.pending.clear()
         self.depth = 0
-        return batches
+        return items
 
-    def _taken(self, events: Sequence[Event]) -> Sequence[Event]:
-        self.depth -= len(events)
-        return events
+    def _taken(self, item: Accepted) -> Accepted:
+        self.depth -= len(item.events)
+        return item

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
@@ -11,8 +11,7 @@ from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.events.model import Event
-from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ingest.queue import Accepted, IntakeQueue
 
 log = Logger()
 
@@ -37,6 +36,7 @@ class WorkerPool(Service):
         slice_size: int = 200,
         coalesce_events: int = 1000,
         cooperator: Cooperator | None = None,
+        on_applied: Callable[[int], None] = lambda seq: None,
     ) -> None:
         self._queue = queue
         self._aggregator = aggregator
@@ -47,8 +47,9 @@ class WorkerPool(Service):
         self._cooperator = cooperator or Cooperator(
             scheduler=lambda work: clock.callLater(0, work), started=False
         )
+        self._on_applied = on_applied  # tells the journal's progress which records are in
         self._loops: list[Deferred[None]] = []
-        self._waiting: dict[int, Deferred[Sequence[Event]]] = {}
+        self._waiting: dict[int, Deferred[Accepted]] = {}
         self.busy = 0
         self.processed_events = 0
         self.batches_processed = 0
@@ -71,19 +72,17 @@ class WorkerPool(Service):
             waiting = self._queue.get()
             self._waiting[index] = waiting
             try:
-                batch = await waiting
+                first = await waiting
             except CancelledError:
                 return
             finally:
                 self._waiting.pop(index, None)
-            ready = self._queue.take_ready(self._coalesce_events - len(batch))
-            if ready:
-                # One pass over many small requests: the per-batch costs (a cooperative
-                # task, the aggregator's batch summary) are paid once, not per request.
-                batch = [event for part in (batch, *ready) for event in part]
+            # One pass over many small requests: the per-batch costs (a cooperative task, the
+            # aggregator's batch summary) are paid once, not per request.
+            items = [first, *self._queue.take_ready(self._coalesce_events - len(first.events))]
             self.busy += 1
             try:
-                await self._cooperator.cooperate(self._slices(batch)).whenDone()
+                await self._cooperator.cooperate(self._steps(items)).whenDone()
                 self.batches_processed += 1
             except Exception:
                 # A bad batch must not kill the loop; the events were validated, so this
@@ -93,14 +92,37 @@ class WorkerPool(Service):
             finally:
                 self.busy -= 1
 
-    def _slices(self, batch: Sequence[Event]) -> Iterator[None]:
-        for start in range(0, len(batch), self._slice_size):
-            chunk = batch[start : start + self._slice_size]
-            began = self._clock.seconds()
-            self._aggregator.add_many(chunk, began)
-            self.busy_seconds += self._clock.seconds() - began
-            self.processed_events += len(chunk)
+    def _steps(self, items: Sequence[Accepted]) -> Iterator[None]:
+        """Whole requests per step, about ``slice_size`` events each (a larger request is one
+        step): a checkpoint between two steps never holds part of a request."""
+        step: list[Accepted] = []
+        count = 0
+        for item in items:
+            step.append(item)
+            count += len(item.events)
+            if count >= self._slice_size:
+                self._apply(step)
+                step, count = [], 0
+                yield None
+        if step:
+            self._apply(step)
             yield None
+
+    def _apply(self, items: Sequence[Accepted]) -> None:
+        events = (
+            items[0].events
+            if len(items) == 1
+            else [event for item in items for event in item.events]
+        )
+        began = self._clock.seconds()
+        try:
+            self._aggregator.add_many(events, began)
+        finally:
+            # Even a failing request counts as applied: it would fail again on replay.
+            for item in items:
+                self._on_applied(item.seq)
+            self.busy_seconds += self._clock.seconds() - began
+        self.processed_events += len(events)
 
     def stopService(self) -> Deferred[None]:
         """Stop taking work, let running batches finish, then drain what is still queued."""
@@ -113,8 +135,7 @@ class WorkerPool(Service):
         await DeferredList(self._loops, consumeErrors=True)
         self._cooperator.stop()
         drained = 0
-        for batch in self._queue.take_all():
-            self._aggregator.add_many(batch, self._clock.seconds())
-            drained += len(batch)
-        self.processed_events += drained
+        for item in self._queue.take_all():
+            self._apply((item,))
+            drained += len(item.events)
         log.info("workers stopped; drained {drained} queued events", drained=drained)

@@ -105,6 +105,26 @@ def self_metrics(status: DaemonStatus) -> Iterator[Metric]:
         overflow.add_metric([base], count)
     yield overflow
     yield _gauge("rta_uptime_seconds", "Seconds since the daemon started", status.uptime_seconds)
+    journal = status.journal
+    if journal is not None:
+        yield _gauge("rta_journal_bytes", "Bytes in the journal's segment files", journal.bytes)
+        yield _gauge("rta_journal_max_bytes", "journal.max_bytes", journal.max_bytes)
+        yield _gauge(
+            "rta_journal_oldest_unstored_seconds",
+            "Age of the oldest acknowledged event the store does not hold yet (0: none)",
+            journal.oldest_unstored_age or 0.0,
+        )
+        if journal.checkpoint_age is not None:
+            yield _gauge(
+                "rta_checkpoint_age_seconds",
+                "Seconds since the last checkpoint",
+                journal.checkpoint_age,
+            )
+        yield _counter(
+            "rta_journal_fsync_failures",
+            "fsyncs of the journal that failed",
+            journal.fsync_failures,
+        )
 
 
 def analytics_families(snapshots: Mapping[str, MetricSnapshot], rules: Rules) -> Iterator[Metric]:

@@ -12,6 +12,7 @@ from twisted_rta.periodic import PeriodicService
 
 QUEUE_LIMIT = 0.9  # share of the intake queue in use above which we stop being ready
 LOAD_LIMIT = 0.7  # share of each flush interval spent flushing plus aggregating
+JOURNAL_LIMIT = 0.9  # share of journal.max_bytes in use above which we stop being ready
 STALE_TICKS = 2  # flush intervals without a tick before the flush loop counts as stuck
 
 
@@ -72,6 +73,7 @@ def readiness_of(status: DaemonStatus) -> Readiness:
         "load": _load(status),
         "flush": _flush(status),
         "store": _store(status),
+        "journal": _journal(status),
     }
     return Readiness(all(check.ok for check in checks.values()), checks)
 
@@ -124,3 +126,25 @@ def _store(status: DaemonStatus) -> Check:
     if status.last_write_error is not None:
         return Check(False, f"writes failing: {status.last_write_error}; {waiting} windows waiting")
     return Check(True, f"open; {waiting} windows waiting")
+
+
+def _journal(status: DaemonStatus) -> Check:
+    journal = status.journal
+    if journal is None:
+        return Check(True, "off: a crash loses what the store does not hold yet")
+    share = journal.bytes / journal.max_bytes
+    oldest = journal.oldest_unstored_age
+    detail = (
+        f"{journal.bytes} of {journal.max_bytes} bytes ({share:.0%}; limit {JOURNAL_LIMIT:.0%}); "
+        + (
+            "everything acknowledged is stored"
+            if oldest is None
+            else f"oldest unstored {oldest:.0f}s"
+        )
+    )
+    stale_after = STALE_TICKS * status.flush_interval
+    if journal.checkpoint_age is not None and journal.checkpoint_age > stale_after:
+        return Check(False, f"last checkpoint {journal.checkpoint_age:.1f}s ago; {detail}")
+    if journal.fsync_failures:
+        return Check(False, f"{journal.fsync_failures} fsyncs failed; {detail}")
+    return Check(share <= JOURNAL_LIMIT, detail)

@@ -12,6 +12,7 @@ from typing import Any
 from attrs import define, frozen
 
 from twisted_rta.aggregation.aggregator import Aggregator, AggregatorStats
+from twisted_rta.durability.opening import Durability
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
 from twisted_rta.store.flush import FlushService
@@ -34,6 +35,17 @@ class ListenerState:
 
     description: str
     address: str | None = None
+
+
+@frozen
+class JournalStatus:
+    """The journal and the last checkpoint: how much acknowledged data is not in the store."""
+
+    bytes: int
+    max_bytes: int
+    oldest_unstored_age: float | None  # seconds; None when the store holds everything
+    checkpoint_age: float | None  # seconds since the last checkpoint; None before the first
+    fsync_failures: int
 
 
 @frozen
@@ -67,6 +79,7 @@ class DaemonStatus:
     retention_failures: int
     load: float
     aggregation: AggregatorStats
+    journal: JournalStatus | None = None  # None: journal.enabled is false
 
     @property
     def uptime_seconds(self) -> float:
@@ -86,6 +99,7 @@ class StatusSource:
     lifecycle: Lifecycle
     listeners: tuple[ListenerState, ...]
     load: Any  # LoadMonitor: anything with a ``load`` share
+    durability: Durability | None = None
 
     def snapshot(self, now: float) -> DaemonStatus:
         workers, flush, store = self.workers, self.flush, self.store_service
@@ -117,6 +131,22 @@ class StatusSource:
             retention_failures=self.retention.delete_failures + self.retention.failures,
             load=float(self.load.load),
             aggregation=self.aggregator.stats(now),
+            journal=self._journal(now),
+        )
+
+    def _journal(self, now: float) -> JournalStatus | None:
+        durability = self.durability
+        if durability is None:
+            return None
+        journal = durability.journal
+        oldest = journal.oldest_unreleased_at()
+        checkpoint_at = durability.checkpointer.last_checkpoint_at
+        return JournalStatus(
+            bytes=journal.size_bytes,
+            max_bytes=journal.max_bytes,
+            oldest_unstored_age=None if oldest is None else max(0.0, now - oldest),
+            checkpoint_age=None if checkpoint_at is None else max(0.0, now - checkpoint_at),
+            fsync_failures=journal.fsync_failures,
         )
 
 
@@ -136,7 +166,19 @@ def stats_view(status: DaemonStatus) -> dict[str, Any]:
         "pending_windows": status.pending_windows,
         "node_id": status.node_id,
         "uptime_seconds": round(status.uptime_seconds, 3),
+        "journal": None
+        if status.journal is None
+        else {
+            "bytes": status.journal.bytes,
+            "max_bytes": status.journal.max_bytes,
+            "oldest_unstored_seconds": _rounded(status.journal.oldest_unstored_age),
+            "checkpoint_age_seconds": _rounded(status.journal.checkpoint_age),
+        },
     }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def status_line(status: DaemonStatus, events_per_second: float) -> str:

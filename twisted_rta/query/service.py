@@ -13,6 +13,7 @@ from twisted_rta.aggregation.metrics import Counter, Metric, MetricSnapshot
 from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.aggregation.windows import WindowSnapshot
 from twisted_rta.ops.status import DaemonStatus, stats_view
+from twisted_rta.query.peers import PeerWindows
 from twisted_rta.query.timerange import TimeRange
 from twisted_rta.store.flush import FlushService
 from twisted_rta.store.interface import StoredMetric
@@ -116,6 +117,7 @@ class QueryService:
     store_service: StoreService
     resolutions: tuple[Resolution, ...]
     status: Callable[[float], DaemonStatus]
+    peers: PeerWindows | None = None  # None: no other node's live windows (no journal)
 
     @property
     def node_id(self) -> str:
@@ -161,7 +163,8 @@ class QueryService:
         prefix: str | None = None,
     ) -> dict[float, dict[str, Metric]]:
         """Every window of the range's resolution: stored rows of all nodes, this node's
-        pending (unwritten) windows and its live ones, merged per window start."""
+        pending (unwritten) windows and its live ones, and the other nodes' live windows
+        from their last publication, merged per window start."""
         size = timerange.resolution.size
         start_from, start_to = timerange.start_from, timerange.start_to
         by_start: dict[float, dict[str, Metric]] = {}
@@ -182,10 +185,12 @@ class QueryService:
                 by_start.setdefault(window.start, {}), window.metrics.items(), names, prefix
             )
         live = self.aggregator.live_windows(size, start_from, start_to)
-        for start, metrics in live.items():
-            self._merge_metrics(
-                by_start.setdefault(start, {}), metrics.items(), names, prefix, owned=True
-            )
+        peers = await self._peer_windows(size, start_from, start_to)
+        for windows in (live, *peers):
+            for start, metrics in windows.items():
+                self._merge_metrics(
+                    by_start.setdefault(start, {}), metrics.items(), names, prefix, owned=True
+                )
         return {start: by_start[start] for start in sorted(by_start) if by_start[start]}
 
     async def metric_over(self, name: str, timerange: TimeRange) -> Metric | None:
@@ -248,6 +253,17 @@ class QueryService:
         return [window_view(window) for window in [*closed, *open_]]
 
     # -- helpers ---------------------------------------------------------------------------
+
+    async def _peer_windows(
+        self, size: float, start_from: float, start_to: float
+    ) -> list[dict[float, dict[str, Metric]]]:
+        if self.peers is None:
+            return []
+        try:
+            return await self.peers.live_windows(size, start_from, start_to)
+        except Exception as error:
+            log.warn("reading other nodes' publications failed: {error}", error=str(error))
+            raise StoreUnavailable(f"store read failed: {error}") from error
 
     async def _store_read(self, read: Any) -> list[StoredMetric]:
         if not self.store_service.opened:

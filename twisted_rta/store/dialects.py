@@ -45,6 +45,9 @@ class Dialect:
     # Serialises writers that share a key (migrations, one node's read-merge-write) across
     # connections and processes; SQLite's single writer lock already does.
     advisory_lock: str | None
+    # Appended to a SELECT inside a write transaction to lock the rows it reads until the
+    # commit; SQLite has no row locks (BEGIN IMMEDIATE holds the database's write lock).
+    for_update: str
 
     def sql(self, query: str) -> str:
         """``query`` with this dialect's placeholder; queries hold no literal ``?`` or ``%``."""
@@ -65,6 +68,7 @@ SQLITE = Dialect(
     key_text_type="TEXT",
     begin="BEGIN IMMEDIATE",
     advisory_lock=None,
+    for_update="",
 )
 
 POSTGRESQL = Dialect(
@@ -74,6 +78,7 @@ POSTGRESQL = Dialect(
     key_text_type='TEXT COLLATE "C"',
     begin=None,
     advisory_lock="SELECT pg_advisory_xact_lock(?)",
+    for_update=" FOR UPDATE",
 )
 
 

@@ -1,7 +1,9 @@
-"""WindowStore: where closed windows and all-time totals are kept, and read back."""
+"""WindowStore: where closed windows, all-time totals, each node's committed checkpoint mark
+and each node's publication of its live windows are kept, and read back."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -12,6 +14,7 @@ from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.windows import ClosedWindow
 
 TOTALS_RESOLUTION = 0  # rows of all-time totals use resolution 0 and window_start 0
+MAX_MARK = 2**63 - 1  # marks and tags are stored as BIGINT
 
 
 @frozen
@@ -23,6 +26,55 @@ class StoredMetric:
     window_start: int
     node_id: str
     value: Metric
+
+
+@frozen
+class FlushBatch:
+    """Everything one flush writes, in one transaction (``WindowStore.write``).
+
+    ``windows`` are ``(tag, window)``: the tag is the mark of the first local checkpoint
+    that contained the window. With a ``mark``, a window whose tag is at most the mark this
+    node already committed was stored by an earlier transaction (a replay after a crash or
+    an ambiguous commit) and is skipped; every tag must then lie in ``1..mark``. With
+    ``mark`` None (no journal) tags are ignored and every window is merged.
+    """
+
+    # Merged into this node's rows (a late delta merges into its stored window).
+    windows: Sequence[tuple[int, ClosedWindow]]
+    # This node's all-time state of these metrics: overwrites the stored rows.
+    totals: Mapping[str, Metric]
+    # The local checkpoint this batch comes from; None: no journal, no mark kept.
+    mark: int | None
+    # This node's live-window blob, replacing its previous one; None deletes it (a clean
+    # shutdown: everything is in the rows).
+    publication: bytes | None
+    # Clock time of the state in ``publication``.
+    published_at: float
+
+    def check(self) -> None:
+        """Raise ValueError when the batch cannot be stored as it says (nothing is written)."""
+        if not math.isfinite(self.published_at):
+            raise ValueError(f"published_at must be a finite time, got {self.published_at!r}")
+        if self.mark is None:
+            return
+        if not 0 <= self.mark <= MAX_MARK:
+            raise ValueError(f"mark must be in 0..{MAX_MARK}, got {self.mark}")
+        for tag, window in self.windows:
+            # A tag outside 1..mark would be skipped (lost) or never skipped (doubled).
+            if not 1 <= tag <= self.mark:
+                raise ValueError(
+                    f"window {window.resolution}s@{window.start} has tag {tag}, "
+                    f"outside 1..{self.mark} (the batch's mark)"
+                )
+
+
+@frozen
+class Publication:
+    """One node's live windows as it last published them (an opaque blob to the store)."""
+
+    node_id: str
+    published_at: float
+    payload: bytes
 
 
 class PermanentStoreError(Exception):
@@ -48,10 +100,20 @@ class WindowStore(Protocol):
     def load_totals(self) -> Deferred[dict[str, Metric]]:
         """This node's all-time totals."""
 
-    def write(
-        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
-    ) -> Deferred[None]:
-        """One transaction: merge each window's metrics into its rows, overwrite totals."""
+    def write(self, batch: FlushBatch) -> Deferred[int]:
+        """ONE transaction, serialised with this node's other writes: read this node's
+        committed mark (locked), merge every window whose tag is above it (all of them when
+        ``batch.mark`` is None), overwrite the totals, replace (or delete) this node's
+        publication and store ``batch.mark`` unless the committed mark is higher (a mark
+        never goes down). Return how many windows were merged; the rest were stored
+        already. On failure nothing is written and the same batch may be sent again; an
+        invalid batch (``FlushBatch.check``) fails with ValueError."""
+
+    def read_mark(self) -> Deferred[int]:
+        """This node's committed mark; 0 when it never committed one."""
+
+    def read_publications(self, *, exclude_node: str) -> Deferred[list[Publication]]:
+        """The publication of every node but ``exclude_node``, ordered by node id."""
 
     def read_windows(
         self,

@@ -54,7 +54,9 @@ class StoreService(Service):
         retry_max: float,
         on_fatal: Callable[[str], None],
         jitter: Callable[[], float] | None = None,
+        restore_totals: bool = True,
     ) -> None:
+        self._restore_totals = restore_totals  # False: a checkpoint already holds them
         self.store = store
         self._aggregator = aggregator
         self._clock = clock
@@ -85,7 +87,7 @@ class StoreService(Service):
         self._waiters.append(done)
         if len(self._waiters) == 1:
             opening = self.store.open()
-            opening.addCallback(lambda _: self.store.load_totals())
+            opening.addCallback(lambda _: self.store.load_totals() if self._restore_totals else {})
             opening.addCallbacks(self._restore, self._failed)
             opening.addBoth(self._attempt_done)
         return done

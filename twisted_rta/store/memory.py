@@ -6,23 +6,34 @@ daemon on a memory reactor, where a thread pool could never call back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 
 from twisted_rta.aggregation.metrics import Metric
-from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.store.interface import TOTALS_RESOLUTION, StoredMetric
+from twisted_rta.store.interface import TOTALS_RESOLUTION, FlushBatch, Publication, StoredMetric
 
 Key = tuple[str, int, int, str]  # metric, resolution, window_start, node_id
 
 
 class MemoryWindowStore:
-    def __init__(self, *, node_id: str, rows: dict[Key, Metric] | None = None) -> None:
+    """Every call answers at once; ``write`` applies a batch whole or (on a bad batch) not at
+    all, like the SQL store's transaction."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        rows: dict[Key, Metric] | None = None,
+        marks: dict[str, int] | None = None,
+        publications: dict[str, Publication] | None = None,
+    ) -> None:
         self.node_id = node_id
         self.available = True  # tests flip it to simulate an unreachable store
-        # Passing one dict to several stores stands in for nodes sharing one database.
+        # Passing the same dicts to several stores stands in for nodes sharing one database.
         self._rows: dict[Key, Metric] = {} if rows is None else rows
+        self._marks: dict[str, int] = {} if marks is None else marks
+        self._publications: dict[str, Publication] = {} if publications is None else publications
 
     def open(self) -> Deferred[None]:
         return self._answer(None)
@@ -35,11 +46,25 @@ class MemoryWindowStore:
         }
         return self._answer(totals)
 
-    def write(
-        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
-    ) -> Deferred[None]:
+    def write(self, batch: FlushBatch) -> Deferred[int]:
+        """The SQL store's ``write``: windows tagged above this node's mark (all without a
+        mark), totals overwritten, publication replaced or deleted, the mark never lowered."""
         if not self.available:
             return fail(ConnectionError("memory store marked unavailable"))
+        try:
+            batch.check()
+            for _, window in batch.windows:
+                if window.resolution < 1 or window.resolution != int(window.resolution):
+                    raise ValueError(
+                        f"window resolution must be whole seconds >= 1, got {window.resolution!r}"
+                    )
+        except ValueError as e:
+            return fail(e)
+        windows = [window for _, window in batch.windows]
+        if batch.mark is not None:
+            committed = self._marks.get(self.node_id, 0)
+            windows = [window for tag, window in batch.windows if tag > committed]
+            self._marks[self.node_id] = max(committed, batch.mark)
         for window in windows:
             resolution, start = int(window.resolution), int(window.start)
             for name, metric in window.metrics.items():
@@ -47,11 +72,31 @@ class MemoryWindowStore:
                 stored = self._rows.get(key)
                 if stored is None:
                     self._rows[key] = metric.copy()
+                elif stored.kind != metric.kind:
+                    self._rows[key] = metric.copy()  # the metric changed kind, as in SQL
                 else:
                     stored.merge(metric)  # type: ignore[arg-type]
-        for name, metric in totals.items():
+        for name, metric in batch.totals.items():
             self._rows[(name, TOTALS_RESOLUTION, 0, self.node_id)] = metric.copy()
-        return succeed(None)
+        if batch.publication is None:
+            self._publications.pop(self.node_id, None)
+        else:
+            self._publications[self.node_id] = Publication(
+                self.node_id, float(batch.published_at), bytes(batch.publication)
+            )
+        return succeed(len(windows))
+
+    def read_mark(self) -> Deferred[int]:
+        return self._answer(self._marks.get(self.node_id, 0))
+
+    def read_publications(self, *, exclude_node: str) -> Deferred[list[Publication]]:
+        return self._answer(
+            [
+                publication
+                for node_id, publication in sorted(self._publications.items())
+                if node_id != exclude_node
+            ]
+        )
 
     def read_windows(
         self,

@@ -47,8 +47,29 @@ def _create_metric_windows(dialect: Dialect) -> Sequence[str]:
     )
 
 
+def _create_marks_and_publications(dialect: Dialect) -> Sequence[str]:
+    # One row per node, read and written only by that node (plus the other nodes' reads of
+    # the publications). Keyed by node_id alone, not metric: under Citus they become
+    # reference tables (create_reference_table), or tables distributed by node_id; either
+    # may share a transaction with rta_metric_windows.
+    return (
+        # The highest checkpoint mark whose flush this node committed (issue 12).
+        """CREATE TABLE rta_node_marks (
+            node_id TEXT PRIMARY KEY,
+            mark BIGINT NOT NULL CHECK (mark >= 0)
+        )""",
+        # This node's live windows as a blob other nodes merge into their answers.
+        f"""CREATE TABLE rta_publications (
+            node_id TEXT PRIMARY KEY,
+            published_at DOUBLE PRECISION NOT NULL,
+            payload {dialect.blob_type} NOT NULL
+        )""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create rta_metric_windows", _create_metric_windows),
+    Migration(2, "create rta_node_marks and rta_publications", _create_marks_and_publications),
 )
 
 

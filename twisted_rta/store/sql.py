@@ -1,4 +1,5 @@
-"""SQLWindowStore: closed windows and all-time totals in SQLite or PostgreSQL, via adbapi."""
+"""SQLWindowStore: closed windows, all-time totals, node marks and publications in SQLite or
+PostgreSQL, via adbapi."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.store.dialects import ConnectionSettings, settings_from_url
 from twisted_rta.store.interface import (
     TOTALS_RESOLUTION,
+    FlushBatch,
     PermanentStoreError,
+    Publication,
     SchemaTooNewError,
     StoredMetric,
 )
@@ -52,6 +55,24 @@ _UPSERT = (
     " DO UPDATE SET kind = excluded.kind, state = excluded.state,"
     " updated_at = excluded.updated_at"
 )
+# Read inside the write transaction, locked (Dialect.for_update) until the commit.
+_SELECT_MARK = "SELECT mark FROM rta_node_marks WHERE node_id = ?"
+# The WHERE keeps a mark from going down even if a caller skipped the check in Python.
+_UPSERT_MARK = (
+    "INSERT INTO rta_node_marks (node_id, mark) VALUES (?, ?)"
+    " ON CONFLICT (node_id) DO UPDATE SET mark = excluded.mark"
+    " WHERE excluded.mark > rta_node_marks.mark"
+)
+_UPSERT_PUBLICATION = (
+    "INSERT INTO rta_publications (node_id, published_at, payload) VALUES (?, ?, ?)"
+    " ON CONFLICT (node_id) DO UPDATE SET published_at = excluded.published_at,"
+    " payload = excluded.payload"
+)
+_DELETE_PUBLICATION = "DELETE FROM rta_publications WHERE node_id = ?"
+_SELECT_PUBLICATIONS = (
+    "SELECT node_id, published_at, payload FROM rta_publications"
+    " WHERE node_id <> ? ORDER BY node_id"
+)
 # The row-value IN keeps one statement shape for both dialects (neither allows
 # DELETE ... LIMIT portably) and matches the primary key.
 _DELETE_BATCH = (
@@ -67,6 +88,26 @@ class StoreClosedError(RuntimeError):
 
 class StoreNotOpenError(RuntimeError):
     """``open()`` has not succeeded yet, so the schema is not known to be current."""
+
+
+@frozen
+class _Tagged:
+    """A window checked on the reactor thread, to be merged in the pool if its tag is new."""
+
+    tag: int
+    key: tuple[int, int]  # resolution, window_start
+    metrics: Mapping[str, Metric]
+
+
+@frozen
+class _Write:
+    """A FlushBatch checked and serialised (all but the window metrics) for ``_write_txn``."""
+
+    windows: Sequence[_Tagged]
+    totals: Sequence[tuple[str, str, bytes]]
+    mark: int | None
+    publication: bytes | None
+    published_at: float
 
 
 @frozen
@@ -143,11 +184,25 @@ def _window_key(window: ClosedWindow) -> tuple[int, int]:
     return int(resolution), int(window.start)
 
 
-def _group(windows: Sequence[ClosedWindow]) -> dict[tuple[int, int], dict[str, list[Metric]]]:
+def _prepare(batch: FlushBatch) -> _Write:
+    """``batch`` checked (ValueError) and serialised, but for the window metrics."""
+    batch.check()
+    return _Write(
+        windows=[
+            _Tagged(tag, _window_key(window), window.metrics) for tag, window in batch.windows
+        ],
+        totals=[(name, metric.kind, metric.to_bytes()) for name, metric in batch.totals.items()],
+        mark=batch.mark,
+        publication=None if batch.publication is None else bytes(batch.publication),
+        published_at=float(batch.published_at),
+    )
+
+
+def _group(windows: Sequence[_Tagged]) -> dict[tuple[int, int], dict[str, list[Metric]]]:
     # The same window may come twice in one batch (a close and its late delta).
     groups: dict[tuple[int, int], dict[str, list[Metric]]] = {}
     for window in windows:
-        by_name = groups.setdefault(_window_key(window), {})
+        by_name = groups.setdefault(window.key, {})
         for name, metric in window.metrics.items():
             by_name.setdefault(name, []).append(metric)
     return groups
@@ -256,23 +311,34 @@ class SQLWindowStore:
         """This node's all-time totals."""
         return self._run(self._load_totals_txn)
 
-    def write(
-        self, windows: Sequence[ClosedWindow], totals: Mapping[str, Metric]
-    ) -> Deferred[None]:
-        """Merge ``windows`` into this node's stored windows and overwrite its ``totals``.
+    def write(self, batch: FlushBatch) -> Deferred[int]:
+        """Store ``batch`` in one transaction; return how many of its windows were merged.
 
-        One transaction: on failure nothing is written and the caller may retry with the
-        same data. ``totals`` are serialised before this returns, so the caller may keep
-        updating them; window metrics are read in the pool and must not change meanwhile.
+        The transaction holds this node's write lock (the per-node advisory lock on
+        PostgreSQL, the database write lock on SQLite) from its first statement, reads this
+        node's committed mark (FOR UPDATE on PostgreSQL), merges the windows tagged above it
+        (all when ``batch.mark`` is None), overwrites the totals, replaces or deletes this
+        node's publication and raises the mark to ``batch.mark`` (never lowers it; a None
+        mark leaves it alone). Only this node, holding its lease, writes its mark, rows and
+        publication. On failure nothing is written and the caller may send the same batch
+        again: windows a commit that looked failed did store are skipped by their tags.
+        ``totals`` are serialised before this returns, so the caller may keep updating them;
+        window metrics are read in the pool and must not change meanwhile.
         """
         try:
-            groups = _group(windows)
+            prepared = _prepare(batch)
         except ValueError as e:
             return fail(e)
-        total_rows = [(name, metric.kind, metric.to_bytes()) for name, metric in totals.items()]
-        d = self._run(self._write_txn, groups, total_rows, self._reactor.seconds())
-        written: Deferred[None] = d.addCallback(self._log_conflicts)
-        return written
+        d = self._run(self._write_txn, prepared, self._reactor.seconds())
+        return d.addCallback(self._written)
+
+    def read_mark(self) -> Deferred[int]:
+        """This node's committed mark; 0 when it never committed one."""
+        return self._run(self._read_mark_txn)
+
+    def read_publications(self, *, exclude_node: str) -> Deferred[list[Publication]]:
+        """Every node's publication but ``exclude_node``'s, ordered by node id."""
+        return self._run(self._read_publications_txn, exclude_node)
 
     def read_windows(
         self,
@@ -451,7 +517,8 @@ class SQLWindowStore:
             params = [*params, *name_filter[1]]
         return self._run(self._select_txn, query, params)
 
-    def _log_conflicts(self, conflicts: list[_Conflict]) -> None:
+    def _written(self, result: tuple[int, list[_Conflict]]) -> int:
+        merged, conflicts = result
         for conflict in conflicts:
             log.warn(
                 "stored {stored_kind} {metric} replaced by a {new_kind} (the metric changed kind)",
@@ -461,24 +528,29 @@ class SQLWindowStore:
                 resolution=conflict.resolution,
                 window_start=conflict.window_start,
             )
+        return merged
 
     # -- interactions (pool threads; adbapi commits on return, rolls back on exception) --
 
     def _sql(self, query: str) -> str:
         return self._settings.dialect.sql(query)
 
-    def _write_txn(
-        self,
-        txn: Any,
-        groups: Mapping[tuple[int, int], Mapping[str, Sequence[Metric]]],
-        totals: Sequence[tuple[str, str, bytes]],
-        now: float,
-    ) -> list[_Conflict]:
-        # Serialise this node's read-merge-write against its other connections.
-        self._settings.dialect.begin_exclusive(txn, lock_key(f"twisted-rta:node:{self.node_id}"))
+    def _write_txn(self, txn: Any, write: _Write, now: float) -> tuple[int, list[_Conflict]]:
+        dialect = self._settings.dialect
+        # Serialise this node's read-merge-write (and its mark) against its other connections.
+        dialect.begin_exclusive(txn, lock_key(f"twisted-rta:node:{self.node_id}"))
+        windows = write.windows
+        if write.mark is not None:
+            txn.execute(self._sql(_SELECT_MARK + dialect.for_update), (self.node_id,))
+            row = txn.fetchone()
+            committed = 0 if row is None else int(row[0])
+            # Tagged at or below the committed mark: a transaction that committed stored it.
+            windows = [window for window in windows if window.tag > committed]
+            if write.mark > committed:
+                txn.execute(self._sql(_UPSERT_MARK), (self.node_id, write.mark))
         conflicts: list[_Conflict] = []
         rows: list[tuple[str, int, int, str, str, bytes, float]] = []
-        for (resolution, start), by_name in groups.items():
+        for (resolution, start), by_name in _group(windows).items():
             txn.execute(self._sql(_SELECT_NODE_WINDOW), (resolution, start, self.node_id))
             stored = {name: (kind, state) for name, kind, state in txn.fetchall()}
             for name, deltas in by_name.items():
@@ -492,11 +564,30 @@ class SQLWindowStore:
                 )
         rows.extend(
             (name, TOTALS_RESOLUTION, 0, self.node_id, kind, state, now)
-            for name, kind, state in totals
+            for name, kind, state in write.totals
         )
         if rows:
             txn.executemany(self._sql(_UPSERT), rows)
-        return conflicts
+        if write.publication is None:
+            txn.execute(self._sql(_DELETE_PUBLICATION), (self.node_id,))
+        else:
+            txn.execute(
+                self._sql(_UPSERT_PUBLICATION),
+                (self.node_id, write.published_at, write.publication),
+            )
+        return len(windows), conflicts
+
+    def _read_mark_txn(self, txn: Any) -> int:
+        txn.execute(self._sql(_SELECT_MARK), (self.node_id,))
+        row = txn.fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _read_publications_txn(self, txn: Any, exclude_node: str) -> list[Publication]:
+        txn.execute(self._sql(_SELECT_PUBLICATIONS), (exclude_node,))
+        return [
+            Publication(node_id, float(published_at), bytes(payload))
+            for node_id, published_at, payload in txn.fetchall()
+        ]
 
     def _load_totals_txn(self, txn: Any) -> dict[str, Metric]:
         txn.execute(

@@ -4,21 +4,21 @@ before the 202."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from twisted_rta.events.decode import decode_batch, decode_event
 from twisted_rta.events.model import BodyError, Event, EventLimits, RejectedEvent
-from twisted_rta.ingest.queue import IntakeQueue
+from twisted_rta.ingest.intake import Intake, Refused
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import ApiError, json_body
 from twisted_rta.web.site import RTARequest
-
-RETRY_AFTER_SECONDS = "1"
 
 
 class IngestApp:
@@ -28,21 +28,19 @@ class IngestApp:
         self,
         *,
         clock: IReactorTime,
-        queue: IntakeQueue,
+        intake: Intake,
         limits: EventLimits,
-        store_backlogged: Callable[[], bool],
         telemetry: Telemetry,
         limiters: RequestLimiters | None = None,
     ) -> None:
         self._clock = clock
-        self._queue = queue
+        self._intake = intake
         self.limits = limits  # replaced on reload
-        self._store_backlogged = store_backlogged
         self._telemetry = telemetry
         self._limiters = limiters
 
     @app.route("/events", methods=["POST"])
-    def ingest_one(self, request: RTARequest) -> bytes:
+    def ingest_one(self, request: RTARequest) -> bytes | Deferred[bytes]:
         endpoint = "single"
         telemetry = self._telemetry
         telemetry.received(endpoint).inc()
@@ -57,16 +55,15 @@ class IngestApp:
             telemetry.rejected(endpoint, problem.code).inc()
             raise ApiError(400, problem.code, problem.message, field=problem.field) from None
         self._check_event_rate(request, 1, endpoint)
-        self._enqueue((event,), endpoint)
         payload = {
             "status": "accepted",
             "data": {"event_id": event.id, "type": event.type},
             "message": "event queued for processing",
         }
-        return json_body(request, payload, 202)
+        return self._take((event,), endpoint, request, payload)
 
     @app.route("/events/batch", methods=["POST"])
-    def ingest_batch(self, request: RTARequest) -> bytes:
+    def ingest_batch(self, request: RTARequest) -> bytes | Deferred[bytes]:
         endpoint = "batch"
         telemetry = self._telemetry
         body = _body(request)
@@ -89,7 +86,6 @@ class IngestApp:
                 errors=errors,
             )
         self._check_event_rate(request, len(batch.events), endpoint)
-        self._enqueue(batch.events, endpoint)
         data = {
             "accepted": len(batch.events),
             "rejected": len(batch.errors),
@@ -102,7 +98,7 @@ class IngestApp:
             "data": data,
             "message": f"batch processed: {batch.total} events",
         }
-        return json_body(request, payload, 202)
+        return self._take(batch.events, endpoint, request, payload)
 
     def _check_event_rate(self, request: RTARequest, count: int, endpoint: str) -> None:
         """The events bucket of the client the edge identified (its key, or its address)."""
@@ -120,42 +116,29 @@ class IngestApp:
                 headers={"Retry-After": retry_after(wait)},
             )
 
-    def _enqueue(self, events: Sequence[Event], endpoint: str) -> None:
-        """All or nothing: a 202 promises that every listed event will be aggregated."""
+    def _take(
+        self,
+        events: Sequence[Event],
+        endpoint: str,
+        request: RTARequest,
+        payload: dict[str, Any],
+    ) -> bytes | Deferred[bytes]:
+        """All or nothing: a 202 promises that every listed event will be aggregated, so it
+        is sent only once intake has taken them (journalled, and queued)."""
         try:
-            self._offer(events)
-        except ApiError as refused:
+            durable = self._intake.take(events)
+        except Refused as refused:
             self._telemetry.rejected(endpoint, refused.code).inc(len(events))
-            raise
+            raise ApiError(
+                503,
+                refused.code,
+                refused.message,
+                headers={"Retry-After": str(refused.retry_after)},
+            ) from None
         self._telemetry.accepted(endpoint).inc(len(events))
-
-    def _offer(self, events: Sequence[Event]) -> None:
-        headers = {"Retry-After": RETRY_AFTER_SECONDS}
-        if self._store_backlogged():
-            raise ApiError(
-                503,
-                "store_unavailable",
-                "the window store is failing and too many "
-                "closed windows wait for it; nothing of this request was accepted, "
-                "retry later",
-                headers={"Retry-After": "5"},
-            )
-        if self._queue.offer(events):
-            return
-        if self._queue.closed:
-            raise ApiError(
-                503,
-                "shutting_down",
-                "the daemon is shutting down; retry on another node or after it restarts",
-                headers=headers,
-            )
-        raise ApiError(
-            503,
-            "queue_full",
-            f"intake queue is full ({self._queue.depth} of {self._queue.capacity} events "
-            "waiting); nothing of this request was accepted, retry later",
-            headers=headers,
-        )
+        if durable is None:
+            return json_body(request, payload, 202)
+        return durable.addCallback(lambda _: json_body(request, payload, 202))
 
 
 def _body(request: RTARequest) -> bytes:
