@@ -79,6 +79,11 @@ def open_durability(
         events=recovered.events_replayed,
         pending=len(recovered.pending),
     )
+    held = max((progress.covers_seq, *progress.beyond))
+    if held > journal.last_seq:
+        # The checkpoint holds records the journal lost (a torn tail the checkpoint had
+        # already taken in): number new records after them, or replay would skip them.
+        journal.release_through(held)
     checkpointer = Checkpointer(
         aggregator, progress, files, journal, node.node_id, clock, mark=recovered.mark
     )
