@@ -1,6 +1,7 @@
 """Benchmark suite of twisted-rta: real ``twistd -n rta`` processes loaded by wrk.
 
     .venv/bin/python benchmarks/run.py [--quick] [--scenario NAME ...] [--duration S]
+                                            [--journal MODE ...] [--repeat N] [--workdir DIR]
                                             [--json PATH] [--install] [--no-pin]
 
 Run it with the Python of the virtual environment the daemon is installed in: the daemon is
@@ -10,6 +11,7 @@ started as the ``twistd`` next to that interpreter. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -22,13 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit.machine import apply_to_self, choose_pinning, describe_machine
-from benchkit.report import JsonLines, table
-from benchkit.scenarios import SCENARIOS, Settings
+from benchkit.machine import apply_to_self, choose_pinning, describe_machine, filesystem_of
+from benchkit.report import JsonLines, journal_table, table
+from benchkit.scenarios import JOURNAL_MODES, SCENARIOS, Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 INSTALL_WRK = ["apt-get", "install", "-y", "wrk"]
 DEFAULT_SCENARIOS = list(SCENARIOS)
+# Scenarios without a daemon: the journal mode means nothing to them, they run once.
+NO_DAEMON = {"generator-ceiling"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +62,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="events of the memory scenario (default 10M, quick 200k)",
     )
     parser.add_argument(
+        "--journal",
+        action="append",
+        choices=list(JOURNAL_MODES),
+        metavar="MODE",
+        help="repeatable: run each scenario once per journal mode (off, interval, always), "
+        "back to back; default: the daemon's defaults (journal on, fsync interval)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the whole sequence N times, interleaved (default 1)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="where the temp dir of the daemons' data (store, journal) is made (default: the "
+        "system's temp dir); its file system decides what an fsync costs",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         metavar="PATH",
@@ -81,6 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if options.duration is not None and options.duration < 1:
         parser.error("--duration must be at least 1 second (wrk's resolution)")
+    if options.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if options.journal and len(set(options.journal)) != len(options.journal):
+        parser.error("--journal: each mode once")
     return options
 
 
@@ -136,15 +166,28 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     output = JsonLines(options.json or BENCH_DIR / "results" / f"{stamp}.jsonl")
     names = options.scenario or DEFAULT_SCENARIOS
+    modes: list[str | None] = list(options.journal or [None])
+    if options.workdir is not None:
+        options.workdir.mkdir(parents=True, exist_ok=True)
+    data_fs = filesystem_of(Path(options.workdir or tempfile.gettempdir()))
+    machine["data_dir_filesystem"] = data_fs
     print(
         f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), Python "
         f"{machine['python']}, {machine['wrk']}, git {machine['git']}"
     )
     print(f"pinning: {pinning.describe()}")
     print(f"scenarios: {', '.join(names)}{' (quick)' if options.quick else ''}", flush=True)
+    print(
+        f"journal: {', '.join(m for m in modes if m) if options.journal else 'daemon defaults'}"
+        f"; data dirs on {data_fs}"
+        + (f"; {options.repeat} repetitions" if options.repeat > 1 else ""),
+        flush=True,
+    )
+    if data_fs.startswith("tmpfs") and "always" in modes:
+        print("  WARNING: tmpfs makes fsync free: journal always means nothing here", flush=True)
 
     records: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="rta-bench-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="rta-bench-", dir=options.workdir) as workdir:
         settings = Settings(
             duration_s=options.duration or (3.0 if options.quick else 30.0),
             warmup_s=1.0 if options.quick else 5.0,
@@ -156,8 +199,17 @@ def main(argv: list[str] | None = None) -> int:
             pinning=pinning,
             workdir=Path(workdir),
         )
-        for name in names:
-            print(f"running {name} ...", flush=True)
+        runs = [
+            (repetition, name, mode)
+            for repetition in range(1, options.repeat + 1)
+            for name in names
+            for mode in (modes if name not in NO_DAEMON else [None])
+        ]
+        for repetition, name, mode in runs:
+            title = name + (f" [journal {mode}]" if mode else "")
+            if options.repeat > 1:
+                title += f" #{repetition}"
+            print(f"running {title} ...", flush=True)
             started = time.monotonic()
             common = {
                 "quick": options.quick,
@@ -165,13 +217,21 @@ def main(argv: list[str] | None = None) -> int:
                 "configured_duration_s": settings.duration_s,
                 "warmup_s": settings.warmup_s,
                 "wrk_threads": settings.wrk_threads,
+                "repetition": repetition,
+                "repetitions": options.repeat,
                 "machine": machine,
             }
             try:
-                results = SCENARIOS[name](settings)
+                results = SCENARIOS[name](dataclasses.replace(settings, journal=mode))
             except Exception as error:  # report it, keep running the other scenarios
                 traceback.print_exc()
-                results = [{"scenario": name, "error": f"{type(error).__name__}: {error}"}]
+                results = [
+                    {
+                        "scenario": name,
+                        "journal": mode or "default",
+                        "error": f"{type(error).__name__}: {error}",
+                    }
+                ]
             results = [{**result, **common} for result in results]
             output.append(results)
             records.extend(results)
@@ -179,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(table(records))
+    if options.journal and len(options.journal) > 1:
+        print()
+        baseline = "off" if "off" in options.journal else options.journal[0]
+        print(journal_table(records, baseline))
     print(f"\nJSON lines: {output.path}")
     return 1 if any("error" in record for record in records) else 0
 

@@ -96,3 +96,22 @@ def describe_machine(pinning: Pinning, wrk: str | None, repo: Path) -> dict[str,
         "pinning": pinning.describe(),
         "git": _git_revision(repo),
     }
+
+
+def filesystem_of(path: Path) -> str:
+    """``type (device)`` of the mount that holds ``path``: what an fsync there costs."""
+    resolved = str(path.resolve())
+    best, found = "", "unknown"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return found
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        device, mount_point, kind = fields[0], fields[1].replace("\\040", " "), fields[2]
+        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, found = mount_point, f"{kind} ({device} on {mount_point})"
+    return found

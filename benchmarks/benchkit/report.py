@@ -43,9 +43,19 @@ def wrk_threads(record: dict[str, Any]) -> int:
     return int(record.get("wrk_threads", 1))
 
 
+def label(record: dict[str, Any]) -> str:
+    """The scenario, plus its journal mode and repetition when the run had several."""
+    text = str(record["scenario"])
+    if record.get("journal") not in (None, "default"):
+        text += f" [journal {record['journal']}]"
+    if record.get("repetitions", 1) > 1:
+        text += f" #{record['repetition']}"
+    return text
+
+
 def row(record: dict[str, Any]) -> tuple[str, ...]:
     if "error" in record:
-        return (record["scenario"], "FAILED", *("" for _ in COLUMNS[2:]))
+        return (label(record), "FAILED", *("" for _ in COLUMNS[2:]))
     if record.get("events_per_s") is None and "offered_events_per_s" in record:
         events = _number(record["offered_events_per_s"]) + "*"
         cpu_pct = _number(record.get("server_cpu_pct"))
@@ -53,7 +63,7 @@ def row(record: dict[str, Any]) -> tuple[str, ...]:
         events = _number(record.get("events_per_s"))
         cpu_pct = _number(record.get("daemon_cpu_pct"))
     return (
-        record["scenario"],
+        label(record),
         _number(record["requests_per_s"]),
         _number(record["latency_p50_ms"], 2),
         _number(record["latency_p99_ms"], 2),
@@ -70,7 +80,7 @@ def row(record: dict[str, Any]) -> tuple[str, ...]:
 def details(record: dict[str, Any]) -> list[str]:
     lines = []
     if "error" in record:
-        lines.append(f"  {record['scenario']}: {record['error']}")
+        lines.append(f"  {label(record)}: {record['error']}")
     for name, read in record.get("reads", {}).items():
         latency = read["latency_ms"]
         lines.append(
@@ -100,18 +110,18 @@ def details(record: dict[str, Any]) -> list[str]:
     other, wrk_cpu = _other_busy(record), record.get("wrk_cpu_pct")
     if other is not None and other > OTHER_BUSY_LIMIT_PCT:
         lines.append(
-            f"  {record['scenario']}: WARNING {other:.0f}% of the server's core went to "
+            f"  {label(record)}: WARNING {other:.0f}% of the server's core went to "
             "other processes: these figures are not reliable"
         )
     # At the generator ceiling one of the two cores is meant to be saturated.
     ceiling = str(record["scenario"]).startswith("generator-ceiling")
     if wrk_cpu is not None and wrk_cpu > WRK_CPU_LIMIT_PCT * wrk_threads(record) and not ceiling:
         lines.append(
-            f"  {record['scenario']}: WARNING wrk used {wrk_cpu:.0f}% CPU: the load "
+            f"  {label(record)}: WARNING wrk used {wrk_cpu:.0f}% CPU: the load "
             "generator may be the limit"
         )
     if record.get("daemon_exit") not in (None, "clean"):
-        lines.append(f"  {record['scenario']}: daemon exit {record['daemon_exit']}")
+        lines.append(f"  {label(record)}: daemon exit {record['daemon_exit']}")
     return lines
 
 
@@ -140,6 +150,81 @@ def table(records: Iterable[dict[str, Any]]) -> str:
             "  * offered by wrk (2xx answers x events per request): no daemon counts "
             "them; CPU % is the trivial server's"
         )
+    return "\n".join(lines)
+
+
+def _spread(values: list[float], digits: int = 0) -> str:
+    """``mean`` for one value, ``mean (min-max)`` for several."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return _number(mean, digits)
+    low, high = _number(min(values), digits), _number(max(values), digits)
+    return f"{_number(mean, digits)} ({low}-{high})"
+
+
+def journal_table(records: Iterable[dict[str, Any]], baseline: str = "off") -> str:
+    """Per scenario and journal mode: every repetition, the mean, and the ratio to ``baseline``.
+
+    Ratio: mean events/s (req/s) of the mode over the mean of the baseline's; the range in
+    brackets pairs each repetition with the baseline of the same repetition (the runs of one
+    repetition are back to back, so they share the machine's state).
+    """
+    done = [r for r in records if "error" not in r and r.get("events_per_s") is not None]
+    by_key: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for record in done:
+        key = (str(record["scenario"]), str(record.get("journal", "default")))
+        by_key.setdefault(key, {})[int(record.get("repetition", 1))] = record
+    columns = (
+        "scenario",
+        "journal",
+        "events/s per run",
+        "events/s mean",
+        f"x {baseline}",
+        "req/s mean",
+        "p99 ms (min-max)",
+        "CPU %",
+    )
+    rows: list[tuple[str, ...]] = [columns]
+    for (scenario, mode), runs in by_key.items():
+        base = by_key.get((scenario, baseline), {})
+        events = [runs[i]["events_per_s"] for i in sorted(runs)]
+        requests = [runs[i]["requests_per_s"] for i in sorted(runs)]
+        p99 = [runs[i]["latency_p99_ms"] for i in sorted(runs) if runs[i]["latency_p99_ms"]]
+        cpu = [runs[i]["daemon_cpu_pct"] for i in sorted(runs)]
+        ratio = "-"
+        if base:
+            base_mean = sum(r["events_per_s"] for r in base.values()) / len(base)
+            ratio = f"{sum(events) / len(events) / base_mean:.3f}"
+            paired = [runs[i]["events_per_s"] / base[i]["events_per_s"] for i in runs if i in base]
+            if len(paired) > 1:
+                ratio += f" ({min(paired):.3f}-{max(paired):.3f})"
+        rows.append(
+            (
+                scenario,
+                mode,
+                " / ".join(_number(value) for value in events),
+                _number(sum(events) / len(events)),
+                ratio,
+                _spread(requests),
+                _spread(p99, 1) if p99 else "-",
+                _spread(cpu),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    lines = []
+    for index, cells in enumerate(rows):
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i])
+                for i, cell in enumerate(cells)
+            ).rstrip()
+        )
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    lines.append(
+        f"  x {baseline}: mean events/s over the mean of journal {baseline} (range: each "
+        "repetition over the same repetition's baseline); (min-max) over the repetitions"
+    )
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,18 @@ class Settings:
     twistd: str
     pinning: Pinning
     workdir: Path
+    # None: the config leaves the journal section out (the daemon's defaults); else a key
+    # of JOURNAL_MODES, written into the daemon's config.
+    journal: str | None = None
+
+
+# --journal MODE -> the config's journal section. The journal lives in the daemon's data_dir,
+# which is a fresh temp dir per daemon (see Daemon), so no run replays another's journal.
+JOURNAL_MODES: dict[str, dict[str, Any]] = {
+    "off": {"enabled": False},
+    "interval": {"enabled": True, "fsync": "interval"},
+    "always": {"enabled": True, "fsync": "always"},
+}
 
 
 def ingest_job(name: str, *, batch: int, connections: int, pool: int, **extra: int) -> WrkJob:
@@ -95,14 +108,18 @@ def memory_job(events: int, threads: int) -> WrkJob:
     return ingest_job("memory", batch=1000, connections=4, pool=0, counter=1, quota=quota)
 
 
-def daemon_config(workdir: Path, level: str) -> dict[str, Any]:
+def daemon_config(workdir: Path, level: str, journal: str | None = None) -> dict[str, Any]:
     # limits.max_dimension_values and the windows stay at their defaults on purpose.
-    return {
+    config: dict[str, Any] = {
         "logging": {"level": level, "format": "console", "access_log": False},
         "processing": {"buffer_size": 200_000},
         "rate_limits": {"enabled": False},
         "store": {"data_dir": str(workdir / "store"), "node_id": "bench"},
     }
+    if journal is not None:
+        # Not reloadable: both configs the harness writes (info, then warn) carry the same.
+        config["journal"] = dict(JOURNAL_MODES[journal])
+    return config
 
 
 @dataclass(frozen=True)
@@ -147,8 +164,12 @@ class Daemon:
 
     def __init__(self, settings: Settings, label: str) -> None:
         self.settings = settings
-        self.workdir = settings.workdir / label
-        self.workdir.mkdir(parents=True)
+        if settings.journal is not None:
+            label = f"{label}-journal-{settings.journal}"
+        # A fresh directory for every daemon (repeated runs of a scenario too): its store and
+        # its journal (data_dir/nodes/<node id>/) start empty, nothing is recovered at start.
+        settings.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=settings.workdir))
         self.config_path = self.workdir / "rta.yaml"
         argv = [
             *settings.pinning.server_prefix(),
@@ -162,7 +183,9 @@ class Daemon:
             "tcp:0:interface=127.0.0.1",
         ]
         # Start at info: the port is only known from the "listening on" line. JSON is YAML.
-        self.config_path.write_text(json.dumps(daemon_config(self.workdir, "info"), indent=2))
+        self.config_path.write_text(
+            json.dumps(daemon_config(self.workdir, "info", settings.journal), indent=2)
+        )
         self.server = ServerProcess(argv, cwd=self.workdir, log_path=self.workdir / "daemon.log")
         self.pid = self.server.pid
         self.exit_status: int | None = None
@@ -174,11 +197,14 @@ class Daemon:
             # --log-level override would survive reloads). The reload logs this line at info
             # and applies the new level in the same reactor call.
             offset = len(self.server.log_text())
-            self.config_path.write_text(json.dumps(daemon_config(self.workdir, "warn")))
+            self.config_path.write_text(
+                json.dumps(daemon_config(self.workdir, "warn", self.settings.journal))
+            )
             self.server.signal(signal.SIGHUP)
             self.server.wait_for_log(re.compile("reloading the config"), 15, after=offset)
             self.api = DaemonApi(port)
             self.server.wait_until(self.api.ready, "GET /ready == 200", timeout=60)
+            self._check_journal()
         except BaseException:
             self.server.stop()
             raise
@@ -191,6 +217,26 @@ class Daemon:
         trace: TracebackType | None,
     ) -> None:
         self.exit_status = self.server.stop(timeout=60)
+
+    def _check_journal(self) -> None:
+        """The daemon runs with the journal the harness asked for (its /api/v1/stats says)."""
+        wanted = self.settings.journal
+        if wanted is None:
+            return
+        active = self.api.stats().get("journal") is not None
+        if active != JOURNAL_MODES[wanted]["enabled"]:
+            raise RuntimeError(
+                f"asked for journal {wanted!r} but /api/v1/stats says the journal is "
+                f"{'on' if active else 'off'}"
+            )
+
+    def journal_figures(self) -> dict[str, Any]:
+        """The journal mode of this daemon and its size now (None: journal off)."""
+        journal = self.api.stats().get("journal")
+        return {
+            "journal": self.settings.journal or "default",
+            "journal_bytes": None if journal is None else journal["bytes"],
+        }
 
     @property
     def exit_description(self) -> str:
@@ -259,6 +305,7 @@ def _figures(
         "non_2xx": main.non_2xx,
         **machine_load(start, end, cpu, daemon.settings.pinning),
         **_wrk_cpu(run, main.duration_s),
+        **daemon.journal_figures(),
         "load": main.summary(),
     }
 
