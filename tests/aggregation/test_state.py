@@ -22,13 +22,11 @@ from hypothesis.strategies import DrawFn, composite
 
 from tests.aggregation.factories import T0, event
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.aggregation.metrics import Counter, Histogram, Metric, Unique, metric_from_bytes
+from twisted_rta.aggregation.metrics import Metric, Unique, metric_from_bytes
 from twisted_rta.aggregation.state import (
     IncompatibleState,
     export_aggregator,
     export_closed,
-    export_live,
-    live_from_export,
     restore_aggregator,
     restore_closed,
 )
@@ -399,9 +397,8 @@ def busy() -> Aggregator:
 def test_exports_are_plain_values_and_share_nothing() -> None:
     agg = busy()
     state = export_aggregator(agg)
-    live = export_live(agg)
     closed = export_closed(agg.close_due(T0 + 60))
-    for value in (state, live, closed):
+    for value in (state, closed):
         assert_plain(value)
     before = via_msgpack(state)
     agg.add_many([event("pageview", T0 + 95, "u1", "s", {"page": "/x"})], T0 + 96)
@@ -417,34 +414,3 @@ def test_closed_windows_round_trip_with_their_late_flag() -> None:
         assert closed_view(back) == closed_view(closed)
         assert all(isinstance(w.metrics, dict) for w in back)
     assert restore_closed(export_closed([])) == []
-
-
-def test_export_live_is_live_windows_of_every_resolution() -> None:
-    agg = busy()
-    live = export_live(agg)
-    assert list(live) == list(SMALL_SIZES)
-    back = live_from_export(msgspec.msgpack.decode(msgspec.msgpack.encode(live)))  # lists
-    assert {size: {s: metric_bytes(m) for s, m in w.items()} for size, w in back.items()} == (
-        live_view(agg)
-    )
-    # the late click (into a closed 10 s window) is in the live data of every resolution
-    for size in SMALL_SIZES:
-        [start] = [s for s in back[size] if s <= T0 + 1 < s + size]
-        assert "clicks:buy" in back[size][start]
-
-
-def test_live_from_export_makes_fresh_objects() -> None:
-    agg = busy()
-    live = export_live(agg)
-    first, second = live_from_export(live), live_from_export(live)
-    counter = first[10.0][max(first[10.0])]["total_events"]
-    assert isinstance(counter, Counter)
-    counter.increment(T0)
-    untouched = second[10.0][max(second[10.0])]["total_events"]
-    assert isinstance(untouched, Counter) and untouched.count == counter.count - 1
-    kinds = {type(m) for w in first.values() for ms in w.values() for m in ms.values()}
-    assert {Counter, Unique, Histogram} <= kinds
-
-
-def test_empty_resolutions_are_present_in_the_live_export() -> None:
-    assert export_live(build()) == {60.0: {}, 3600.0: {}, 86400.0: {}}

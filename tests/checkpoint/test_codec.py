@@ -1,8 +1,7 @@
-"""The checkpoint and publication frames: round trips, and every kind of damage refused."""
+"""The checkpoint frame: round trips, and every kind of damage refused."""
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 
@@ -13,7 +12,6 @@ from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.state import (
     export_aggregator,
     export_closed,
-    export_live,
     restore_aggregator,
     restore_closed,
 )
@@ -22,12 +20,9 @@ from twisted_rta.checkpoint.codec import (
     CHECKPOINT_VERSION,
     Checkpoint,
     CorruptCheckpoint,
-    CorruptPublication,
     _frame,
     decode_checkpoint,
-    decode_publication,
     encode_checkpoint,
-    encode_publication,
 )
 
 
@@ -125,37 +120,6 @@ def test_another_version_is_refused() -> None:
         decode_checkpoint(bytes(data))
 
 
-def test_a_publication_is_not_a_checkpoint_and_vice_versa() -> None:
-    publication = encode_publication(export_live(busy_aggregator()))
-    with pytest.raises(CorruptCheckpoint, match="magic"):
-        decode_checkpoint(publication)
-    with pytest.raises(CorruptPublication, match="magic"):
-        decode_publication(encode_checkpoint(checkpoint()))
-
-
 def test_a_well_framed_payload_of_the_wrong_shape_is_corrupt() -> None:
     with pytest.raises(CorruptCheckpoint, match="does not decode"):
         decode_checkpoint(_frame(_CHECKPOINT_MAGIC, CHECKPOINT_VERSION, b"\x93\x01\x02\x03"))
-
-
-def test_publication_round_trip_is_live_windows() -> None:
-    agg = busy_aggregator()
-    agg.close_due(T0 + 70)
-    agg.add(event("pageview", T0 + 1, "u1", properties={"page": "/late"}), T0 + 71)
-    back = decode_publication(encode_publication(export_live(agg)))
-    assert list(back) == [60.0, 3600.0]
-    for size, windows in back.items():
-        live = agg.live_windows(size, -math.inf, math.inf)
-        assert list(windows) == list(live)
-        for start, metrics in windows.items():
-            assert list(metrics) == list(live[start])
-            assert {n: m.snapshot(n) for n, m in metrics.items()} == {
-                n: m.snapshot(n) for n, m in live[start].items()
-            }
-
-
-def test_damaged_publication_is_refused() -> None:
-    data = bytearray(encode_publication(export_live(busy_aggregator())))
-    data[-3] ^= 1
-    with pytest.raises(CorruptPublication, match="checksum"):
-        decode_publication(bytes(data))

@@ -1,4 +1,4 @@
-"""An aggregator's state as plain values: checkpoints (export/restore) and live publications.
+"""An aggregator's state as plain values: checkpoints (export/restore) and closed windows.
 
 Everything here returns and accepts only dict, list, tuple, str, int, float, bytes, bool and
 None, so any codec can carry it (``checkpoint/codec.py`` uses msgpack, which gives lists
@@ -32,7 +32,6 @@ from twisted_rta.aggregation.metrics import (
     Metric,
     Unique,
     kind_code,
-    metric_from_bytes,
     scalars_from_bytes,
     scalars_to_bytes,
 )
@@ -42,11 +41,6 @@ from twisted_rta.aggregation.windows import ClosedWindow
 
 # The layout of export_aggregator's dict; restore refuses any other.
 STATE_FORMAT = 1
-
-# size -> window start -> metric name -> (kind, to_bytes())
-LiveExport = dict[float, dict[float, dict[str, tuple[str, bytes]]]]
-# size -> window start -> metric name -> metric
-LiveWindows = dict[float, dict[float, dict[str, Metric]]]
 
 _CLASSES: tuple[type[Metric], ...] = (Counter, Gauge, Histogram, Unique)
 _CODE_OF: dict[type, int] = {cls: kind_code(cls.kind) for cls in _CLASSES}
@@ -201,35 +195,6 @@ def restore_closed(data: Sequence[Any]) -> list[ClosedWindow]:
         ]
     except (KeyError, TypeError, IndexError) as e:
         raise ValueError(f"malformed closed window state: {e!r}") from e
-
-
-# -- live publications ---------------------------------------------------------------------
-
-
-def export_live(aggregator: Aggregator) -> LiveExport:
-    """This node's live data for other nodes' queries: for every resolution (each present,
-    maybe empty), every window ``live_windows(size, -inf, inf)`` returns, as
-    ``{size: {start: {name: (kind, to_bytes())}}}``."""
-    return {
-        size: {
-            start: {name: (metric.kind, metric.to_bytes()) for name, metric in metrics.items()}
-            for start, metrics in aggregator.live_windows(size, -math.inf, math.inf).items()
-        }
-        for size in aggregator.window_sizes
-    }
-
-
-def live_from_export(data: Mapping[float, Mapping[float, Mapping[str, Any]]]) -> LiveWindows:
-    """The metrics of ``export_live`` data: size -> start -> name -> Metric (new objects)."""
-    return {
-        float(size): {
-            float(start): {
-                name: metric_from_bytes(kind, blob) for name, (kind, blob) in metrics.items()
-            }
-            for start, metrics in windows.items()
-        }
-        for size, windows in data.items()
-    }
 
 
 # -- metric sets ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Checkpoint and publication encoding: msgpack (msgspec) in a versioned, checksummed frame.
+"""Checkpoint encoding: msgpack (msgspec) in a versioned, checksummed frame. The same bytes
+are what a node publishes for the other nodes' queries.
 
 A frame is ``magic (8 bytes) | version (u16) | crc32 (u32) | payload length (u64) | payload``,
 little-endian; the CRC-32 covers the version, the length and the payload. Decoding checks
@@ -15,23 +16,14 @@ from typing import Any
 import msgspec
 from attrs import frozen
 
-from twisted_rta.aggregation.metrics import Metric
-from twisted_rta.aggregation.state import LiveExport, LiveWindows, live_from_export
-
 CHECKPOINT_VERSION = 1
-PUBLICATION_VERSION = 1
 _CHECKPOINT_MAGIC = b"RTA-CKPT"
-_PUBLICATION_MAGIC = b"RTA-LIVE"
 _HEAD = struct.Struct("<8sHIQ")  # magic, version, crc32, payload length
 _CHECKED = struct.Struct("<HQ")  # the header fields the checksum covers
 
 
 class CorruptCheckpoint(ValueError):
     """The data is not an intact checkpoint of a version this code reads."""
-
-
-class CorruptPublication(ValueError):
-    """The data is not an intact publication of a version this code reads."""
 
 
 @frozen
@@ -59,9 +51,6 @@ class _CheckpointWire(msgspec.Struct, array_like=True, frozen=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _checkpoint_decoder = msgspec.msgpack.Decoder(_CheckpointWire)
-_publication_decoder = msgspec.msgpack.Decoder(
-    dict[float, dict[float, dict[str, tuple[str, bytes]]]]
-)
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
@@ -93,22 +82,6 @@ def decode_checkpoint(data: bytes) -> Checkpoint:
         aggregator=wire.aggregator,
         pending=wire.pending,
     )
-
-
-def encode_publication(live: LiveExport) -> bytes:
-    """``export_live`` data as bytes for the store."""
-    return _frame(_PUBLICATION_MAGIC, PUBLICATION_VERSION, _encoder.encode(live))
-
-
-def decode_publication(data: bytes) -> LiveWindows:
-    """size -> start -> name -> Metric (new objects); raises CorruptPublication on damage."""
-    payload = _unframe(data, _PUBLICATION_MAGIC, PUBLICATION_VERSION, CorruptPublication)
-    try:
-        live = _publication_decoder.decode(payload)
-        windows: dict[float, dict[float, dict[str, Metric]]] = live_from_export(live)
-    except (msgspec.DecodeError, ValueError) as e:
-        raise CorruptPublication(f"publication payload does not decode: {e}") from e
-    return windows
 
 
 def _frame(magic: bytes, version: int, payload: bytes) -> bytes:
