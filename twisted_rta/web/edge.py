@@ -17,6 +17,7 @@ from twisted.web.resource import IResource, Resource
 from twisted_rta.config import Config
 from twisted_rta.web.auth import Authenticator, Caller
 from twisted_rta.web.errors import not_found
+from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import error_payload, json_body
 from twisted_rta.web.routes import INGEST_CORS, ROUTES, Route, RouteTable
@@ -46,7 +47,7 @@ class CorsPolicy:
     def allows(self, origin: str) -> bool:
         return "*" in self.allowed_origins or origin in self.allowed_origins
 
-    def apply(self, request: IRequest) -> bool:
+    def apply(self, request: Exchange) -> bool:
         """Add CORS headers when the request's Origin is allowed; return whether it was."""
         origin = request.getHeader(b"Origin")
         if origin is None or not self.allows(origin.decode("latin-1")):
@@ -67,11 +68,11 @@ class ClientAddresses:
 
     trusted_proxies: tuple[str, ...]
 
-    def of(self, request: IRequest) -> str:
+    def of(self, request: Exchange) -> str:
         peer = getattr(request.getClientAddress(), "host", None) or "unknown"
         if not self.trusted_proxies or not self._trusted(peer):
             return peer
-        forwarded = b",".join(request.requestHeaders.getRawHeaders(b"X-Forwarded-For", []))
+        forwarded = b",".join(request.requestHeaders.getRawHeaders(b"X-Forwarded-For") or ())
         hops = [hop.strip() for hop in forwarded.decode("latin-1").split(",") if hop.strip()]
         for hop in reversed(hops):
             if not self._trusted(hop):
@@ -107,7 +108,7 @@ class AccessPolicy:
         )
 
 
-def presented_key(request: IRequest, *, allow_query: bool) -> str | None:
+def presented_key(request: Exchange, *, allow_query: bool) -> str | None:
     """``Authorization: Bearer``, ``X-API-Key``, or (ingest only, for browser beacons that
     cannot set headers) the ``api_key`` query parameter."""
     authorization = request.getHeader(b"Authorization")
@@ -156,6 +157,16 @@ class EdgeResource(Resource):
         # Every request reaching the edge is built by RTASite (tests driving the edge with
         # StubTreq get twisted's plain Request, which takes the same attributes).
         request = cast(RTARequest, iRequest)
+        admitted = self.admit(request)
+        if isinstance(admitted, bytes):
+            return admitted
+        return self._dispatch(request, admitted)
+
+    def admit(self, request: Exchange) -> Route | bytes:
+        """Everything the edge does before a route's handler, on either lane: the request
+        id, CORS, a preflight's answer, the API key and its scope, the request rate limit.
+        Returns the route that may serve the request, or the body of the answer already
+        given (its status and headers set on ``request``)."""
         request.request_id = request_id = new_request_id(request)
         request.setHeader(b"X-Request-ID", request_id)
         path = _decoded(request.path)
@@ -192,7 +203,7 @@ class EdgeResource(Resource):
                     ),
                     429,
                 )
-        return self._dispatch(request, route)
+        return route
 
     def _dispatch(self, request: RTARequest, route: Route) -> bytes | int:
         """Hand the request to its route's app; the app sees the path below the mount."""
@@ -209,7 +220,7 @@ class EdgeResource(Resource):
         return self._clock.seconds() if self._clock is not None else 0.0
 
     @staticmethod
-    def _preflight(request: IRequest, allowed: bool, route: Route) -> bytes:
+    def _preflight(request: Exchange, allowed: bool, route: Route) -> bytes:
         if request.getHeader(b"Origin") is not None and not allowed:
             # Preflights are answered only for the origins the policy allows.
             return json_body(
@@ -230,7 +241,7 @@ class EdgeResource(Resource):
 
     @staticmethod
     def _authenticate(
-        request: RTARequest, route: Route, policy: AccessPolicy
+        request: Exchange, route: Route, policy: AccessPolicy
     ) -> tuple[Caller | None, bytes | None]:
         """(caller, None) when the request may go on, else (None, the error body)."""
         authenticator = policy.authenticator

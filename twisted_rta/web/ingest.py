@@ -1,6 +1,9 @@
-"""The ingest app: POST /api/v1/events and /api/v1/events/batch (mounted at /api/v1 by the
-edge). Events are decoded and validated, rate limited per client, and queued all or nothing
-before the 202."""
+"""Ingest: POST /api/v1/events and /api/v1/events/batch. Events are decoded and validated,
+rate limited per client, and queued all or nothing before the 202.
+
+``IngestHandler`` is the whole of it, framework-neutral: both the Klein routes of
+``IngestApp`` (mounted at /api/v1 by the edge, the declared reference) and the fast lane
+(web/fastlane.py) call it, so no rule exists twice."""
 
 from __future__ import annotations
 
@@ -16,13 +19,16 @@ from twisted_rta.events.model import BodyError, Event, EventLimits, RejectedEven
 from twisted_rta.ingest.intake import Intake, Refused
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.errors import add_json_error_handlers
+from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import ApiError, json_body
 from twisted_rta.web.site import RTARequest
 
 
-class IngestApp:
-    app = add_json_error_handlers(Klein())
+class IngestHandler:
+    """Decode, validate, rate-limit and take one ingest request's body; the answer's status
+    and headers go on ``request``, its body is returned (or a Deferred of it while the
+    journal makes it durable). Refusals raise ``ApiError``."""
 
     def __init__(
         self,
@@ -39,12 +45,10 @@ class IngestApp:
         self._telemetry = telemetry
         self._limiters = limiters
 
-    @app.route("/events", methods=["POST"])
-    def ingest_one(self, request: RTARequest) -> bytes | Deferred[bytes]:
+    def single(self, request: Exchange, body: bytes) -> bytes | Deferred[bytes]:
         endpoint = "single"
         telemetry = self._telemetry
         telemetry.received(endpoint).inc()
-        body = _body(request)
         try:
             event = decode_event(body, now=self._clock.seconds(), limits=self.limits)
         except BodyError as error:
@@ -62,11 +66,9 @@ class IngestApp:
         }
         return self._take((event,), endpoint, request, payload)
 
-    @app.route("/events/batch", methods=["POST"])
-    def ingest_batch(self, request: RTARequest) -> bytes | Deferred[bytes]:
+    def batch(self, request: Exchange, body: bytes) -> bytes | Deferred[bytes]:
         endpoint = "batch"
         telemetry = self._telemetry
-        body = _body(request)
         try:
             batch = decode_batch(body, now=self._clock.seconds(), limits=self.limits)
         except BodyError as error:
@@ -100,7 +102,7 @@ class IngestApp:
         }
         return self._take(batch.events, endpoint, request, payload)
 
-    def _check_event_rate(self, request: RTARequest, count: int, endpoint: str) -> None:
+    def _check_event_rate(self, request: Exchange, count: int, endpoint: str) -> None:
         """The events bucket of the client the edge identified (its key, or its address)."""
         if self._limiters is None:
             return
@@ -120,7 +122,7 @@ class IngestApp:
         self,
         events: Sequence[Event],
         endpoint: str,
-        request: RTARequest,
+        request: Exchange,
         payload: dict[str, Any],
     ) -> bytes | Deferred[bytes]:
         """All or nothing: a 202 promises that every listed event will be aggregated, so it
@@ -139,6 +141,23 @@ class IngestApp:
         if durable is None:
             return json_body(request, payload, 202)
         return durable.addCallback(lambda _: json_body(request, payload, 202))
+
+
+class IngestApp:
+    """The Klein routes of ingest: the declared reference of what the fast lane answers."""
+
+    app = add_json_error_handlers(Klein())
+
+    def __init__(self, handler: IngestHandler) -> None:
+        self.handler = handler
+
+    @app.route("/events", methods=["POST"])
+    def ingest_one(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.single(request, _body(request))
+
+    @app.route("/events/batch", methods=["POST"])
+    def ingest_batch(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.batch(request, _body(request))
 
 
 def _body(request: RTARequest) -> bytes:

@@ -16,7 +16,7 @@ from twisted.web.iweb import IRequest
 from twisted_rta.ops.health import Readiness
 from twisted_rta.timefmt import iso_utc
 from twisted_rta.web.errors import add_json_error_handlers
-from twisted_rta.web.responses import encode_json, json_body
+from twisted_rta.web.responses import encode_json, encoded_json_body, json_body
 
 
 def load_openapi() -> dict[str, Any]:
@@ -59,8 +59,7 @@ class OpsApp:
     def openapi(self, request: IRequest) -> bytes:
         if self._openapi is None:
             self._openapi = encode_json(load_openapi())
-        json_body(request, None)  # the JSON headers; the body is the cached spec
-        return self._openapi
+        return encoded_json_body(request, self._openapi)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:

@@ -13,12 +13,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http import HTTPChannel
-from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from twisted_rta.internals import channel_handling_request
 from twisted_rta.ops.telemetry import Telemetry
+from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.responses import encode_json, error_payload
 from twisted_rta.web.routes import ROUTES, Route
 
@@ -45,7 +45,7 @@ def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown Status")
 
 
-def client_request_id(request: IRequest) -> bytes | None:
+def client_request_id(request: Exchange) -> bytes | None:
     """The client's X-Request-ID if it is 1-128 chars of [A-Za-z0-9._-], else None."""
     value = request.getHeader(b"X-Request-ID")
     if value is not None and _VALID_REQUEST_ID.fullmatch(value):
@@ -53,7 +53,7 @@ def client_request_id(request: IRequest) -> bytes | None:
     return None
 
 
-def new_request_id(request: IRequest) -> bytes:
+def new_request_id(request: Exchange) -> bytes:
     """The client's valid X-Request-ID, else a fresh UUID4."""
     return client_request_id(request) or str(uuid.uuid4()).encode("ascii")
 
