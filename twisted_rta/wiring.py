@@ -46,6 +46,7 @@ from twisted_rta.ops.systemd import SystemdNotifier
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.query.peers import PeerWindows
 from twisted_rta.query.service import QueryService
+from twisted_rta.query.slices import Slicer
 from twisted_rta.service import RTAService
 from twisted_rta.store.flush import JOURNAL_RETRY_MAX, FlushService
 from twisted_rta.store.interface import Publication, WindowStore
@@ -56,7 +57,7 @@ from twisted_rta.store.retention import RetentionService
 from twisted_rta.store.sql import SQLWindowStore
 from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.edge import AccessPolicy, EdgeResource
-from twisted_rta.web.ingest import IngestApp
+from twisted_rta.web.ingest import IngestApp, IngestHandler
 from twisted_rta.web.listeners import HTTPListener
 from twisted_rta.web.live import LiveFeed, LiveFigures
 from twisted_rta.web.ops import OpsApp
@@ -128,7 +129,7 @@ class Http:
 
     site: RTASite
     edge: EdgeResource
-    api: IngestApp  # its event limits are swapped on reload
+    ingest: IngestHandler  # its event limits are swapped on reload
     limiters: RequestLimiters
     feed: LiveFeed
     listeners: tuple[HTTPListener, ...]
@@ -375,6 +376,7 @@ def build_http(
         store_service=pipeline.store_service,
         resolutions=resolutions,
         status=status.snapshot,
+        slicer=Slicer.on(reactor),
         peers=_peer_windows(config, reactor, pipeline.store_service),
     )
     figures = LiveFigures(
@@ -383,7 +385,7 @@ def build_http(
     feed = LiveFeed(clock=reactor, snapshot=figures.snapshot)
     dashboard = DashboardApp(feed=feed)
     limiters = RequestLimiters(config.rate_limits)
-    api = IngestApp(
+    ingest = IngestHandler(
         clock=reactor,
         intake=pipeline.intake,
         limits=config.limits,
@@ -394,7 +396,7 @@ def build_http(
     edge = EdgeResource(
         {
             OPS: ops.app.resource(),
-            INGEST_APP: api.app.resource(),
+            INGEST_APP: IngestApp(ingest).app.resource(),
             QUERY_APP: queries.app.resource(),
             DASHBOARD: dashboard.app.resource(),
         },
@@ -423,7 +425,7 @@ def build_http(
         )
         for state in listener_states
     )
-    return Http(site, edge, api, limiters, feed, listeners)
+    return Http(site, edge, ingest, limiters, feed, listeners)
 
 
 def _peer_windows(config: Config, reactor: Any, store_service: StoreService) -> PeerWindows | None:
@@ -460,7 +462,7 @@ def build_reloader(
         http.site.max_body_bytes = new.limits.max_body_bytes
         http.edge.policy = AccessPolicy.from_config(new)
         http.limiters.configure(new.rate_limits)
-        http.api.limits = new.limits
+        http.ingest.limits = new.limits
 
     return Reloader(
         load=reload_config or (lambda: config),

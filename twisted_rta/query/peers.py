@@ -8,7 +8,7 @@ as the publishing node would answer for itself. Publications are re-read at most
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
@@ -33,13 +33,18 @@ class PeerWindows:
     _read_at: float | None = None
 
     async def live_windows(
-        self, size: float, start_from: float, start_to: float
+        self,
+        size: float,
+        start_from: float,
+        start_to: float,
+        *,
+        names: Collection[str] | None = None,
     ) -> list[dict[float, dict[str, Metric]]]:
-        """Each other node's live windows of ``size`` starting in [start_from, start_to);
-        the metrics are copies the caller owns."""
+        """Each other node's live windows of ``size`` starting in [start_from, start_to),
+        only the metrics in ``names`` when given; the metrics are copies the caller owns."""
         await self._refresh()
         return [
-            aggregator.live_windows(size, start_from, start_to)
+            aggregator.live_windows(size, start_from, start_to, names=names)
             for _, aggregator in self._peers.values()
             if aggregator is not None
         ]

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from heapq import nsmallest
+from itertools import chain
 from typing import Any
 
 from attrs import frozen
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.aggregation.metrics import Counter, Metric, MetricSnapshot
+from twisted_rta.aggregation.metrics import Counter, Metric
 from twisted_rta.aggregation.resolution import Resolution
-from twisted_rta.aggregation.windows import WindowSnapshot
 from twisted_rta.ops.status import DaemonStatus, stats_view
+from twisted_rta.query.listing import MetricPage, PageRequest
+from twisted_rta.query.merge import merge_into
 from twisted_rta.query.peers import PeerWindows
+from twisted_rta.query.slices import STEP_ITEMS, Slicer, StepBudget
 from twisted_rta.query.timerange import TimeRange
+from twisted_rta.query.views import metric_view_of, window_view
+from twisted_rta.query.views import tidy_number as tidy_number  # re-exported (web/live.py)
 from twisted_rta.store.flush import FlushService
 from twisted_rta.store.interface import StoredMetric
 from twisted_rta.store.lifecycle import StoreService
@@ -28,58 +35,6 @@ class StoreUnavailable(Exception):
     """History was asked for while the store cannot answer."""
 
 
-def tidy_number(value: Any) -> Any:
-    """Integral floats print as integers (``1010``, not ``1010.0``) like the Go service did."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
-
-
-def metric_view(snapshot: MetricSnapshot) -> dict[str, Any]:
-    view = snapshot.as_dict(iso_utc)
-    for key in ("value", "sum", "min", "max"):
-        if key in view:
-            view[key] = tidy_number(view[key])
-    return view
-
-
-def window_view(window: WindowSnapshot) -> dict[str, Any]:
-    return {
-        "resolution_seconds": tidy_number(window.resolution),
-        "start": iso_utc(window.start),
-        "end": iso_utc(window.end),
-        "closed": window.closed,
-        "metrics": {name: metric_view(snapshot) for name, snapshot in window.metrics.items()},
-    }
-
-
-def range_view(timerange: TimeRange) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "from": iso_utc(timerange.start_from),
-        "to": iso_utc(timerange.start_to),
-        "resolution_seconds": tidy_number(timerange.resolution.size),
-        "complete": timerange.complete,
-    }
-    if not timerange.complete:
-        view["note"] = (
-            f"the range starts before the {tidy_number(timerange.resolution.retention)}s "
-            "retention of this resolution; only the data still kept is included"
-        )
-    return view
-
-
-def _merge_into(target: dict[str, Metric], name: str, metric: Metric) -> None:
-    """``target`` owns its metrics; ``metric`` must be a copy the caller may give away."""
-    existing = target.get(name)
-    if existing is None:
-        target[name] = metric
-        return
-    try:
-        existing.merge(metric)  # type: ignore[arg-type]
-    except TypeError:
-        log.warn("metric {name} has different kinds across nodes; skipping one", name=name)
-
-
 def _wanted(name: str, names: Sequence[str] | None, prefix: str | None) -> bool:
     return (names is None or name in names) and (prefix is None or name.startswith(prefix))
 
@@ -91,32 +46,84 @@ class Breakdown:
     total: float
 
 
-def breakdown_of(base: str, metrics: Mapping[str, Metric], limit: int) -> Breakdown:
-    """Top ``limit`` dimension values of ``base`` by value, the rest folded into ``other``."""
-    prefix = base + ":"
-    values = [
-        (name[len(prefix) :], metric.value)
-        for name, metric in metrics.items()
-        if name.startswith(prefix) and isinstance(metric, Counter)
-    ]
-    kept_other = sum(value for key, value in values if key == OTHER)
-    ranked = sorted(((k, v) for k, v in values if k != OTHER), key=lambda kv: (-kv[1], kv[0]))
-    top, rest = ranked[:limit], ranked[limit:]
-    other = kept_other + sum(value for _, value in rest)
-    return Breakdown(top, other, sum(value for _, value in top) + other)
+class FamilyTally:
+    """The values of one counter family ``<base>:<value>`` summed over its sources, in
+    slices, then ranked: the top ``limit`` by value (ties by value name) found with a heap
+    a step at a time, never a sort of all 10,000 values.
+
+    A name counts only while its first source is a counter (a kind clash is skipped, as
+    merging the metrics would)."""
+
+    def __init__(self, base: str) -> None:
+        self.prefix = base + ":"
+        self.values: dict[str, float] = {}
+        self._skipped: set[str] = set()
+        self._budget = StepBudget()
+
+    def add_steps(self, metrics: Iterable[tuple[str, Metric]]) -> Iterator[None]:
+        """Add each (name, metric) of the family; yields between steps."""
+        values, skipped, budget = self.values, self._skipped, self._budget
+        source = iter(metrics)
+        while True:
+            chunk = [item for _, item in zip(range(STEP_ITEMS), source, strict=False)]
+            if not chunk:
+                return
+            if budget.due():
+                yield None
+            for name, metric in chunk:
+                if name in skipped:
+                    continue
+                known = values.get(name)
+                if not isinstance(metric, Counter):
+                    if known is None:
+                        skipped.add(name)
+                    continue
+                values[name] = metric.value if known is None else known + metric.value
+            budget.spend(len(chunk))
+
+    def rank_steps(self, limit: int, result: list[Breakdown]) -> Iterator[None]:
+        """Rank the values; appends the ``Breakdown`` to ``result``; yields between steps."""
+        cut = len(self.prefix)
+        kept_other = 0.0
+        ranked_total = 0.0  # every value but the bucket's
+        ranked: list[tuple[float, str]] = []
+        budget = self._budget
+        items = list(self.values.items())
+        for start in range(0, len(items), STEP_ITEMS):
+            if budget.due():
+                yield None
+            chunk = items[start : start + STEP_ITEMS]
+            candidates = []
+            for name, value in chunk:
+                key = name[cut:]
+                if key == OTHER:
+                    kept_other += value
+                else:
+                    ranked_total += value
+                    candidates.append((-value, key))
+            ranked = nsmallest(limit, chain(ranked, candidates))
+            budget.spend(len(chunk))
+        top = [(key, -negated) for negated, key in ranked]
+        top_total = sum(value for _, value in top)
+        # Counts are whole numbers, exact in a float: the difference is the rest's sum.
+        other = kept_other + (ranked_total - top_total)
+        result.append(Breakdown(top, other, top_total + other))
 
 
 @frozen
 class QueryService:
-    """Reads only. Live state is read synchronously on the reactor thread (a consistent
-    snapshot); history comes through the flush service, which reads the store and its
-    pending windows together, so a window is never seen both pending and stored."""
+    """Reads only. Live state is read on the reactor thread: at once (a consistent snapshot)
+    for a few metrics, in slices of a few ms (``slicer``) for the metric list and a family
+    breakdown, where each metric is read as it is in its slice. History comes through the
+    flush service, which reads the store and its pending windows together, so a window is
+    never seen both pending and stored."""
 
     aggregator: Aggregator
     flush: FlushService
     store_service: StoreService
     resolutions: tuple[Resolution, ...]
     status: Callable[[float], DaemonStatus]
+    slicer: Slicer  # long reads run in slices of a few ms
     peers: PeerWindows | None = None  # None: no other node's live windows (no journal)
 
     @property
@@ -140,18 +147,30 @@ class QueryService:
         except StoreUnavailable:
             return merged, False
         for row in rows:
-            _merge_into(merged, row.metric, row.value)
+            merge_into(merged, row.metric, row.value)
         return merged, True
 
-    async def metrics(self, prefix: str | None = None) -> tuple[dict[str, dict[str, Any]], bool]:
-        merged, complete = await self.totals(prefix=prefix)
-        views = {name: metric_view(merged[name].snapshot(name)) for name in sorted(merged)}
-        return views, complete
+    async def metrics(self, request: PageRequest) -> MetricPage:
+        """The all-time metric list (or the page ``request`` asks for): this node's live
+        metrics merged with every other node's stored totals, sorted by name. Run its
+        ``steps`` with ``in_slices`` to fill it."""
+        try:
+            rows = await self._store_read(
+                lambda store: store.read_totals(exclude_node=self.node_id, prefix=request.prefix)
+            )
+            complete = True
+        except StoreUnavailable:
+            rows, complete = [], False
+        return MetricPage(self.aggregator.global_metrics(), rows, complete, request)
+
+    def in_slices(self, steps: Iterator[object]) -> Deferred[None]:
+        """Run a step generator (``MetricPage.steps``) in slices of a few ms."""
+        return self.slicer.run(steps)
 
     async def metric(self, name: str) -> dict[str, Any] | None:
         merged, _ = await self.totals(names=[name])
         metric = merged.get(name)
-        return None if metric is None else metric_view(metric.snapshot(name))
+        return None if metric is None else metric_view_of(name, metric)
 
     # -- ranges ----------------------------------------------------------------------------
 
@@ -179,13 +198,13 @@ class QueryService:
             start_to,
         )
         for row in rows:
-            _merge_into(by_start.setdefault(float(row.window_start), {}), row.metric, row.value)
+            merge_into(by_start.setdefault(float(row.window_start), {}), row.metric, row.value)
         for window in pending:
             self._merge_metrics(
                 by_start.setdefault(window.start, {}), window.metrics.items(), names, prefix
             )
-        live = self.aggregator.live_windows(size, start_from, start_to)
-        peers = await self._peer_windows(size, start_from, start_to)
+        live = self.aggregator.live_windows(size, start_from, start_to, names=names)
+        peers = await self._peer_windows(size, start_from, start_to, names)
         for windows in (live, *peers):
             for start, metrics in windows.items():
                 self._merge_metrics(
@@ -201,7 +220,7 @@ class QueryService:
         merged: dict[str, Metric] = {}
         for metrics in windows.values():
             if name in metrics:
-                _merge_into(merged, name, metrics[name])
+                merge_into(merged, name, metrics[name])
         found = merged.get(name)
         if found is not None:
             return found
@@ -212,7 +231,7 @@ class QueryService:
     async def series(self, name: str, timerange: TimeRange) -> list[dict[str, Any]]:
         windows = await self.windows_in(timerange, names=[name])
         return [
-            {"start": iso_utc(start), "metric": metric_view(metrics[name].snapshot(name))}
+            {"start": iso_utc(start), "metric": metric_view_of(name, metrics[name])}
             for start, metrics in windows.items()
             if name in metrics
         ]
@@ -226,20 +245,34 @@ class QueryService:
         data (in the range) has no items."""
         prefix = base + ":"
         declared = base in self.aggregator.rules.dimension_bases()
+        tally = FamilyTally(base)
         if timerange is None:
-            merged, complete = await self.totals(prefix=prefix)
-            if not declared and not merged:
+            try:
+                rows = await self._store_read(
+                    lambda store: store.read_totals(exclude_node=self.node_id, prefix=prefix)
+                )
+                complete = True
+            except StoreUnavailable:
+                rows, complete = [], False
+            live = self.aggregator.global_metrics()
+            names = list(live)  # names are only added: the list stays valid across slices
+            if not declared and not rows and not any(n.startswith(prefix) for n in names):
                 return None
-            return breakdown_of(base, merged, limit), complete
-        merged = {}
-        for metrics in (await self.windows_in(timerange, prefix=prefix)).values():
-            for name, metric in metrics.items():
-                _merge_into(merged, name, metric)
-        if not declared and not merged:
-            seen, _ = await self.totals(prefix=prefix)
-            if not seen:
-                return None
-        return breakdown_of(base, merged, limit), True
+            sources = chain(
+                ((name, live[name]) for name in names if name.startswith(prefix)),
+                ((row.metric, row.value) for row in rows),
+            )
+        else:
+            complete = True
+            windows = await self.windows_in(timerange, prefix=prefix)
+            if not declared and not any(windows.values()):
+                seen, _ = await self.totals(prefix=prefix)
+                if not seen:
+                    return None
+            sources = chain.from_iterable(metrics.items() for metrics in windows.values())
+        result: list[Breakdown] = []
+        await self.slicer.run(chain(tally.add_steps(sources), tally.rank_steps(limit, result)))
+        return result[0], complete
 
     # -- this node -------------------------------------------------------------------------
 
@@ -255,12 +288,12 @@ class QueryService:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _peer_windows(
-        self, size: float, start_from: float, start_to: float
+        self, size: float, start_from: float, start_to: float, names: Sequence[str] | None
     ) -> list[dict[float, dict[str, Metric]]]:
         if self.peers is None:
             return []
         try:
-            return await self.peers.live_windows(size, start_from, start_to)
+            return await self.peers.live_windows(size, start_from, start_to, names=names)
         except Exception as error:
             log.warn("reading other nodes' publications failed: {error}", error=str(error))
             raise StoreUnavailable(f"store read failed: {error}") from error
@@ -285,4 +318,4 @@ class QueryService:
     ) -> None:
         for name, metric in metrics:
             if _wanted(name, names, prefix):
-                _merge_into(target, name, metric if owned else metric.copy())
+                merge_into(target, name, metric if owned else metric.copy())

@@ -8,18 +8,14 @@ import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import msgspec
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from twisted_rta.aggregation.resolution import Resolution
-from twisted_rta.query.service import (
-    QueryService,
-    StoreUnavailable,
-    metric_view,
-    range_view,
-    tidy_number,
-)
+from twisted_rta.query.listing import MAX_PAGE, MetricViews, PageRequest
+from twisted_rta.query.service import QueryService, StoreUnavailable
 from twisted_rta.query.timerange import (
     RangeError,
     TimeRange,
@@ -27,11 +23,15 @@ from twisted_rta.query.timerange import (
     parse_range,
     parse_resolution,
 )
+from twisted_rta.query.views import metric_view_of, range_view, tidy_number
 from twisted_rta.web.errors import add_json_error_handlers
-from twisted_rta.web.responses import ApiError, json_body
+from twisted_rta.web.responses import ApiError, encoded_json_body, json_body
 
 T = TypeVar("T")
 _BASE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+# The metric list is encoded a slice at a time (msgspec: a tenth of the stdlib's time, and
+# numbers come out equal; only the exponent form of a float may differ, 1e16 for 1e+16).
+_LIST_ENCODER = msgspec.json.Encoder()
 
 
 def _success(request: IRequest, data: Any, message: str, status: int = 200) -> bytes:
@@ -54,11 +54,25 @@ class QueryApp:
 
     @app.route("/metrics", methods=["GET"])
     async def all_metrics(self, request: IRequest) -> bytes:
-        metrics, complete = await self._query.metrics(_arg(request, "prefix"))
-        message = f"retrieved {len(metrics)} metrics" if metrics else "no metrics yet"
-        if not complete:
+        page_request = PageRequest(
+            prefix=_arg(request, "prefix"),
+            after=_cursor_arg(request, "after"),
+            limit=_optional_int_arg(request, "limit", minimum=1, maximum=MAX_PAGE),
+        )
+        pieces: list[bytes] = []
+        page = await self._query.metrics(page_request)
+        await self._query.in_slices(page.steps(lambda views: pieces.append(_members(views))))
+        count = len(page.names)
+        if count:
+            message = f"retrieved {count} metrics"
+        else:
+            message = "no more metrics" if page_request.paginated else "no metrics yet"
+        if not page.complete:
             message += " (this node only: the store could not be read)"
-        return _success(request, metrics, message)
+        meta = None
+        if page_request.paginated:
+            meta = {"limit": page_request.limit, "next": page.next_after}
+        return encoded_json_body(request, _list_body(pieces, message, meta))
 
     @app.route("/metrics/<path:name>/series", methods=["GET"])
     async def metric_series(self, request: IRequest, name: str) -> bytes:
@@ -78,7 +92,7 @@ class QueryApp:
         merged = await self._history(self._query.metric_over(name, timerange))
         if merged is None:
             raise _metric_not_found(name)
-        view = {**metric_view(merged.snapshot(name)), "range": range_view(timerange)}
+        view = {**metric_view_of(name, merged), "range": range_view(timerange)}
         return _success(request, view, f"metric {name!r} found")
 
     @app.route("/breakdown/<base>", methods=["GET"])
@@ -151,6 +165,25 @@ class QueryApp:
             ) from None
 
 
+def _members(views: MetricViews) -> bytes:
+    """``"name":{view},...`` of a slice of the list (no braces), or b"" for none."""
+    return _LIST_ENCODER.encode(dict(views))[1:-1]
+
+
+def _list_body(pieces: list[bytes], message: str, meta: dict[str, Any] | None) -> bytes:
+    """The success envelope around the list's pieces, as one encoding of it would be."""
+    body = [
+        b'{"status":"success","data":{',
+        b",".join(piece for piece in pieces if piece),
+        b'},"message":',
+        _LIST_ENCODER.encode(message),
+    ]
+    if meta is not None:
+        body += [b',"meta":', _LIST_ENCODER.encode(meta)]
+    body.append(b"}")
+    return b"".join(body)
+
+
 def _metric_not_found(name: str) -> ApiError:
     return ApiError(404, "metric_not_found", f"metric {name!r} not found", name=name)
 
@@ -158,6 +191,24 @@ def _metric_not_found(name: str) -> ApiError:
 def _arg(request: IRequest, name: str) -> str | None:
     values = request.args.get(name.encode("ascii"))
     return values[0].decode("utf-8", "replace") if values else None
+
+
+def _cursor_arg(request: IRequest, name: str) -> str | None:
+    raw = _arg(request, name)
+    if raw == "":
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"{name} must be a metric name: the meta.next of the previous page",
+            parameter=name,
+        )
+    return raw
+
+
+def _optional_int_arg(request: IRequest, name: str, *, minimum: int, maximum: int) -> int | None:
+    if _arg(request, name) is None:
+        return None
+    return _int_arg(request, name, default=minimum, minimum=minimum, maximum=maximum)
 
 
 def _int_arg(request: IRequest, name: str, *, default: int, minimum: int, maximum: int) -> int:
