@@ -136,16 +136,50 @@ def test_summary_keeps_arrival_order_across_entries_feeding_one_metric() -> None
         event("pageview", properties={"page": "/a", "ref": "r"}),
         event("click", properties={"element": "x"}),
         event("pageview", properties={"page": "/b"}),
+        event("pageview", properties={"page": "/a", "ref": "/b"}),
     ]
     summary = BatchSummary.of(events, layout)
-    channels = {name: summary.strings[channel] for name, channel in layout.families}
-    channels |= {name: summary.strings[channel] for name, channel in layout.uniques}
+    # Each distinct value once, in order of first arrival, with its occurrences.
+    channels = {name: list(summary.tallies[channel].items()) for name, channel in layout.families}
+    channels |= {name: list(summary.tallies[channel].items()) for name, channel in layout.uniques}
     assert channels == {
-        "pages": ["/a", "r", "x", "/b"],
-        "unique_pages": ["/a", "/b"],
-        "seen": ["/a", "x", "/b"],
+        "pages": [("/a", 2), ("r", 1), ("x", 1), ("/b", 2)],
+        "unique_pages": [("/a", 2), ("/b", 1)],
+        "seen": [("/a", 2), ("x", 1), ("/b", 1)],
     }
-    assert summary.types == {"pageview": 2, "click": 1}
+    assert summary.types == {"pageview": 3, "click": 1}
+
+
+def test_summary_counts_each_user_and_session_once_in_order_of_first_arrival() -> None:
+    events = [
+        event("pageview", user_id="u2", session_id="s1"),
+        event("pageview", user_id="u1", session_id=None),
+        event("click", user_id="", session_id="s1"),
+        event("pageview", user_id="u2", session_id="s2"),
+        event("pageview", user_id=None, session_id="s1"),
+    ]
+    summary = BatchSummary.of(events, BatchLayout.of(DEFAULT_RULES))
+    assert (summary.size, summary.users, summary.sessions) == (5, ["u2", "u1"], ["s1", "s2"])
+
+
+def test_duplicate_members_count_once_in_sketches_but_every_event_counts() -> None:
+    agg = Aggregator(window_sizes=(60.0,), grace=5.0, max_dimension_values=10, started_at=T0)
+    events = [
+        event("pageview", T0 + i, user_id=f"u{i % 2}", session_id="s", properties={"page": "/a"})
+        for i in range(10)
+    ]
+    agg.add_many(events, T0 + 10)
+    reference = Unique.with_lg_k(agg.global_lg_k)
+    reference.add_all(["u0", "u1"], T0 + 10)
+    users = agg.global_metric_states()["unique_users"]
+    assert isinstance(users, Unique)
+    assert users.sketch.serialize_compact() == reference.sketch.serialize_compact()
+    totals = {name: snap.count for name, snap in agg.metrics().items()}
+    assert totals["total_events"] == totals["pageviews"] == totals["page_views:/a"] == 10
+    assert (totals["unique_users"], totals["unique_sessions"], totals["unique_pages"]) == (2, 1, 1)
+    [window] = agg.open_windows()
+    assert window.metrics["total_events"].count == window.metrics["page_views:/a"].count == 10
+    assert window.metrics["unique_users"].count == 2
 
 
 def test_counter_increments_at_once() -> None:

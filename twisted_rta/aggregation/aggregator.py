@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from attrs import define, field, frozen
 
+from twisted_rta.aggregation.alltime import AllTime
 from twisted_rta.aggregation.batch import BatchLayout, BatchSummary, layout_for
 from twisted_rta.aggregation.metrics import Metric, MetricSnapshot
 from twisted_rta.aggregation.metricset import MetricSet
@@ -56,7 +57,7 @@ class Aggregator:
     global_lg_k: int = DEFAULT_GLOBAL_LG_K
     window_lg_k: int = DEFAULT_WINDOW_LG_K
 
-    _global: MetricSet = field(init=False)
+    _all_time: AllTime = field(init=False)
     _layout: BatchLayout = field(init=False)
     _windows: Rollups = field(init=False)
 
@@ -65,7 +66,7 @@ class Aggregator:
             raise ValueError(f"grace must be >= 0, got {self.grace!r}")
         if self.max_dimension_values < 0:
             raise ValueError("max_dimension_values must be >= 0")
-        self._global = MetricSet(self.rules, self.max_dimension_values, self.global_lg_k)
+        self._all_time = AllTime(MetricSet(self.rules, self.max_dimension_values, self.global_lg_k))
         self._layout = layout_for(self.rules)
         self._windows = Rollups(
             self.window_sizes, self.grace, self.rules, self.max_dimension_values, self.window_lg_k
@@ -80,8 +81,11 @@ class Aggregator:
         batch = events if isinstance(events, list | tuple) else list(events)
         # Summarised once for both the all-time set and (usually) the one window it falls in.
         summary = BatchSummary.of(batch, self._layout)
-        self._global.add_summary(summary, now)
-        self._windows.add_many(batch, now, summary)
+        start = self._windows.window_start(batch) if batch else None
+        self._all_time.before(start)
+        overflow = self._all_time.window_overflow
+        window = self._windows.add_many(batch, now, summary, start=start)
+        self._all_time.add_summary(summary, window, overflow, now)
 
     # -- closing ------------------------------------------------------------------------
 
@@ -89,21 +93,25 @@ class Aggregator:
         """Windows with ``end + grace <= now`` and pending late deltas (``late=True``) of
         every resolution, finest first, start order within a resolution. A coarser window
         includes the finer windows closed in the same call."""
-        return self._windows.close_due(now)
+        closed = self._windows.close_due(now)
+        self._all_time.closed(closed)
+        return closed
 
     def close_all(self, now: float) -> list[ClosedWindow]:
         """Every open window and late delta of every resolution (shutdown), same order;
         nothing stays open, and every event is in exactly one row per resolution."""
-        return self._windows.close_all(now)
+        closed = self._windows.close_all(now)
+        self._all_time.closed(closed)
+        return closed
 
     # -- reading ------------------------------------------------------------------------
 
     def metrics(self, prefix: str | None = None) -> dict[str, MetricSnapshot]:
         """Snapshots of global metrics sorted by name, optionally only names with ``prefix``."""
-        return self._global.snapshot(prefix)
+        return self._all_time.current.snapshot(prefix)
 
     def metric(self, name: str) -> MetricSnapshot | None:
-        metric = self._global.metrics.get(name)
+        metric = self._all_time.current.metrics.get(name)
         return None if metric is None else metric.snapshot(name)
 
     def open_windows(self) -> list[WindowSnapshot]:
@@ -111,22 +119,29 @@ class Aggregator:
         return self._windows.open_windows()
 
     def live_windows(
-        self, resolution: float, start_from: float, start_to: float
+        self,
+        resolution: float,
+        start_from: float,
+        start_to: float,
+        *,
+        names: Collection[str] | None = None,
     ) -> dict[float, dict[str, Metric]]:
         """Per window start of ``resolution`` in [start_from, start_to), the data not yet in
         any emitted row of that resolution (open windows of it and of finer resolutions,
-        pending late deltas), merged into fresh metrics the caller may mutate. Raises
+        pending late deltas), merged into fresh metrics the caller may mutate; only the
+        metrics named in ``names`` when given (see ``Rollups.live_windows``). Raises
         ValueError for a resolution that is not configured."""
-        return self._windows.live_windows(resolution, start_from, start_to)
+        return self._windows.live_windows(resolution, start_from, start_to, names=names)
 
     def stats(self, now: float) -> AggregatorStats:
-        by_base = self._global.overflow_by_base()
+        all_time = self._all_time.current
+        by_base = all_time.overflow_by_base()
         window_overflow = self._windows.overflow
         return AggregatorStats(
-            total_events=self._global.total_events,
-            unique_users=self._global.unique_users,
-            unique_sessions=self._global.unique_sessions,
-            metrics_count=len(self._global.metrics),
+            total_events=all_time.total_events,
+            unique_users=all_time.unique_users,
+            unique_sessions=all_time.unique_sessions,
+            metrics_count=len(all_time.metrics),
             active_windows=self._windows.open_count,
             late_events=self._windows.late_events,
             dimension_overflow=sum(by_base.values()) + window_overflow,
@@ -139,8 +154,9 @@ class Aggregator:
 
     @property
     def global_set(self) -> MetricSet:
-        """The all-time metric set itself (checkpoints read and load it; nothing else may)."""
-        return self._global
+        """The all-time metric set itself, everything counted (checkpoints read and load it;
+        nothing else may)."""
+        return self._all_time.current
 
     @property
     def rollups(self) -> Rollups:
@@ -149,16 +165,22 @@ class Aggregator:
 
     # -- persistence of all-time totals -------------------------------------------------
 
+    def global_metrics(self) -> Mapping[str, Metric]:
+        """The live all-time metrics by name, to read on the reactor thread and never to
+        mutate or keep: names are only ever added, values change with every batch (the
+        query layer reads them a slice at a time, listing its names first)."""
+        return self._all_time.current.metrics
+
     def global_metric_states(self) -> dict[str, Metric]:
         """Independent copies of every global metric, by name, for storage."""
-        return self._global.changed_since(float("-inf"))
+        return self._all_time.current.changed_since(float("-inf"))
 
     def global_metric_copies(
         self, *, names: Sequence[str] | None = None, prefix: str | None = None
     ) -> dict[str, Metric]:
         """Independent copies of the global metrics with one of ``names`` and/or ``prefix``
         (the query layer merges other nodes' totals into them)."""
-        metrics = self._global.metrics
+        metrics = self._all_time.current.metrics
         chosen = (name for name in names if name in metrics) if names is not None else iter(metrics)
         return {
             name: metrics[name].copy()
@@ -170,7 +192,7 @@ class Aggregator:
         """Independent copies of the global metrics whose ``updated_at`` (the ``now`` of
         their latest add; a restore keeps the later of the two times) is at or after
         ``since``, for incremental storage."""
-        return self._global.changed_since(since)
+        return self._all_time.current.changed_since(since)
 
     def restore_global(self, name: str, metric: Metric) -> None:
         """Merge a stored all-time metric into the live one of that name (or create it).
@@ -178,4 +200,4 @@ class Aggregator:
         Merging rather than replacing keeps any events counted before the restore.
         Raises TypeError when the kind differs from what the rules create under ``name``.
         """
-        self._global.restore(name, metric)
+        self._all_time.current.restore(name, metric)

@@ -6,7 +6,7 @@ import math
 import struct
 import sys
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import reduce
 from operator import add
 from typing import Any, ClassVar, Self
@@ -202,6 +202,20 @@ class Histogram:
             self.max = x
         self.updated_at = now
 
+    def observe_all(self, xs: Sequence[float], now: float) -> None:
+        """``observe`` each of ``xs`` (at least one), in order: the same sketch, count, sum
+        (added left to right), min and max; all or nothing when one is not finite."""
+        if not all(map(math.isfinite, xs)):
+            raise ValueError(f"histogram observations must be finite, got {list(xs)!r}")
+        update = self.sketch.update
+        for x in xs:
+            update(x)
+        self.count += len(xs)
+        self.sum = reduce(add, xs, self.sum)
+        self.min = min(self.min, min(xs))
+        self.max = max(self.max, max(xs))
+        self.updated_at = now
+
     def merge(self, other: Histogram) -> None:
         _check_same_kind(self, other)
         self.sketch.merge(other.sketch)
@@ -279,7 +293,7 @@ class Unique:
         self.sketch.update(member)
         self.updated_at = now
 
-    def add_all(self, members: Sequence[str], now: float) -> None:
+    def add_all(self, members: Iterable[str], now: float) -> None:
         """``add`` each member, in order; call it with at least one member."""
         update = self.sketch.update
         for member in members:
@@ -425,6 +439,31 @@ class CounterFamily:
             counter.value += float(n)
             counter.count += n
             counter.updated_at = now
+
+    def take_counts(self, source: CounterFamily, taken: dict[str, int]) -> None:
+        """Count what ``source`` has counted beyond ``taken`` (value -> count already taken,
+        updated here) as if each value's increments were made here, in ``source``'s order of
+        admission, at the time of its last one (``now`` only moves forward, so that is the
+        latest time of the counter it lands in). Its bucket is not taken: what that holds
+        is counted here directly."""
+        get = self._by_value.get
+        for value, counter in source._by_value.items():
+            n = counter.count - taken.get(value, 0)
+            if n:
+                taken[value] = counter.count
+                own = get(value)
+                if own is None:
+                    own = self._new_counter(value, n)
+                own.value += float(n)
+                own.count += n
+                # The bucket takes many values: its time is the latest of theirs.
+                own.updated_at = max(own.updated_at, counter.updated_at)
+
+    def unheld(self, counts: Mapping[str, int]) -> dict[str, int]:
+        """The entries of ``counts`` whose value has no counter of its own here (they went to
+        the bucket), in order."""
+        held = self._by_value
+        return {value: n for value, n in counts.items() if value not in held}
 
     def merge(self, value: str, counter: Counter) -> None:
         """Merge another family's counter for ``value``, bounded like ``increment``; the

@@ -125,9 +125,11 @@ class MetricSet:
         batch = events if isinstance(events, list | tuple) else list(events)
         self.add_summary(BatchSummary.of(batch, self._layout), now)
 
-    def add_summary(self, summary: BatchSummary, now: float) -> None:
+    def add_summary(self, summary: BatchSummary, now: float, *, families: bool = True) -> None:
         """Add a summarised batch: the result of adding its events one by one, with one
-        update per metric and distinct value instead of one per event.
+        update per metric and distinct value instead of one per event. With ``families``
+        False the counter families the rules' dimensions feed are left out (another set
+        counts them, to be taken with ``take_family_counts``).
 
         One difference: metrics new in this batch enter ``metrics`` metric by metric, not
         event by event, so names of different families may interleave differently. Within
@@ -151,13 +153,17 @@ class MetricSet:
             if name is not None:
                 self._metric(name, Counter).increment_times(n, now)  # type: ignore[union-attr]
         # A metric appears with its first contribution: empty channels create nothing.
+        tallies = summary.tallies
         for name, channel in layout.uniques:
-            members = summary.strings[channel]
+            members = tallies[channel]
             if members:
+                # Each distinct member once (a tally's keys): a repeat changes no sketch.
                 self._metric(name, self._new_unique).add_all(members, now)  # type: ignore[union-attr]
-        for family, channel in self._family_channels:
-            if summary.strings[channel]:
-                family.increment_counts(summary.tally(channel), now)
+        if families:
+            for family, channel in self._family_channels:
+                counts = tallies[channel]
+                if counts:
+                    family.increment_counts(counts, now)
         for name, channel in layout.sums:
             amounts = summary.amounts[channel]
             if amounts:
@@ -165,9 +171,30 @@ class MetricSet:
         for name, channel in layout.histograms:
             amounts = summary.amounts[channel]
             if amounts:
-                histogram = self._metric(name, Histogram)
-                for amount in amounts:
-                    histogram.observe(amount, now)  # type: ignore[union-attr]
+                self._metric(name, Histogram).observe_all(amounts, now)  # type: ignore[union-attr]
+
+    # -- counter families counted by another set -----------------------------------------
+
+    @property
+    def dimension_overflow(self) -> int:
+        """Overflow of the counter families the rules' dimensions feed (not events_by_type)."""
+        return sum(family.overflow for family, _ in self._family_channels)
+
+    def take_family_counts(self, source: MetricSet, taken: dict[str, dict[str, int]]) -> None:
+        """Count what the dimension-fed families of ``source`` (same rules) have counted
+        beyond ``taken`` (base -> value -> count already taken; updated here), as if their
+        increments had been made here (see ``CounterFamily.take_counts``)."""
+        for family, _ in self._family_channels:
+            family.take_counts(source._families[family.base], taken.setdefault(family.base, {}))
+
+    def add_unheld_counts(self, summary: BatchSummary, holder: MetricSet, now: float) -> None:
+        """Add to the dimension-fed families the values of ``summary`` that ``holder``'s
+        families (same rules) have no counter of their own for: what it routed to its
+        bucket."""
+        for family, channel in self._family_channels:
+            unheld = holder._families[family.base].unheld(summary.tallies[channel])
+            if unheld:
+                family.increment_counts(unheld, now)
 
     # -- checkpoints --------------------------------------------------------------------
 

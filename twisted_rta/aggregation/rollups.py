@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from itertools import pairwise
 
 from attrs import define, field
@@ -14,6 +14,7 @@ from twisted_rta.aggregation.rules import Rules
 from twisted_rta.aggregation.windows import (
     DEFAULT_WINDOW_LG_K,
     ClosedWindow,
+    Window,
     WindowSeries,
     WindowSnapshot,
     window_start,
@@ -79,14 +80,39 @@ class Rollups:
 
     # -- ingest -------------------------------------------------------------------------
 
-    def add_many(
-        self, events: Sequence[Event], now: float, summary: BatchSummary | None = None
-    ) -> None:
-        """Add ``events`` to the finest windows; ``summary``, if given, summarises them all
-        and spares a second pass when they fall in one window (the usual case)."""
+    def window_start(self, events: Sequence[Event]) -> float | None:
+        """The start of the finest window holding every one of ``events`` (at least one), or
+        None when they fall in several (or there are no windows)."""
         if not self._levels:
-            return
+            return None
+        size = self._levels[0].resolution
+        stamps = [event.timestamp for event in events]
+        # Window starts grow with the timestamp, so the earliest and the latest event decide:
+        # two C calls instead of a Python loop over the events (-0.1 us/event).
+        low, high = min(stamps), max(stamps)
+        start = low - low % size  # window_start, inlined on the hot path
+        return start if high - high % size == start else None
+
+    def add_many(
+        self,
+        events: Sequence[Event],
+        now: float,
+        summary: BatchSummary | None = None,
+        *,
+        start: float | None = None,
+    ) -> Window | None:
+        """Add ``events`` to the finest windows. ``start``, if given, is their
+        ``window_start``, and ``summary`` summarises them all: it spares a second pass when
+        they fall in one window (the usual case). Returns the window that took them all when
+        it is an open one, else None."""
+        if not self._levels or not events:
+            return None
         finest = self._levels[0]
+        if start is None:
+            start = self.window_start(events)
+        if start is not None:
+            window, late = self._add_run(finest, start, events, now, summary)
+            return None if late else window
         size = finest.resolution
         n = len(events)
         i = 0
@@ -94,21 +120,33 @@ class Rollups:
         # falls in one or two windows, and the per-call setup then costs nothing per event.
         while i < n:
             ts = events[i].timestamp
-            start = ts - ts % size  # window_start, inlined on the hot path
+            run_start = ts - ts % size
             j = i + 1
             while j < n:
                 ts = events[j].timestamp
-                if ts - ts % size != start:
+                if ts - ts % size != run_start:
                     break
                 j += 1
-            window, late = finest.window_for(start)
-            if j - i == n and summary is not None:
-                window.metrics.add_summary(summary, now)
-            else:
-                window.metrics.add_many(events if j - i == n else events[i:j], now)
-            if late:
-                self.late_events += j - i
+            self._add_run(finest, run_start, events[i:j], now, None)
             i = j
+        return None
+
+    def _add_run(
+        self,
+        level: WindowSeries,
+        start: float,
+        events: Sequence[Event],
+        now: float,
+        summary: BatchSummary | None,
+    ) -> tuple[Window, bool]:
+        window, late = level.window_for(start)
+        if summary is not None:
+            window.metrics.add_summary(summary, now)
+        else:
+            window.metrics.add_many(events, now)
+        if late:
+            self.late_events += len(events)
+        return window, late
 
     # -- closing ------------------------------------------------------------------------
 
@@ -140,11 +178,20 @@ class Rollups:
         return [window.snapshot() for level in self._levels for window in level.open_windows()]
 
     def live_windows(
-        self, resolution: float, start_from: float, start_to: float
+        self,
+        resolution: float,
+        start_from: float,
+        start_to: float,
+        *,
+        names: Collection[str] | None = None,
     ) -> dict[float, dict[str, Metric]]:
         """Data of ``resolution`` windows starting in [start_from, start_to) that is in no
         emitted row of that resolution yet: its open window plus every open window and
         pending late delta of this or a finer resolution inside it. Fresh copies, by start.
+
+        With ``names`` only those metrics are copied and merged (a series reads one metric
+        of windows holding thousands); a dimension value asked for by name is then bounded
+        only by the values asked for with it, not by the whole window's.
         """
         if resolution not in self.sizes:
             raise ValueError(f"no window resolution {resolution!r}; have {self.sizes}")
@@ -159,5 +206,8 @@ class Rollups:
                     target = merged[start] = MetricSet(
                         self.rules, self.max_dimension_values, self.lg_k
                     )
-                target.merge(window.metrics.metrics)
+                metrics = window.metrics.metrics
+                if names is not None:
+                    metrics = {name: metrics[name] for name in names if name in metrics}
+                target.merge(metrics)
         return {start: merged[start].metrics for start in sorted(merged)}
