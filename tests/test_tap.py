@@ -348,3 +348,86 @@ def test_emfile_accept_failures_are_counted_and_logged_as_errors() -> None:
     errors = [e for e in logged if e.get("log_level") == LogLevel.error]
     assert len(errors) == 1  # the rest within 10 s are only counted
     assert errors[0]["reason"] == "EMFILE"
+
+
+# --processes --------------------------------------------------------------------------------
+
+
+def test_processes_counts_cpus_for_auto_and_takes_a_number() -> None:
+    assert tap.process_count("auto", cpus=[0, 1, 2]) == 3
+    assert tap.process_count("AUTO", cpus=[5]) == 1
+    assert tap.process_count("4") == 4
+    assert parse().processes == 1
+    assert parse("--processes", "2").processes == 2
+    import os
+
+    assert parse("--processes", "auto").processes == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
+def test_a_bad_process_count_is_one_line(value: str) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse("--processes", value)
+    assert str(caught.value.code) == (
+        "twistd rta: config error: --processes: must be an integer of 1 or more, or auto, "
+        f"got {value!r} (see: twistd rta --help)"
+    )
+
+
+def test_processes_refuse_an_endpoint_they_cannot_share() -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse("--processes", "2", "--listen", "tcp:8080", "--listen", "unix:/tmp/rta.sock")
+    message = str(caught.value.code)
+    assert message.startswith("twistd rta: --processes 2 cannot share 'unix:/tmp/rta.sock': ")
+    assert "\n" not in message
+    # One process keeps every endpoint type.
+    assert parse("--processes", "1", "--listen", "unix:/tmp/rta.sock").processes == 1
+
+
+def test_a_child_runs_twistd_rta_with_the_same_config_and_no_processes(tmp_path: Path) -> None:
+    import os
+
+    config = tmp_path / "rta.yaml"
+    config.write_text("logging:\n  access_log: false\n")
+    options = parse(
+        "-c", os.path.relpath(config), "--processes", "2", "--log-format", "json", "--node-id", "n"
+    )
+    argv = tap.child_command(options, "n/2", ["inherited:fd=3:domain=INET"], executable="py")
+    assert argv == [
+        "py",
+        "-m",
+        "twisted_rta.ops.child_main",
+        "--nodaemon",
+        "--pidfile=",
+        "rta",
+        "--config",
+        str(config),
+        "--log-format",
+        "json",
+        "--listen",
+        "inherited:fd=3:domain=INET",
+        "--node-id",
+        "n/2",
+    ]
+    # A daemonised supervisor logging to a file gives its children the same file.
+    options.parent = {"nodaemon": False, "logfile": "rta.log"}  # type: ignore[assignment]
+    argv = tap.child_command(options, "n", [], executable="py")
+    assert argv[5:7] == ["--logfile", os.path.abspath("rta.log")]
+
+
+def test_make_service_with_processes_builds_the_supervisor_and_claims_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from twisted_rta.ops.supervisor import SupervisorService
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    monkeypatch.setattr(tap, "_log_stream", lambda options: io.StringIO())
+    options = parse("--processes", "3", "--listen", "tcp:8123:interface=127.0.0.1")
+    service = tap.makeService(options)
+    assert isinstance(service, SupervisorService)
+    assert [slot.node_id for slot in service.slots] == [
+        f"{__import__('socket').gethostname()}:8123",
+        f"{__import__('socket').gethostname()}:8123/2",
+        f"{__import__('socket').gethostname()}:8123/3",
+    ]
+    assert list(tmp_path.iterdir()) == []  # no journal, no store: the children own them

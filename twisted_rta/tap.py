@@ -3,9 +3,12 @@ imports the global reactor; the composition itself is in wiring.py)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
+import time
+from collections.abc import Sequence
 from typing import IO, Any
 
 import attrs
@@ -22,11 +25,23 @@ from twisted_rta.config import (
     text,
 )
 from twisted_rta.config.endpoints import check_endpoint
+from twisted_rta.internals import clear_exit_signal
+from twisted_rta.ops.child_readiness import ChildReadiness
 from twisted_rta.ops.file_limit import HEADROOM, FileLimit, raise_file_limit
+from twisted_rta.ops.handover import HandoverSockets, refusal
 from twisted_rta.ops.logs import make_observer
+from twisted_rta.ops.notify_receiver import NotifyReceiver
+from twisted_rta.ops.supervisor import (
+    RESTART_INITIAL,
+    RESTART_MAX,
+    STABLE_AFTER,
+    SupervisorService,
+)
 from twisted_rta.ops.systemd import SystemdNotifier
 from twisted_rta.store.interface import PermanentStoreError
-from twisted_rta.wiring import build_daemon
+from twisted_rta.store.lease import node_id_candidates
+from twisted_rta.store.lifecycle import retry_policy
+from twisted_rta.wiring import build_daemon, configured_node_id
 
 log = Logger()
 
@@ -42,12 +57,20 @@ class Options(usage.Options):
         ["log-level", None, None, "Override logging.level: debug, info, warn or error."],
         ["log-format", None, None, "Override logging.format: console or json."],
         ["node-id", None, None, "Override store.node_id (one per process sharing a store)."],
+        [
+            "processes",
+            None,
+            "1",
+            "Processes to run on the listen addresses: a number, or auto (one per CPU this "
+            "process may run on). Above 1, twistd supervises that many rta processes.",
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self.config = Config()
+        self.processes = 1
 
     def opt_listen(self, endpoint: str) -> None:
         """Twisted endpoint to listen on (repeatable; replaces server.listen), e.g. tcp:8080:interface=127.0.0.1 or systemd:domain=INET:name=http."""  # noqa: E501
@@ -69,9 +92,26 @@ class Options(usage.Options):
         try:
             config = load_config(self["config"])
             config = _apply_overrides(config, self)
+            processes = process_count(self["processes"])
         except ConfigError as error:
             raise usage.UsageError(f"config error: {error}") from None
+        if processes > 1:
+            for endpoint in config.server.listen:
+                refused = refusal(endpoint, processes)
+                if refused is not None:
+                    raise usage.UsageError(refused)
         self.config = config
+        self.processes = processes
+
+
+def process_count(value: str, cpus: Sequence[int] | None = None) -> int:
+    """``--processes``: an integer of 1 or more, or ``auto``: the CPUs this process may run
+    on (``os.sched_getaffinity``, which honours taskset and systemd's CPUAffinity=)."""
+    if value.strip().lower() == "auto":
+        return len(cpus if cpus is not None else os.sched_getaffinity(0)) or 1
+    if value.isascii() and value.strip().isdigit() and int(value) >= 1:
+        return int(value)
+    raise ConfigError("--processes", f"must be an integer of 1 or more, or auto, got {value!r}")
 
 
 def _apply_overrides(config: Config, options: Options) -> Config:
@@ -112,6 +152,8 @@ def makeService(options: Options) -> IService:
     observer = make_observer(
         _log_stream(options), log_format=config.logging.format, level=config.logging.level
     )
+    if options.processes > 1:
+        return _make_supervisor(options, reactor, observer)
     try:
         daemon = build_daemon(
             config,
@@ -134,6 +176,87 @@ def makeService(options: Options) -> IService:
     # The handler only schedules: the reload itself runs on the reactor thread.
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))
     return daemon.service
+
+
+def child_command(
+    options: Options, node_id: str, listen: Sequence[str], executable: str = sys.executable
+) -> list[str]:
+    """One supervised child: ``twistd -n rta`` with the same config file and overrides, the
+    handed-over sockets as its listen endpoints, its slot's node id, and no --processes."""
+    # twistd from the same interpreter, wherever the twistd script is installed.
+    twistd = [executable, "-m", "twisted_rta.ops.child_main", "--nodaemon", "--pidfile="]
+    logfile = _child_logfile(options)
+    if logfile is not None:
+        twistd += ["--logfile", logfile]
+    rta = ["rta"]
+    if options["config"] is not None:
+        rta += ["--config", os.path.abspath(options["config"])]
+    for name in ("log-level", "log-format"):
+        if options[name] is not None:
+            rta += [f"--{name}", options[name]]
+    for endpoint in listen:
+        rta += ["--listen", endpoint]
+    return [*twistd, *rta, "--node-id", node_id]
+
+
+def _child_logfile(options: Options) -> str | None:
+    """The supervisor's log file for its children, or None when it logs to stdout (which
+    the children then share)."""
+    twistd = getattr(options, "parent", None)
+    if twistd is None:
+        return None
+    logfile = twistd.get("logfile")
+    if logfile == "-" or (not logfile and twistd.get("nodaemon")):
+        return None
+    return os.path.abspath(logfile or "twistd.log")
+
+
+def _make_supervisor(options: Options, reactor: Any, observer: Any) -> IService:
+    config = options.config
+    base = config.store.node_id or configured_node_id(config)
+    errors: list[str] = []
+    readiness = ChildReadiness(
+        SystemdNotifier.from_environ(os.environ),
+        reactor,
+        options.processes,
+        monotonic_usec=lambda: time.monotonic_ns() // 1000,
+    )
+    supervisor = SupervisorService(
+        reactor=reactor,
+        sockets=HandoverSockets(config.server.listen, config.server.listen_backlog),
+        node_ids=node_id_candidates(base, options.processes),
+        command=lambda node_id, listen: child_command(options, node_id, listen),
+        environ=dict(os.environ),
+        readiness=readiness,
+        receiver=NotifyReceiver(reactor, readiness.received),
+        shutdown_timeout=config.server.shutdown_timeout,
+        restart_delay=retry_policy(RESTART_INITIAL, RESTART_MAX),
+        stable_after=STABLE_AFTER,
+        stop_reactor=reactor.stop,
+        log_observer=observer,
+        errors=errors,
+    )
+    # The handler only schedules: the forwarding runs on the reactor thread.
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(supervisor.reload))
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, errors)
+    return supervisor
+
+
+def _exit_status(reactor: Any, errors: list[str]) -> None:
+    """A child that failed the start or the stop ends the supervisor with status 1."""
+    if not errors:
+        return
+    log.error("exiting with status 1: {errors}", errors="; ".join(errors))
+    # twistd re-raises SIGTERM/SIGINT after the reactor stops, which systemd counts as a
+    # clean stop; clear it and leave with 1 once twistd has removed its pid file.
+    clear_exit_signal(reactor)
+    atexit.register(_hard_exit, 1)
+
+
+def _hard_exit(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _report_file_limit(limit: FileLimit) -> None:

@@ -81,9 +81,16 @@ SINGLE = ingest_job("single", batch=0, connections=50, pool=20_000)
 BATCH100 = ingest_job("batch100", batch=100, connections=8, pool=200)
 BATCH1000 = ingest_job("batch1000", batch=1000, connections=4, pool=50)
 READERS = (
-    # Modest, fixed paces (see read.lua): about 2 + 5 + 5 requests/s.
+    # Modest, fixed paces (see read.lua): about 2 + 2 + 5 + 5 requests/s.
     WrkJob(
         "all metrics", "read.lua", 1, {"path": "/api/v1/metrics", "delay_ms": 500}, timeout_s=30
+    ),
+    WrkJob(
+        "metrics page",
+        "read.lua",
+        1,
+        {"path": "/api/v1/metrics?prefix=page_views:&limit=1000", "delay_ms": 500},
+        timeout_s=30,
     ),
     WrkJob(
         "series",
@@ -583,7 +590,7 @@ def _reads(settings: Settings) -> list[dict[str, Any]]:
     return [
         timed(
             "reads",
-            "batch100 ingest at full speed while three readers query at fixed paces",
+            "batch100 ingest at full speed while four readers query at fixed paces",
             BATCH100,
             settings,
             READERS,

@@ -1,5 +1,5 @@
-# The reuseport: endpoint string for twistd and serverFromString. It imports only Twisted at
-# load time (a failing import here would only make twistd skip the endpoint).
+# The reuseport: and inherited: endpoint strings for twistd and serverFromString. They import
+# only Twisted at load time (a failing import here would only make twistd skip the endpoint).
 from twisted.internet.interfaces import IStreamServerEndpointStringParser
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -15,4 +15,15 @@ class _ReusePortParser:
         return parse_reuseport(reactor, *args, **kwargs)
 
 
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class _InheritedParser:
+    prefix = "inherited"
+
+    def parseStreamServer(self, reactor, *args, **kwargs):
+        from twisted_rta.web.inherited import parse_inherited
+
+        return parse_inherited(reactor, *args, **kwargs)
+
+
 reuseport = _ReusePortParser()
+inherited = _InheritedParser()
