@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogBeginner, globalLogPublisher
 
-from tests.helpers import NOW, HttpClient
+from tests.helpers import NOW, HttpClient, site_of
 from twisted_rta.config import Config, config_from_mapping
 from twisted_rta.service import RTAService
 from twisted_rta.store.interface import WindowStore
@@ -54,7 +54,7 @@ def make_daemon(
     if start:
         service.privilegedStartService()
         service.startService()
-    http = HttpClient(service.listeners[0].factory.resource)
+    http = HttpClient(site_of(service.listeners[0].factory).resource)
     return Daemon(reactor, service, http, config)
 
 

@@ -10,11 +10,11 @@ import attrs
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from tests.contract import check as check_contract
 
@@ -107,8 +107,15 @@ def advance(clock: Clock, steps: Iterable[float]) -> None:
         clock.advance(step)
 
 
-def raw_http(site: Site, data: bytes) -> tuple[bytes, bool]:
-    """Feed raw bytes to a real HTTPChannel of ``site``; return (bytes written, closed?).
+def site_of(factory: Any) -> Any:
+    """The RTASite behind a listener's factory: the factory itself, or the one the fast
+    lane (server.fast_lane) shares its limits, counters and access log with."""
+    return getattr(factory, "site", factory)
+
+
+def raw_http(site: IProtocolFactory, data: bytes) -> tuple[bytes, bool]:
+    """Feed raw bytes to a real connection of ``site`` (an RTASite, or the fast lane in
+    front of one); return (bytes written, closed?).
 
     Unlike StubTreq this goes through the Site's own Request class, so body limits and
     the access log are exercised exactly as on a socket.

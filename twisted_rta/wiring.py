@@ -16,6 +16,7 @@ from typing import Any
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -57,6 +58,7 @@ from twisted_rta.store.retention import RetentionService
 from twisted_rta.store.sql import SQLWindowStore
 from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.edge import AccessPolicy, EdgeResource
+from twisted_rta.web.fastlane import FastLane
 from twisted_rta.web.ingest import IngestApp, IngestHandler
 from twisted_rta.web.listeners import HTTPListener
 from twisted_rta.web.live import LiveFeed, LiveFigures
@@ -414,11 +416,18 @@ def build_http(
         idle_timeout=config.server.idle_timeout,
         max_connections=config.server.max_connections,
     )
+    # The fast lane answers ingest itself and hands the rest to the site; off, the site
+    # (twisted.web) answers everything.
+    factory: IProtocolFactory = (
+        FastLane(site=site, edge=edge, ingest=ingest, clock=reactor)
+        if config.server.fast_lane
+        else site
+    )
     listeners = tuple(
         HTTPListener(
             reactor,
             state.description,
-            site,
+            factory,
             state,
             backlog=config.server.listen_backlog,
             on_accept_error=lambda reason: telemetry.accept_errors.labels(reason=reason).inc(),

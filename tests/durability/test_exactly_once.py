@@ -15,7 +15,7 @@ import pytest
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.testing import MemoryReactorClock
 
-from tests.helpers import NOW, HttpClient
+from tests.helpers import NOW, HttpClient, site_of
 from twisted_rta.config import config_from_mapping
 from twisted_rta.service import RTAService
 from twisted_rta.store.interface import FlushBatch
@@ -99,7 +99,9 @@ def boot(tmp_path: Path, database: Database, **journal: Any) -> Process:
     service = daemon.service
     service.privilegedStartService()
     service.startService()
-    process = Process(reactor, service, HttpClient(service.listeners[0].factory.resource), database)
+    process = Process(
+        reactor, service, HttpClient(site_of(service.listeners[0].factory).resource), database
+    )
     process.settle()
     return process
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from tests.helpers import NOW, HttpClient
+from tests.helpers import NOW, HttpClient, site_of
 from twisted_rta.config import Config, ConfigError, config_from_mapping
 from twisted_rta.ops.logs import make_observer
 from twisted_rta.ops.reload import Reloader
@@ -31,7 +31,7 @@ def daemon_with(loader: Any, stream: io.StringIO | None = None) -> tuple[Daemon,
     daemon = build_daemon(config, reactor, observer, reload_config=loader)
     daemon.service.privilegedStartService()
     daemon.service.startService()
-    return daemon, HttpClient(daemon.service.listeners[0].factory.resource)
+    return daemon, HttpClient(site_of(daemon.service.listeners[0].factory).resource)
 
 
 def test_reload_applies_runtime_settings_and_reports_the_rest() -> None:

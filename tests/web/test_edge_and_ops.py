@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from tests.conftest import Daemon, make_daemon
-from tests.helpers import raw_http, result_of
+from tests.helpers import raw_http, result_of, site_of
 from twisted_rta.query.service import QueryService
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -233,7 +233,7 @@ def test_undecodable_path_is_a_json_400() -> None:
     from tests.helpers import HttpClient
 
     daemon = make_daemon()
-    http = HttpClient(daemon.service.listeners[0].factory.resource, contract=False)
+    http = HttpClient(site_of(daemon.service.listeners[0].factory).resource, contract=False)
     reply = http.get("/api/v1/metrics/%ff")
     assert (reply.status, reply.json["code"]) == (400, "invalid_path")
 

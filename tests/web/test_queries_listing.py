@@ -11,7 +11,7 @@ from treq.testing import StubTreq
 
 from tests.conftest import Daemon, make_daemon
 from tests.contract import check as check_contract
-from tests.helpers import Reply
+from tests.helpers import Reply, site_of
 from twisted_rta.query.slices import STEP_ITEMS
 from twisted_rta.query.views import metric_view
 from twisted_rta.web.responses import encode_json
@@ -127,7 +127,7 @@ def test_the_largest_page_is_allowed(small: Daemon) -> None:
 
 def get_in_turns(daemon: Daemon, path: str) -> tuple[Reply, int]:
     """GET ``path``; return the reply and how many reactor turns it needed after the call."""
-    stub = StubTreq(daemon.service.listeners[0].factory.resource)
+    stub = StubTreq(site_of(daemon.service.listeners[0].factory).resource)
     outcome: list[Any] = []
     stub.get("http://rta.test" + path).addBoth(outcome.append)
     turns = 0

@@ -10,7 +10,7 @@ import pytest
 from klein import Klein
 
 from tests.conftest import make_daemon
-from tests.helpers import raw_http
+from tests.helpers import raw_http, site_of
 from twisted_rta.web.auth import INGEST, READ
 from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.ingest import IngestApp
@@ -159,7 +159,7 @@ def test_request_state_is_declared_on_the_request_class() -> None:
 
 def test_the_edge_records_the_route_caller_and_identity_on_the_request() -> None:
     daemon = make_daemon(KEYS)
-    site = daemon.service.listeners[0].factory
+    site = site_of(daemon.service.listeners[0].factory)  # a bridged GET: twisted.web's Request
     seen: list[RTARequest] = []
     log = site.log
 
@@ -169,7 +169,7 @@ def test_the_edge_records_the_route_caller_and_identity_on_the_request() -> None
 
     site.log = keep
     raw_http(
-        site,
+        daemon.service.listeners[0].factory,
         b"GET /api/v1/metrics/x HTTP/1.1\r\nHost: x\r\nX-Request-ID: r-1\r\n"
         b"Authorization: Bearer " + READ_KEY.encode() + b"\r\n\r\n",
     )

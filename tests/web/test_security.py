@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from tests.conftest import Daemon, make_daemon
-from tests.helpers import raw_http
+from tests.helpers import raw_http, site_of
 
 INGEST_KEY = "ingest-key-0123456789"
 READ_KEY = "read-key-0123456789ab"
@@ -172,8 +173,11 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     assert request_from(site, "198.51.100.7", "203.0.113.10").startswith(b"HTTP/1.1 429")
 
 
-def test_a_slow_client_is_disconnected_after_the_request_timeout() -> None:
-    daemon = make_daemon({"server": {"listen": ["tcp:0"], "request_timeout": "2s"}})
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_a_slow_client_is_disconnected_after_the_request_timeout(fast_lane: bool) -> None:
+    daemon = make_daemon(
+        {"server": {"listen": ["tcp:0"], "fast_lane": fast_lane, "request_timeout": "2s"}}
+    )
     site = daemon.service.listeners[0].factory
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport()
@@ -185,20 +189,26 @@ def test_a_slow_client_is_disconnected_after_the_request_timeout() -> None:
     assert not transport.disconnected
     daemon.reactor.advance(0.6)
     assert transport.disconnected  # aborted
-    assert site.slow_clients == 1
+    assert site_of(site).slow_clients == 1
 
 
-def test_a_complete_request_cancels_the_deadline() -> None:
-    daemon = make_daemon({"server": {"listen": ["tcp:0"], "request_timeout": "2s"}})
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_a_complete_request_cancels_the_deadline(fast_lane: bool) -> None:
+    daemon = make_daemon(
+        {"server": {"listen": ["tcp:0"], "fast_lane": fast_lane, "request_timeout": "2s"}}
+    )
     site = daemon.service.listeners[0].factory
     written, closed = raw_http(site, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert written.startswith(b"HTTP/1.1 200") and not closed
     daemon.reactor.advance(5.0)
-    assert site.slow_clients == 0
+    assert site_of(site).slow_clients == 0
 
 
-def test_connections_beyond_the_cap_are_refused() -> None:
-    daemon = make_daemon({"server": {"listen": ["tcp:0"], "max_connections": 2}})
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_connections_beyond_the_cap_are_refused(fast_lane: bool) -> None:
+    daemon = make_daemon(
+        {"server": {"listen": ["tcp:0"], "fast_lane": fast_lane, "max_connections": 2}}
+    )
     site = daemon.service.listeners[0].factory
     channels = []
     for _ in range(2):
@@ -206,13 +216,14 @@ def test_connections_beyond_the_cap_are_refused() -> None:
         channel.makeConnection(StringTransport())
         channels.append(channel)
     assert site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001)) is None
-    assert site.refused_connections == 1
+    assert site_of(site).refused_connections == 1
     channels[0].connectionLost(None)
     assert site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002)) is not None
 
 
-def test_header_flood_is_refused() -> None:
-    daemon = make_daemon()
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_header_flood_is_refused(fast_lane: bool) -> None:
+    daemon = make_daemon({"server": {"listen": ["tcp:0"], "fast_lane": fast_lane}})
     site = daemon.service.listeners[0].factory
     headers = b"".join(b"X-H%d: v\r\n" % i for i in range(200))
     written, closed = raw_http(site, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
@@ -240,8 +251,13 @@ def test_api_keys_in_the_query_never_reach_the_access_log(
     assert all(INGEST_KEY not in repr(event) for event in captured_logs)
 
 
-def test_a_new_connection_that_sends_nothing_is_closed_at_the_request_timeout() -> None:
-    daemon = make_daemon({"server": {"listen": ["tcp:0"], "request_timeout": "2s"}})
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_a_new_connection_that_sends_nothing_is_closed_at_the_request_timeout(
+    fast_lane: bool,
+) -> None:
+    daemon = make_daemon(
+        {"server": {"listen": ["tcp:0"], "fast_lane": fast_lane, "request_timeout": "2s"}}
+    )
     site = daemon.service.listeners[0].factory
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport()
@@ -250,12 +266,22 @@ def test_a_new_connection_that_sends_nothing_is_closed_at_the_request_timeout() 
     assert not transport.disconnected
     daemon.reactor.advance(0.1)  # not idle_timeout (60 s): the request deadline
     assert transport.disconnected
-    assert site.slow_clients == 1
+    assert site_of(site).slow_clients == 1
 
 
-def test_a_kept_alive_connection_waits_for_the_idle_timeout_after_a_response() -> None:
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_a_kept_alive_connection_waits_for_the_idle_timeout_after_a_response(
+    fast_lane: bool,
+) -> None:
     daemon = make_daemon(
-        {"server": {"listen": ["tcp:0"], "request_timeout": "2s", "idle_timeout": "10s"}}
+        {
+            "server": {
+                "listen": ["tcp:0"],
+                "fast_lane": fast_lane,
+                "request_timeout": "2s",
+                "idle_timeout": "10s",
+            }
+        }
     )
     site = daemon.service.listeners[0].factory
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -266,7 +292,7 @@ def test_a_kept_alive_connection_waits_for_the_idle_timeout_after_a_response() -
     assert transport.value().startswith(b"HTTP/1.1 200")
     daemon.reactor.advance(5.0)  # past request_timeout: a kept-alive connection stays
     assert not transport.disconnecting and not transport.disconnected
-    assert site.slow_clients == 0
+    assert site_of(site).slow_clients == 0
     daemon.reactor.advance(5.0)  # idle_timeout after the response
     assert transport.disconnecting or transport.disconnected
-    assert site.slow_clients == 0
+    assert site_of(site).slow_clients == 0

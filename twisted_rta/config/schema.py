@@ -57,6 +57,9 @@ class ServerConfig:
     # A kept-alive connection with no request for this long is closed.
     idle_timeout: float = setting(60.0, duration(minimum=0.1))
     max_connections: int = setting(10_000, integer(minimum=1))
+    # POST /api/v1/events and /events/batch parsed by httptools and answered without
+    # twisted.web (every other request is bridged to it); false: twisted.web answers all.
+    fast_lane: bool = setting(True, boolean)
     # Peers whose X-Forwarded-For is believed (addresses or CIDR networks).
     trusted_proxies: tuple[str, ...] = setting(
         (), string_list(item=lambda v, p: network(v, p)), reload=True

@@ -46,38 +46,47 @@ class Intake:
     journal: EventJournal | None
     store_backlogged: Callable[[], bool]
 
-    def take(self, events: Sequence[Event]) -> Deferred[None] | None:
-        """Take ``events`` whole, or raise Refused; a Deferred when the 202 must wait for
-        the journal's fsync, None when the events are taken already."""
-        if not events:
-            return None
+    def refusal(self, count: int) -> Refused | None:
+        """Why ``count`` events could not be taken now, or None: the checks of ``take``
+        that need only a count, so a request can be refused before its body is decoded."""
         if self.store_backlogged():
-            raise Refused(
+            return Refused(
                 "store_unavailable",
                 "the window store is failing and too many closed windows wait for it; "
                 "nothing of this request was accepted, retry later",
                 STORE_RETRY_AFTER,
             )
         queue = self.queue
-        if not queue.has_room(len(events)):
+        if not queue.has_room(count):
             if queue.closed:
-                raise Refused(
+                return Refused(
                     "shutting_down",
                     "the daemon is shutting down; retry on another node or after it restarts",
                     QUEUE_RETRY_AFTER,
                 )
-            raise Refused(
+            return Refused(
                 "queue_full",
                 f"intake queue is full ({queue.depth} of {queue.capacity} events waiting); "
                 "nothing of this request was accepted, retry later",
                 QUEUE_RETRY_AFTER,
             )
+        if self.journal is not None and not self.journal.room_for(count):
+            return _journal_full()
+        return None
+
+    def take(self, events: Sequence[Event]) -> Deferred[None] | None:
+        """Take ``events`` whole, or raise Refused; a Deferred when the 202 must wait for
+        the journal's fsync, None when the events are taken already."""
+        if not events:
+            return None
+        refused = self.refusal(len(events))
+        if refused is not None:
+            raise refused
+        queue = self.queue
         journal = self.journal
         if journal is None:
             queue.offer(events)
             return None
-        if not journal.room_for(len(events)):
-            raise _journal_full()
         try:
             seq = journal.append(events)
         except JournalFull:

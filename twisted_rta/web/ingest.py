@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -21,8 +22,10 @@ from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
-from twisted_rta.web.responses import ApiError, json_body
+from twisted_rta.web.responses import ApiError, encoded_json_body
 from twisted_rta.web.site import RTARequest
+
+_encode_answer = msgspec.json.Encoder().encode
 
 
 class IngestHandler:
@@ -45,8 +48,29 @@ class IngestHandler:
         self._telemetry = telemetry
         self._limiters = limiters
 
+    def early_refusal(self, endpoint: str, body_bytes: int) -> ApiError | None:
+        """The 503 a body of this size would get for want of room, known before decoding it
+        (the fast lane asks from Content-Length alone and then skips the body). Every event
+        is at most ``max_event_bytes``, so the body holds at least this many; one at least."""
+        count = 1 if endpoint == "single" else max(1, body_bytes // self.limits.max_event_bytes)
+        refused = self._intake.refusal(count)
+        if refused is None:
+            return None
+        return ApiError(
+            503, refused.code, refused.message, headers={"Retry-After": str(refused.retry_after)}
+        )
+
+    def count_early_refusal(self, endpoint: str, refusal: ApiError) -> ApiError:
+        """Count a request refused before decoding (its events unknown: as one)."""
+        self._telemetry.received(endpoint).inc()
+        self._telemetry.rejected(endpoint, refusal.code).inc()
+        return refusal
+
     def single(self, request: Exchange, body: bytes) -> bytes | Deferred[bytes]:
         endpoint = "single"
+        refusal = self.early_refusal(endpoint, len(body))
+        if refusal is not None:
+            raise self.count_early_refusal(endpoint, refusal)
         telemetry = self._telemetry
         telemetry.received(endpoint).inc()
         try:
@@ -68,6 +92,9 @@ class IngestHandler:
 
     def batch(self, request: Exchange, body: bytes) -> bytes | Deferred[bytes]:
         endpoint = "batch"
+        refusal = self.early_refusal(endpoint, len(body))
+        if refusal is not None:
+            raise self.count_early_refusal(endpoint, refusal)
         telemetry = self._telemetry
         try:
             batch = decode_batch(body, now=self._clock.seconds(), limits=self.limits)
@@ -138,9 +165,11 @@ class IngestHandler:
                 headers={"Retry-After": str(refused.retry_after)},
             ) from None
         self._telemetry.accepted(endpoint).inc(len(events))
+        # msgspec writes what json.dumps would for these strings and integers, 4x faster.
+        body = _encode_answer(payload)
         if durable is None:
-            return json_body(request, payload, 202)
-        return durable.addCallback(lambda _: json_body(request, payload, 202))
+            return encoded_json_body(request, body, 202)
+        return durable.addCallback(lambda _: encoded_json_body(request, body, 202))
 
 
 class IngestApp:

@@ -4,7 +4,6 @@ per-request state, connection deadlines, and the access log."""
 from __future__ import annotations
 
 import re
-import uuid
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
@@ -16,6 +15,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from twisted_rta.events.ids import new_uuid4
 from twisted_rta.internals import channel_handling_request
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.exchange import Exchange
@@ -55,7 +55,7 @@ def client_request_id(request: Exchange) -> bytes | None:
 
 def new_request_id(request: Exchange) -> bytes:
     """The client's valid X-Request-ID, else a fresh UUID4."""
-    return client_request_id(request) or str(uuid.uuid4()).encode("ascii")
+    return client_request_id(request) or new_uuid4().encode("ascii")
 
 
 class RTARequest(Request):
@@ -99,30 +99,38 @@ class RTARequest(Request):
     def _reject_too_large(self, limit: int) -> None:
         """Answer 413 at once and close, so an oversized body is never buffered."""
         self._rejected = True
-        self.request_id = new_request_id(self)
         # The request line is parsed but not yet handed to the Request (requestReceived
         # runs after the body): HTTPChannel keeps it meanwhile.
         method: bytes = getattr(self.channel, "_command", b"-")
         uri: bytes = getattr(self.channel, "_path", b"-")
+        self.request_id = new_request_id(self)
         self.route = ROUTES.match(uri.split(b"?", 1)[0])
-        body = encode_json(
-            error_payload(
-                "body_too_large", f"request body exceeds the limit of {limit} bytes", limit=limit
-            )
-        )
-        head = (
-            b"HTTP/1.1 413 " + reason_phrase(413) + b"\r\n"
-            b"Content-Type: application/json; charset=utf-8\r\n"
-            b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
-            b"X-Request-ID: " + self.request_id + b"\r\n"
-            b"Connection: close\r\n\r\n"
-        )
-        self.channel.transport.write(head + body)
+        answer, log_args = body_too_large_answer(method, uri, limit, self.request_id)
+        self.channel.transport.write(answer)
         self.channel.loseConnection()
         site: RTASite = self.channel.site
-        site.log_line(
-            method, loggable_path(uri), 413, 0.0, len(body), self.request_id, self.route.label
+        site.log_line(*log_args)
+
+
+def body_too_large_answer(
+    method: bytes, uri: bytes, limit: int, request_id: bytes
+) -> tuple[bytes, tuple[Any, ...]]:
+    """The whole 413 answer (the connection closes after it) and its access log line's
+    arguments, for a body over ``limit``: sent before the body is read, on either lane."""
+    route = ROUTES.match(uri.split(b"?", 1)[0])
+    body = encode_json(
+        error_payload(
+            "body_too_large", f"request body exceeds the limit of {limit} bytes", limit=limit
         )
+    )
+    answer = (
+        b"HTTP/1.1 413 " + reason_phrase(413) + b"\r\n"
+        b"Content-Type: application/json; charset=utf-8\r\n"
+        b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
+        b"X-Request-ID: " + request_id + b"\r\n"
+        b"Connection: close\r\n\r\n" + body
+    )
+    return answer, (method, loggable_path(uri), 413, 0.0, len(body), request_id, route.label)
 
 
 class RTAChannel(HTTPChannel):
