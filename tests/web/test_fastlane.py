@@ -243,3 +243,47 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() -> Non
     assert not connection.transport.disconnecting
     daemon.reactor.advance(0.2)
     assert connection.transport.disconnecting
+
+
+def test_a_query_with_non_ascii_bytes_is_parsed_as_twisted_web_does() -> None:
+    daemon = make_daemon(
+        {"auth": {"keys": [{"name": "site", "key": "k" * 20, "scopes": ["ingest"]}]}}
+    )
+    connection = Connection(daemon)
+    connection.send(post(b"/api/v1/events?api_key=%C3%A9%FF", ONE))
+    [(status, _, body)] = responses(connection.take())
+    assert (status, body["code"]) == (401, "unauthorized")
+
+
+def test_an_error_in_a_handler_is_a_500_envelope_and_the_connection_lives_on(
+    captured_logs: list[dict[str, Any]],
+) -> None:
+    daemon = make_daemon()
+    connection = Connection(daemon)
+
+    def broken(request: Any, body: bytes) -> bytes:
+        raise RuntimeError("boom")
+
+    connection.protocol._lane.ingest.single = broken  # type: ignore[method-assign]
+    connection.send(post(b"/api/v1/events", ONE) + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers = responses(connection.take())
+    assert [
+        (status, body["status"] if status == 200 else body["code"]) for status, _, body in answers
+    ] == [
+        (500, "internal_error"),
+        (200, "healthy"),
+    ]
+    assert "boom" not in repr(answers)
+    assert any("boom" in repr(event.get("log_failure")) for event in captured_logs)
+
+
+def test_a_bug_in_the_lane_itself_ends_the_connection_instead_of_hanging_it() -> None:
+    daemon = make_daemon()
+    connection = Connection(daemon)
+
+    def broken(message: Any) -> None:
+        raise RuntimeError("bug")
+
+    connection.protocol._answer_here = broken  # type: ignore[method-assign]
+    connection.send(post(b"/api/v1/events", ONE))
+    assert connection.transport.disconnecting or connection.transport.aborting  # type: ignore[attr-defined]

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import parse_qs
 
 import httptools
 from twisted.internet.defer import Deferred
@@ -29,7 +28,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import datetimeToString
+from twisted.web.http import datetimeToString, parse_qs
 from twisted.web.http_headers import Headers
 from twisted.web.server import version as SERVER_VERSION
 from zope.interface import implementer
@@ -111,7 +110,7 @@ class LeanRequest:
         path, query = target.split(b"?", 1) if b"?" in target else (target, b"")
         self.path = path
         self.args: dict[bytes, list[bytes]] = (
-            parse_qs(query, keep_blank_values=True) if query else {}
+            parse_qs(query, 1) if query else {}  # twisted.web's parser: the same args
         )
         self._headers = headers
         self._peer = peer
@@ -240,10 +239,16 @@ class FastLaneProtocol(Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError:
-            if not self._stopped:  # an error of ours, not a decided last answer
-                errors.failure("fast lane parser callback failed", Failure())
-                self._last_answer(BAD_REQUEST, None)
+        except httptools.HttpParserCallbackError as error:
+            if not self._stopped:  # a bug of ours, not a decided last answer
+                cause = error.__context__ or error
+                errors.failure(
+                    "the fast lane failed on a request; closing its connection",
+                    Failure(cause, type(cause), cause.__traceback__),
+                )
+                # Where the connection stood is unknown: end it rather than guess.
+                self._stopped = True
+                self.transport.abortConnection()
         except httptools.HttpParserUpgrade:
             self._last_answer(BAD_REQUEST, None)  # no upgrades are offered
         except httptools.HttpParserError:
