@@ -222,6 +222,7 @@ class FastLaneProtocol(Protocol):
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)  # answers go out at once, not after 40 ms
         self.transport.registerProducer(self, True)
+        self._peer = self.transport.getPeer()  # built anew by every call: once is enough
         # The first request must arrive within request_timeout too: a connection that never
         # sends a byte would otherwise hold a slot until idle_timeout.
         self._receiving_since = self._idle_since = lane.clock.seconds()
@@ -410,7 +411,7 @@ class FastLaneProtocol(Protocol):
             message.method,
             message.target,
             RequestHeaders(message.headers),
-            self.transport.getPeer(),
+            self._peer,
             response,
         )
         try:
@@ -499,9 +500,10 @@ class FastLaneProtocol(Protocol):
     # -- the last answer, deadlines, closing --
 
     def _refuse_too_large(self, message: Message, limit: int) -> None:
-        peer = self.transport.getPeer()
         headers = RequestHeaders(message.headers)
-        probe = LeanRequest(message.method, message.target, headers, peer, ResponseHeaders(bytes))
+        probe = LeanRequest(
+            message.method, message.target, headers, self._peer, ResponseHeaders(bytes)
+        )
         request_id = new_request_id(probe)  # the client's own when valid, as on Klein
         self._last_answer(*body_too_large_answer(message.method, message.target, limit, request_id))
         raise _Stop
