@@ -2,7 +2,11 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--scenario NAME ...] [--duration S]
                                             [--journal MODE ...] [--repeat N] [--workdir DIR]
+                                            [--lane {fast,klein} | --compare]
                                             [--json PATH] [--install] [--no-pin]
+
+    # the fast ingest lane against twisted.web/Klein, each scenario back to back:
+    .venv/bin/python benchmarks/run.py --compare --scenario single --scenario batch1000
 
 Run it with the Python of the virtual environment the daemon is installed in: the daemon is
 started as the ``twistd`` next to that interpreter. See benchmarks/README.md.
@@ -25,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.machine import apply_to_self, choose_pinning, describe_machine, filesystem_of
-from benchkit.report import JsonLines, journal_table, table
-from benchkit.scenarios import JOURNAL_MODES, SCENARIOS, Settings
+from benchkit.report import COMPARED_LANES, JsonLines, compare_tables, journal_table, table
+from benchkit.scenarios import JOURNAL_MODES, LANES, SCENARIOS, Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 INSTALL_WRK = ["apt-get", "install", "-y", "wrk"]
@@ -68,6 +72,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="MODE",
         help="repeatable: run each scenario once per journal mode (off, interval, always), "
         "back to back; default: the daemon's defaults (journal on, fsync interval)",
+    )
+    lanes = parser.add_mutually_exclusive_group()
+    lanes.add_argument(
+        "--lane",
+        choices=list(LANES),
+        default="fast",
+        help="server.fast_lane of the daemons: fast (true, the default) or klein (false: "
+        "twisted.web/Klein answers everything)",
+    )
+    lanes.add_argument(
+        "--compare",
+        action="store_true",
+        help="run each scenario twice, back to back with the same settings: lane klein, then "
+        "fast; print a table per scenario with the fast/klein ratios",
     )
     parser.add_argument(
         "--repeat",
@@ -167,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     output = JsonLines(options.json or BENCH_DIR / "results" / f"{stamp}.jsonl")
     names = options.scenario or DEFAULT_SCENARIOS
     modes: list[str | None] = list(options.journal or [None])
+    lanes: list[str] = list(COMPARED_LANES) if options.compare else [options.lane]
     if options.workdir is not None:
         options.workdir.mkdir(parents=True, exist_ok=True)
     data_fs = filesystem_of(Path(options.workdir or tempfile.gettempdir()))
@@ -181,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         f"journal: {', '.join(m for m in modes if m) if options.journal else 'daemon defaults'}"
         f"; data dirs on {data_fs}"
         + (f"; {options.repeat} repetitions" if options.repeat > 1 else ""),
+        flush=True,
+    )
+    print(
+        "lanes: klein (server.fast_lane: false), then fast (true), back to back"
+        if options.compare
+        else f"lane: {options.lane} (server.fast_lane: {str(LANES[options.lane]).lower()})",
         flush=True,
     )
     if data_fs.startswith("tmpfs") and "always" in modes:
@@ -199,14 +224,19 @@ def main(argv: list[str] | None = None) -> int:
             pinning=pinning,
             workdir=Path(workdir),
         )
+        # The lanes innermost: both lanes of a scenario run back to back, on the same
+        # machine state, so their ratio is the least disturbed figure of the run.
         runs = [
-            (repetition, name, mode)
+            (repetition, name, mode, lane)
             for repetition in range(1, options.repeat + 1)
             for name in names
             for mode in (modes if name not in NO_DAEMON else [None])
+            for lane in (lanes if name not in NO_DAEMON else [None])
         ]
-        for repetition, name, mode in runs:
+        for repetition, name, mode, lane in runs:
             title = name + (f" [journal {mode}]" if mode else "")
+            if lane and (options.compare or lane != "fast"):
+                title += f" [{lane}]"
             if options.repeat > 1:
                 title += f" #{repetition}"
             print(f"running {title} ...", flush=True)
@@ -219,10 +249,14 @@ def main(argv: list[str] | None = None) -> int:
                 "wrk_threads": settings.wrk_threads,
                 "repetition": repetition,
                 "repetitions": options.repeat,
+                # None: no daemon (generator-ceiling), no lane.
+                "lane": lane,
+                "compare": options.compare,
                 "machine": machine,
             }
             try:
-                results = SCENARIOS[name](dataclasses.replace(settings, journal=mode))
+                scenario_settings = dataclasses.replace(settings, journal=mode, lane=lane or "fast")
+                results = SCENARIOS[name](scenario_settings)
             except Exception as error:  # report it, keep running the other scenarios
                 traceback.print_exc()
                 results = [
@@ -243,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         baseline = "off" if "off" in options.journal else options.journal[0]
         print(journal_table(records, baseline))
+    if options.compare:
+        print()
+        print(compare_tables(records))
     print(f"\nJSON lines: {output.path}")
     return 1 if any("error" in record for record in records) else 0
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,23 +24,25 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@requires(
+requires_wrk = requires(
     shutil.which("wrk") is not None,
     "wrk is not installed (apt-get install -y wrk); the benchmark harness drives the daemon "
     "with it",
 )
-def test_quick_batch100_reports_figures(tmp_path: Path) -> None:
+
+
+def run_harness(tmp_path: Path, *args: str) -> tuple[str, list[dict[str, Any]]]:
+    """``benchmarks/run.py --quick --duration 2 ARGS``: its output and its JSON lines."""
     output = tmp_path / "bench.jsonl"
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "run.py"),
         "--quick",
-        "--scenario",
-        "batch100",
         "--duration",
         "2",
         "--json",
         str(output),
+        *args,
     ]
     # Own session: on timeout the whole group (harness, daemon, wrk) goes, not just run.py.
     harness = subprocess.Popen(
@@ -57,8 +60,12 @@ def test_quick_batch100_reports_figures(tmp_path: Path) -> None:
         out, _ = harness.communicate()
         pytest.fail("benchmarks/run.py did not finish within 90 s:\n" + out)
     assert harness.returncode == 0, out
+    return out, [json.loads(line) for line in output.read_text().splitlines()]
 
-    records = [json.loads(line) for line in output.read_text().splitlines()]
+
+@requires_wrk
+def test_quick_batch100_reports_figures(tmp_path: Path) -> None:
+    _, records = run_harness(tmp_path, "--scenario", "batch100")
     assert [record["scenario"] for record in records] == ["batch100"]
     record = records[0]
     assert record["events_per_s"] > 0  # counted by the daemon itself
@@ -66,3 +73,16 @@ def test_quick_batch100_reports_figures(tmp_path: Path) -> None:
     assert record["latency_p99_ms"] > 0
     assert record["daemon_exit"] == "clean"
     assert record["machine"]["nproc"] >= 1
+    assert record["lane"] == "fast"  # server.fast_lane's default
+    assert record["responses_503"] >= 0
+
+
+@requires_wrk
+def test_quick_compare_runs_both_lanes(tmp_path: Path) -> None:
+    out, records = run_harness(tmp_path, "--compare", "--scenario", "single")
+    assert [(r["scenario"], r["lane"]) for r in records] == [
+        ("single", "klein"),
+        ("single", "fast"),
+    ]
+    assert all(r["events_per_s"] > 0 and r["daemon_exit"] == "clean" for r in records)
+    assert "fast/klein" in out  # the ratio row of the comparison table

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,14 @@ def wrk_threads(record: dict[str, Any]) -> int:
 
 
 def label(record: dict[str, Any]) -> str:
-    """The scenario, plus its journal mode and repetition when the run had several."""
+    """The scenario, plus its journal mode, its lane (when compared or not the default) and
+    repetition when the run had several."""
     text = str(record["scenario"])
     if record.get("journal") not in (None, "default"):
         text += f" [journal {record['journal']}]"
+    lane = record.get("lane")
+    if lane and (record.get("compare") or lane != "fast"):
+        text += f" [{lane}]"
     if record.get("repetitions", 1) > 1:
         text += f" #{record['repetition']}"
     return text
@@ -84,9 +89,14 @@ def details(record: dict[str, Any]) -> list[str]:
     for name, read in record.get("reads", {}).items():
         latency = read["latency_ms"]
         lines.append(
-            f"  reads {name:<12} {read['path']}: {read['requests_per_s']:.1f} req/s, "
+            f"  {label(record)}: {name:<12} {read['path']}: {read['requests_per_s']:.1f} req/s, "
             f"p50 {_number(latency['p50'], 2)} ms, p99 {_number(latency['p99'], 2)} ms,"
             f" non-2xx {_non_2xx(read['non_2xx'])}"
+        )
+    if record.get("responses_503"):
+        lines.append(
+            f"  {label(record)}: {record['responses_503']:,} answers 503 (queue full: "
+            "shed, not counted in events/s)"
         )
     if "memory" in record:
         at = record["memory"]["rss_mib_at_percent"]
@@ -224,6 +234,124 @@ def journal_table(records: Iterable[dict[str, Any]], baseline: str = "off") -> s
     lines.append(
         f"  x {baseline}: mean events/s over the mean of journal {baseline} (range: each "
         "repetition over the same repetition's baseline); (min-max) over the repetitions"
+    )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A column of the lane comparison; ``ratio``: it gets a fast/klein ratio."""
+
+    header: str
+    value: Callable[[dict[str, Any]], float | None]
+    digits: int = 0
+    ratio: bool = False
+
+
+def _other_non_2xx(record: dict[str, Any]) -> int:
+    return int(sum(record.get("non_2xx", {}).values()) - record.get("responses_503", 0))
+
+
+COMPARED_LANES = ("klein", "fast")  # the reference first; the ratio is fast over klein
+LANE_FIGURES = (
+    Figure("req/s", lambda r: r.get("requests_per_s"), ratio=True),
+    Figure("events/s", lambda r: r.get("events_per_s"), ratio=True),
+    Figure("p50 ms", lambda r: r.get("latency_p50_ms"), 2),
+    Figure("p99 ms", lambda r: r.get("latency_p99_ms"), 2, ratio=True),
+    Figure("CPU %", lambda r: r.get("daemon_cpu_pct")),
+    Figure("peak RSS MiB", lambda r: r.get("peak_rss_mib")),
+    Figure("503s", lambda r: r.get("responses_503")),
+    Figure("other non-2xx", _other_non_2xx),
+    # Shown so a ratio taken while something else used the daemon's core is seen as such.
+    Figure("other %", _other_busy),
+)
+
+
+def _read_p99(reader: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda record: record["reads"][reader]["latency_ms"]["p99"]
+
+
+def _scenario_figures(records: list[dict[str, Any]]) -> list[Figure]:
+    """The columns this scenario's records have beyond LANE_FIGURES."""
+    extra: list[Figure] = []
+    readers = dict.fromkeys(name for r in records for name in r.get("reads", {}))
+    extra.extend(Figure(f"{name} p99 ms", _read_p99(name), 2, ratio=True) for name in readers)
+    if any("memory" in r for r in records):
+        extra.append(
+            Figure("RSS MiB at 100%", lambda r: r["memory"]["rss_mib_at_percent"]["100"]["rss_mib"])
+        )
+    if any("flush" in r for r in records):
+        extra.append(Figure("flush mean ms", lambda r: r["flush"]["mean_ms"], 1))
+    return extra
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _ratio_cell(fast: list[dict[str, Any]], klein: list[dict[str, Any]], figure: Figure) -> str:
+    numerator = _mean([figure.value(r) for r in fast])
+    denominator = _mean([figure.value(r) for r in klein])
+    if not figure.ratio or numerator is None or not denominator:
+        return ""
+    return f"{numerator / denominator:.3f}"
+
+
+def _render(rows: list[tuple[str, ...]], left: int = 1) -> list[str]:
+    """Aligned rows under a dashed rule: the first ``left`` columns left-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, cells in enumerate(rows):
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i < left else cell.rjust(widths[i])
+                for i, cell in enumerate(cells)
+            ).rstrip()
+        )
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return lines
+
+
+def lane_table(records: list[dict[str, Any]]) -> list[str]:
+    """One scenario (one journal mode): a row per run, then the fast/klein ratio row."""
+    done = [r for r in records if "error" not in r]
+    figures = [*LANE_FIGURES, *_scenario_figures(done)]
+    rows: list[tuple[str, ...]] = [("lane", *(figure.header for figure in figures))]
+    for record in records:
+        name = str(record["lane"])
+        if record.get("repetitions", 1) > 1:
+            name += f" #{record['repetition']}"
+        if "error" in record:
+            rows.append((name, "FAILED", *("" for _ in figures[1:])))
+            continue
+        rows.append((name, *(_number(f.value(record), f.digits) for f in figures)))
+    fast = [r for r in done if r["lane"] == "fast"]
+    klein = [r for r in done if r["lane"] == "klein"]
+    if fast and klein:
+        rows.append(("fast/klein", *(_ratio_cell(fast, klein, figure) for figure in figures)))
+    title = str(records[0]["scenario"])
+    if records[0].get("journal") not in (None, "default"):
+        title += f" [journal {records[0]['journal']}]"
+    return [title, *_render(rows)]
+
+
+def compare_tables(records: Iterable[dict[str, Any]]) -> str:
+    """Per scenario and journal mode, the klein and fast lanes side by side (--compare)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("lane") in COMPARED_LANES:
+            key = (str(record["scenario"]), str(record.get("journal", "default")))
+            groups.setdefault(key, []).append(record)
+    lines: list[str] = []
+    for runs in groups.values():
+        runs.sort(key=lambda r: (r.get("repetition", 1), COMPARED_LANES.index(r["lane"])))
+        lines.extend([*lane_table(runs), ""])
+    lines.append(
+        "  klein: server.fast_lane false (twisted.web/Klein answers everything); fast: true\n"
+        "  fast/klein: mean of the fast runs over the mean of the klein runs (throughput: "
+        "> 1 is faster; p99: < 1 is faster)"
     )
     return "\n".join(lines)
 

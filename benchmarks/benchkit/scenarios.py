@@ -43,6 +43,8 @@ class Settings:
     # None: the config leaves the journal section out (the daemon's defaults); else a key
     # of JOURNAL_MODES, written into the daemon's config.
     journal: str | None = None
+    # A key of LANES: which HTTP path answers the ingest POSTs (server.fast_lane).
+    lane: str = "fast"
 
 
 # --journal MODE -> the config's journal section. The journal lives in the daemon's data_dir,
@@ -52,6 +54,11 @@ JOURNAL_MODES: dict[str, dict[str, Any]] = {
     "interval": {"enabled": True, "fsync": "interval"},
     "always": {"enabled": True, "fsync": "always"},
 }
+
+
+# --lane / --compare -> server.fast_lane. "klein": twisted.web/Klein answers every request,
+# the reference the fast httptools lane for POST /api/v1/events(/batch) is measured against.
+LANES: dict[str, bool] = {"fast": True, "klein": False}
 
 
 def ingest_job(name: str, *, batch: int, connections: int, pool: int, **extra: int) -> WrkJob:
@@ -115,16 +122,21 @@ def memory_job(events: int, threads: int) -> WrkJob:
     return ingest_job("memory", batch=1000, connections=4, pool=0, counter=1, quota=quota)
 
 
-def daemon_config(workdir: Path, level: str, journal: str | None = None) -> dict[str, Any]:
+def daemon_config(
+    workdir: Path, level: str, journal: str | None = None, lane: str = "fast"
+) -> dict[str, Any]:
     # limits.max_dimension_values and the windows stay at their defaults on purpose.
     config: dict[str, Any] = {
         "logging": {"level": level, "format": "console", "access_log": False},
         "processing": {"buffer_size": 200_000},
         "rate_limits": {"enabled": False},
         "store": {"data_dir": str(workdir / "store"), "node_id": "bench"},
+        # Always written, so a run says which lane it measured whatever the default becomes.
+        "server": {"fast_lane": LANES[lane]},
     }
     if journal is not None:
-        # Not reloadable: both configs the harness writes (info, then warn) carry the same.
+        # Not reloadable (nor is server.fast_lane): both configs the harness writes (info,
+        # then warn) carry the same.
         config["journal"] = dict(JOURNAL_MODES[journal])
     return config
 
@@ -191,7 +203,9 @@ class Daemon:
         ]
         # Start at info: the port is only known from the "listening on" line. JSON is YAML.
         self.config_path.write_text(
-            json.dumps(daemon_config(self.workdir, "info", settings.journal), indent=2)
+            json.dumps(
+                daemon_config(self.workdir, "info", settings.journal, settings.lane), indent=2
+            )
         )
         self.server = ServerProcess(argv, cwd=self.workdir, log_path=self.workdir / "daemon.log")
         self.pid = self.server.pid
@@ -205,7 +219,9 @@ class Daemon:
             # and applies the new level in the same reactor call.
             offset = len(self.server.log_text())
             self.config_path.write_text(
-                json.dumps(daemon_config(self.workdir, "warn", self.settings.journal))
+                json.dumps(
+                    daemon_config(self.workdir, "warn", self.settings.journal, self.settings.lane)
+                )
             )
             self.server.signal(signal.SIGHUP)
             self.server.wait_for_log(re.compile("reloading the config"), 15, after=offset)
@@ -310,6 +326,9 @@ def _figures(
         "peak_rss_mib": round(peak_rss_mib(daemon.pid), 1),
         "rss_end_mib": round(rss_mib(daemon.pid), 1),
         "non_2xx": main.non_2xx,
+        # 503 queue_full: the daemon sheds load cheaply instead of queueing it; a lane that
+        # answers faster than the workers aggregate shows it here rather than in events/s.
+        "responses_503": main.statuses.get("503", 0),
         **machine_load(start, end, cpu, daemon.settings.pinning),
         **_wrk_cpu(run, main.duration_s),
         **daemon.journal_figures(),
@@ -579,7 +598,7 @@ def _batch1000(settings: Settings) -> list[dict[str, Any]]:
     return [
         timed(
             "batch1000",
-            "POST /api/v1/events/batch, 1000 events per request, 4 connections",
+            "POST /api/v1/events/batch, 1000 events per request, 4 connections; counts 503s",
             BATCH1000,
             settings,
         )
