@@ -53,7 +53,7 @@ errors = Logger(namespace="twisted_rta.web.fastlane")
 # The paths this lane answers itself when POSTed (the raw target, before any query).
 FAST_PATHS = {b"/api/v1/events": "single", b"/api/v1/events/batch": "batch"}
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # twisted.web's own, then it closes
-MAX_TARGET_BYTES = 16384  # twisted.web's longest request line
+MAX_LINE_BYTES = 16384  # twisted.web's longest request or header line (HTTPChannel.MAX_LENGTH)
 ABORT_AFTER_CLOSE = 15.0  # twisted.web's abortTimeout for a client that will not read
 MAX_WAITING = 16  # parsed requests queued behind the one being answered before reading pauses
 
@@ -285,18 +285,22 @@ class FastLaneProtocol(Protocol):
     def on_url(self, url: bytes) -> None:
         message = cast(Message, self._message)
         message.target += url
-        if len(message.target) > MAX_TARGET_BYTES:
-            self._last_answer(BAD_REQUEST, None)
+        if len(message.target) > MAX_LINE_BYTES:
+            self._last_answer(b"", None)  # twisted.web closes on an overlong line, unanswered
             raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
         message = cast(Message, self._message)
         message.headers.append((name, value))
-        message.header_bytes += len(name) + len(value) + 2
-        if (
-            len(message.headers) > RTAChannel.maxHeaders
-            or message.header_bytes > RTAChannel.totalHeadersSize
-        ):
+        line = len(name) + 2 + len(value)  # "Name: value", as twisted.web counts it
+        if line > MAX_LINE_BYTES:
+            self._last_answer(b"", None)  # closed unanswered, as by twisted.web
+            raise _Stop
+        message.header_bytes += line
+        # twisted.web counts the request line in the headers' total (method, target and
+        # version with their two spaces: at least 14 bytes besides the target).
+        total = message.header_bytes + len(message.target) + 14
+        if len(message.headers) > RTAChannel.maxHeaders or total > RTAChannel.totalHeadersSize:
             self._last_answer(BAD_REQUEST, None)
             raise _Stop
 
@@ -307,6 +311,9 @@ class FastLaneProtocol(Protocol):
         message.started_at = lane.clock.seconds()
         message.method = parser.get_method()
         message.version = parser.get_http_version().encode("ascii")
+        if message.version == b"0.9":  # a request line without a version: twisted.web's 400
+            self._last_answer(BAD_REQUEST, None)
+            raise _Stop
         length: int | None = None
         expects_continue = False
         connection: bytes | None = None

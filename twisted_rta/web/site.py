@@ -157,6 +157,13 @@ class RTAChannel(HTTPChannel):
             self._deadline = self.site.clock.callLater(self.site.request_timeout, self._too_slow)
         super().dataReceived(data)
 
+    def allHeadersReceived(self) -> None:
+        if self.length is not None and self.length > self.site.max_body_bytes:
+            # RTARequest.gotLength answers 413 and closes: twisted.web would then still send
+            # its automatic "100 Continue", a stray interim answer after the final one.
+            self.requests[-1].requestHeaders.removeHeader(b"Expect")
+        super().allHeadersReceived()
+
     def allContentReceived(self) -> None:
         self._cancel_deadline()
         super().allContentReceived()
