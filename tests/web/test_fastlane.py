@@ -10,6 +10,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from tests.conftest import Daemon, make_daemon
+from tests.contract import check as check_contract
 from tests.helpers import site_of
 from twisted_rta.web.fastlane import FastLane, FastLaneProtocol
 
@@ -287,3 +288,48 @@ def test_a_bug_in_the_lane_itself_ends_the_connection_instead_of_hanging_it() ->
     connection.protocol._answer_here = broken  # type: ignore[method-assign]
     connection.send(post(b"/api/v1/events", ONE))
     assert connection.transport.disconnecting or connection.transport.aborting  # type: ignore[attr-defined]
+
+
+def test_every_fast_lane_answer_keeps_the_openapi_contract() -> None:
+    key = "i" * 20
+    daemon = make_daemon(
+        {
+            "auth": {
+                "keys": [
+                    {"name": "site", "key": key, "scopes": ["ingest"]},
+                    {"name": "dash", "key": "r" * 20, "scopes": ["read"]},
+                ]
+            },
+            "rate_limits": {"ingest": {"requests_per_second": 1, "requests_burst": 8}},
+            "limits": {"max_body_bytes": 4096, "max_batch_events": 5},
+            "processing": {"buffer_size": 5},
+        },
+        start=False,
+    )
+    bearer = b"Authorization: Bearer " + key.encode() + b"\r\n"
+    cases = [
+        (b"/api/v1/events", ONE, bearer),  # 202
+        (b"/api/v1/events/batch", b"[" + ONE + b',{"type":""}]', bearer),  # 202, partial
+        (b"/api/v1/events/batch", b'[{"type":""}]', bearer),  # 400 no valid events
+        (b"/api/v1/events", b"{not json", bearer),  # 400
+        (b"/api/v1/events", b"", bearer),  # 400 empty
+        (b"/api/v1/events", ONE, b""),  # 401
+        (b"/api/v1/events", ONE, b"Authorization: Bearer " + b"r" * 20 + b"\r\n"),  # 403
+        (b"/api/v1/events/batch", b"[" + b",".join([ONE] * 6) + b"]", bearer),  # 413 too many events
+        (b"/api/v1/events/batch", b"[" + b",".join([ONE] * 4) + b"]", bearer),  # 503 full
+    ]
+    seen = set()
+    for path, body, extra in cases + [(b"/api/v1/events", ONE, bearer)] * 4:  # then 429
+        connection = Connection(daemon)
+        connection.send(post(path, body, extra=extra))
+        written = connection.take()
+        head, payload = written.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            name, value = line.split(": ", 1)
+            headers.setdefault(name.lower(), []).append(value)
+        check_contract("POST", path.decode(), status, headers, payload)
+        seen.add(status)
+    assert seen == {202, 400, 401, 403, 413, 429, 503}
