@@ -315,7 +315,7 @@ def test_every_fast_lane_answer_keeps_the_openapi_contract() -> None:
         (b"/api/v1/events", b"", bearer),  # 400 empty
         (b"/api/v1/events", ONE, b""),  # 401
         (b"/api/v1/events", ONE, b"Authorization: Bearer " + b"r" * 20 + b"\r\n"),  # 403
-        (b"/api/v1/events/batch", b"[" + b",".join([ONE] * 6) + b"]", bearer),  # 413 too many events
+        (b"/api/v1/events/batch", b"[" + b",".join([ONE] * 6) + b"]", bearer),  # 413: too many
         (b"/api/v1/events/batch", b"[" + b",".join([ONE] * 4) + b"]", bearer),  # 503 full
     ]
     seen = set()
