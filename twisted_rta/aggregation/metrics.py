@@ -112,7 +112,9 @@ class _Scalar:
         return cls(value=value, count=count, updated_at=updated_at)
 
     def copy(self) -> Self:
-        return type(self)(value=self.value, count=self.count, updated_at=self.updated_at)
+        # Positional: half the cost of keywords, and a flush copies every changed counter
+        # (~30k at full ingest) on the reactor thread.
+        return type(self)(self.value, self.count, self.updated_at)
 
 
 @define
