@@ -278,3 +278,17 @@ async def test_an_invalid_batch_is_refused_and_writes_nothing(
     assert await stored_counts(store) == {}
     assert await bounded(store.load_totals()) == {}
     assert await bounded(reader.read_publications(exclude_node="node-b")) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_totals_are_taken_when_written_not_when_the_write_completes(
+    make_any_store: AnyStoreFactory,
+) -> None:
+    # The flush hands the store the live all-time metrics: they keep changing after write().
+    store = await make_any_store()
+    live = counter(5, 5)
+    written = store.write(batch_of([], {"total_events": live}))
+    live.increment(T0 + 1, 100.0)
+    await bounded(written)
+    totals = await bounded(store.load_totals())
+    assert (totals["total_events"].value, totals["total_events"].count) == (5, 5)

@@ -189,10 +189,12 @@ class Aggregator:
         }
 
     def global_changes(self, since: float) -> dict[str, Metric]:
-        """Independent copies of the global metrics whose ``updated_at`` (the ``now`` of
-        their latest add; a restore keeps the later of the two times) is at or after
-        ``since``, for incremental storage."""
-        return self._all_time.current.changed_since(since)
+        """The global metrics whose ``updated_at`` (the ``now`` of their latest add; a
+        restore keeps the later of the two times) is at or after ``since``, for incremental
+        storage. The live metrics, not copies: the flush hands them to ``WindowStore.write``,
+        which serialises or copies them before it returns (copying ~30k counters here first
+        was a quarter of a flush tick on the reactor thread)."""
+        return self._all_time.current.updated_since(since)
 
     def restore_global(self, name: str, metric: Metric) -> None:
         """Merge a stored all-time metric into the live one of that name (or create it).

@@ -106,6 +106,11 @@ class MetricSet:
             if metric.updated_at >= since
         }
 
+    def updated_since(self, since: float) -> dict[str, Metric]:
+        """The live metrics updated at or after ``since`` (not copies: read them before the
+        next event is added)."""
+        return {name: metric for name, metric in self.metrics.items() if metric.updated_at >= since}
+
     def copy(self) -> MetricSet:
         """An independent deep copy (same bounds, overflow counts and metrics)."""
         twin = MetricSet(self.rules, self.max_dimension_values, self.lg_k)

@@ -41,7 +41,8 @@ class FlushBatch:
 
     # Merged into this node's rows (a late delta merges into its stored window).
     windows: Sequence[tuple[int, ClosedWindow]]
-    # This node's all-time state of these metrics: overwrites the stored rows.
+    # This node's all-time state of these metrics: overwrites the stored rows. The live
+    # metrics: ``write`` serialises or copies them before it returns.
     totals: Mapping[str, Metric]
     # The local checkpoint this batch comes from; None: no journal, no mark kept.
     mark: int | None
@@ -107,7 +108,8 @@ class WindowStore(Protocol):
         publication and store ``batch.mark`` unless the committed mark is higher (a mark
         never goes down). Return how many windows were merged; the rest were stored
         already. On failure nothing is written and the same batch may be sent again; an
-        invalid batch (``FlushBatch.check``) fails with ValueError."""
+        invalid batch (``FlushBatch.check``) fails with ValueError. ``batch.totals`` are the
+        live metrics: serialise or copy them before returning, they keep changing after."""
 
     def read_mark(self) -> Deferred[int]:
         """This node's committed mark; 0 when it never committed one."""
