@@ -333,3 +333,20 @@ def test_every_fast_lane_answer_keeps_the_openapi_contract() -> None:
         check_contract("POST", path.decode(), status, headers, payload)
         seen.add(status)
     assert seen == {202, 400, 401, 403, 413, 429, 503}
+
+
+def test_an_upgrade_request_is_answered_as_a_plain_one_and_http_goes_on() -> None:
+    daemon = make_daemon()
+    connection = Connection(daemon)
+    upgrade = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
+    connection.send(
+        b"GET /health HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n" + post(b"/api/v1/events", ONE)
+    )
+    connection.send(post(b"/api/v1/events", ONE))
+    answers = responses(connection.take())
+    assert [status for status, _, _ in answers] == [200, 202, 202]
+    assert not connection.transport.disconnecting
+    # With a body, llhttp would hand the body to the (absent) upgraded protocol: refused.
+    connection.send(post(b"/api/v1/events", ONE, extra=upgrade))
+    assert connection.take() == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+    assert connection.transport.disconnecting

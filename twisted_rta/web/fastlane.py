@@ -250,8 +250,14 @@ class FastLaneProtocol(Protocol):
                 # Where the connection stood is unknown: end it rather than guess.
                 self._stopped = True
                 self.transport.abortConnection()
-        except httptools.HttpParserUpgrade:
-            self._last_answer(BAD_REQUEST, None)  # no upgrades are offered
+        except httptools.HttpParserUpgrade as upgrade:
+            # No protocol is offered to upgrade to: the request was answered as any other
+            # (twisted.web ignores Upgrade too) and the connection goes on as HTTP, but llhttp
+            # stops after an Upgrade request: a fresh parser takes the rest.
+            self._parser = httptools.HttpRequestParser(self)
+            rest = data[upgrade.args[0] :]
+            if rest:
+                self.dataReceived(rest)
         except httptools.HttpParserError:
             self._last_answer(BAD_REQUEST, None)
 
@@ -331,6 +337,11 @@ class FastLaneProtocol(Protocol):
             message.had_body = True
         # twisted.web's rule, kept for identical answers: HTTP/1.1 stays open unless the
         # first Connection header has the token "close"; anything older closes.
+        if message.had_body and parser.should_upgrade():
+            # llhttp would take the body for the upgraded protocol, and none is offered:
+            # refused like any request this server cannot read (twisted.web's bare 400).
+            self._last_answer(BAD_REQUEST, None)
+            raise _Stop
         tokens = connection.lower().split(b" ") if connection is not None else []
         message.persistent = message.version == b"1.1" and b"close" not in tokens
         limit = lane.site.max_body_bytes
