@@ -144,12 +144,12 @@ def test_exit_status_one_after_a_failed_shutdown(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(wiring.atexit, "register", lambda *args: registered.append(args))
     daemon = make_daemon()
     daemon.reactor._exitSignal = 15
-    wiring._exit_status(daemon.reactor, daemon.service.shutdown_errors)
+    wiring.exit_status(daemon.reactor, daemon.service.shutdown_errors)
     assert registered == []  # a clean stop keeps twistd's own exit (0 or the signal)
     assert daemon.reactor._exitSignal == 15
 
     daemon.service.shutdown_errors.append("shutdown step failed: disk full")
-    wiring._exit_status(daemon.reactor, daemon.service.shutdown_errors)
+    wiring.exit_status(daemon.reactor, daemon.service.shutdown_errors)
     assert daemon.reactor._exitSignal is None
     assert registered == [(wiring._hard_exit, 1)]
 
@@ -157,7 +157,7 @@ def test_exit_status_one_after_a_failed_shutdown(monkeypatch: pytest.MonkeyPatch
 def test_exit_status_trigger_is_registered_after_shutdown() -> None:
     daemon = make_daemon()
     triggers = daemon.reactor.triggers["after"]["shutdown"]
-    assert any(trigger[0] is wiring._exit_status for trigger in triggers)
+    assert any(trigger[0] is wiring.exit_status for trigger in triggers)
 
 
 def test_port_in_use_fails_the_start_loudly(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ imports the global reactor; the composition itself is in wiring.py)."""
 
 from __future__ import annotations
 
-import atexit
 import os
 import signal
 import sys
@@ -25,7 +24,6 @@ from twisted_rta.config import (
     text,
 )
 from twisted_rta.config.endpoints import check_endpoint
-from twisted_rta.internals import clear_exit_signal
 from twisted_rta.ops.child_readiness import ChildReadiness
 from twisted_rta.ops.file_limit import HEADROOM, FileLimit, raise_file_limit
 from twisted_rta.ops.handover import HandoverSockets, refusal
@@ -41,7 +39,7 @@ from twisted_rta.ops.systemd import SystemdNotifier
 from twisted_rta.store.interface import PermanentStoreError
 from twisted_rta.store.lease import node_id_candidates
 from twisted_rta.store.lifecycle import retry_policy
-from twisted_rta.wiring import build_daemon, configured_node_id
+from twisted_rta.wiring import build_daemon, configured_node_id, exit_status
 
 log = Logger()
 
@@ -238,25 +236,8 @@ def _make_supervisor(options: Options, reactor: Any, observer: Any) -> IService:
     )
     # The handler only schedules: the forwarding runs on the reactor thread.
     signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(supervisor.reload))
-    reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, errors)
+    reactor.addSystemEventTrigger("after", "shutdown", exit_status, reactor, errors)
     return supervisor
-
-
-def _exit_status(reactor: Any, errors: list[str]) -> None:
-    """A child that failed the start or the stop ends the supervisor with status 1."""
-    if not errors:
-        return
-    log.error("exiting with status 1: {errors}", errors="; ".join(errors))
-    # twistd re-raises SIGTERM/SIGINT after the reactor stops, which systemd counts as a
-    # clean stop; clear it and leave with 1 once twistd has removed its pid file.
-    clear_exit_signal(reactor)
-    atexit.register(_hard_exit, 1)
-
-
-def _hard_exit(status: int) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 def _report_file_limit(limit: FileLimit) -> None:

@@ -246,7 +246,7 @@ def build_daemon(
     reloader = build_reloader(config, http, log_observer, notifier, reload_config)
     # Only the error list, not the service: a reference from the reactor would keep every
     # sketch alive past interpreter teardown (nanobind then prints leak warnings).
-    reactor.addSystemEventTrigger("after", "shutdown", _exit_status, reactor, shutdown_errors)
+    reactor.addSystemEventTrigger("after", "shutdown", exit_status, reactor, shutdown_errors)
     log.info(
         # The node id is known once the store has granted its lease: "store open (node ...)".
         "twisted-rta {version} starting with {config}",
@@ -482,8 +482,9 @@ def build_reloader(
     )
 
 
-def _exit_status(reactor: Any, shutdown_errors: list[str]) -> None:
-    """A failed shutdown step must end the process with status 1, not a clean signal exit."""
+def exit_status(reactor: Any, shutdown_errors: list[str]) -> None:
+    """After the reactor stopped: a failed shutdown step (or a supervised child that failed
+    its start or stop) ends the process with status 1, not a clean signal exit."""
     if not shutdown_errors:
         return
     log.error("exiting with status 1: {errors}", errors="; ".join(shutdown_errors))
