@@ -11,6 +11,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
+from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.responses import ApiError, error_payload, json_body
 
 log = Logger()
@@ -52,8 +53,9 @@ def _api_error(self: Any, request: IRequest, failure: Failure) -> bytes:
     return cast(ApiError, failure.value).render(request)
 
 
-def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
-    # The traceback goes to the log, never to the client.
+def internal_error(request: Exchange, failure: Failure) -> bytes:
+    """The 500 of an unexpected error, on either lane: the traceback goes to the log, never
+    to the client."""
     log.failure(
         "unhandled error in {method} {path}",
         failure,
@@ -61,6 +63,10 @@ def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
         path=request.path.decode("utf-8", "replace"),
     )
     return json_body(request, error_payload("internal_error", "internal server error"), 500)
+
+
+def _unexpected(self: Any, request: IRequest, failure: Failure) -> bytes:
+    return internal_error(cast(Exchange, request), failure)
 
 
 def add_json_error_handlers(app: Klein) -> Klein:

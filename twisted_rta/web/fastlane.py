@@ -35,8 +35,9 @@ from zope.interface import implementer
 
 from twisted_rta.web.bridge import Bridge, serialised_request
 from twisted_rta.web.edge import EdgeResource
+from twisted_rta.web.errors import internal_error
 from twisted_rta.web.ingest import IngestHandler
-from twisted_rta.web.responses import ApiError, error_payload, json_body
+from twisted_rta.web.responses import ApiError
 from twisted_rta.web.routes import INGEST_APP, ROUTES, Route
 from twisted_rta.web.site import (
     RTAChannel,
@@ -48,7 +49,7 @@ from twisted_rta.web.site import (
 )
 
 log = Logger(namespace="twisted_rta.access")
-errors = Logger(namespace="twisted_rta.web.fastlane")
+failures = Logger(namespace="twisted_rta.web.fastlane")
 
 # The paths this lane answers itself when POSTed (the raw target, before any query).
 FAST_PATHS = {b"/api/v1/events": "single", b"/api/v1/events/batch": "batch"}
@@ -106,7 +107,6 @@ class LeanRequest:
         response: ResponseHeaders,
     ) -> None:
         self.method = method
-        self.uri = target
         path, query = target.split(b"?", 1) if b"?" in target else (target, b"")
         self.path = path
         self.args: dict[bytes, list[bytes]] = (
@@ -243,7 +243,7 @@ class FastLaneProtocol(Protocol):
         except httptools.HttpParserCallbackError as error:
             if not self._stopped:  # a bug of ours, not a decided last answer
                 cause = error.__context__ or error
-                errors.failure(
+                failures.failure(
                     "the fast lane failed on a request; closing its connection",
                     Failure(cause, type(cause), cause.__traceback__),
                 )
@@ -448,7 +448,7 @@ class FastLaneProtocol(Protocol):
         except ApiError as error:
             result = error.render(request)
         except Exception:
-            result = self._internal_error(request, Failure())
+            result = internal_error(request, Failure())
         if isinstance(result, Deferred):
             result.addCallbacks(
                 lambda body: self._send(message, request, body),
@@ -461,18 +461,7 @@ class FastLaneProtocol(Protocol):
     def _failed(request: LeanRequest, failure: Failure) -> bytes:
         if isinstance(failure.value, ApiError):
             return failure.value.render(request)
-        return FastLaneProtocol._internal_error(request, failure)
-
-    @staticmethod
-    def _internal_error(request: LeanRequest, failure: Failure) -> bytes:
-        # The traceback goes to the log, never to the client (as web/errors.py does).
-        errors.failure(
-            "unhandled error in {method} {path}",
-            failure,
-            method=request.method.decode("ascii", "replace"),
-            path=request.path.decode("utf-8", "replace"),
-        )
-        return json_body(request, error_payload("internal_error", "internal server error"), 500)
+        return internal_error(request, failure)
 
     def _send(self, message: Message, request: LeanRequest, body: bytes) -> None:
         if self._closed:
