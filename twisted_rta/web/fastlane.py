@@ -335,13 +335,13 @@ class FastLaneProtocol(Protocol):
                 connection = value
         if length is not None:
             message.had_body = True
-        # twisted.web's rule, kept for identical answers: HTTP/1.1 stays open unless the
-        # first Connection header has the token "close"; anything older closes.
         if message.had_body and parser.should_upgrade():
             # llhttp would take the body for the upgraded protocol, and none is offered:
             # refused like any request this server cannot read (twisted.web's bare 400).
             self._last_answer(BAD_REQUEST, None)
             raise _Stop
+        # twisted.web's rule, kept for identical answers: HTTP/1.1 stays open unless the
+        # first Connection header has the token "close"; anything older closes.
         tokens = connection.lower().split(b" ") if connection is not None else []
         message.persistent = message.version == b"1.1" and b"close" not in tokens
         limit = lane.site.max_body_bytes
@@ -436,9 +436,6 @@ class FastLaneProtocol(Protocol):
             admitted = lane.edge.admit(request)
             if isinstance(admitted, bytes):
                 result: bytes | Deferred[bytes] = admitted
-            elif admitted.app != INGEST_APP:  # a route table that moved the path elsewhere
-                self._answer_by_bridge(message)
-                return
             elif message.refusal is not None:
                 refusal = lane.ingest.count_early_refusal(message.kind or "", message.refusal)
                 result = refusal.render(request)
@@ -608,6 +605,9 @@ class FastLane(Factory):
         ingest: IngestHandler,
         clock: IReactorTime,
     ) -> None:
+        for path in FAST_PATHS:  # the lane answers these as ingest: the table must agree
+            if ROUTES.match(path).app != INGEST_APP:
+                raise ValueError(f"the route table does not give {path!r} to the ingest app")
         self.site = site
         self.edge = edge
         self.ingest = ingest
