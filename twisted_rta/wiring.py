@@ -27,6 +27,7 @@ from twisted_rta.config import (
     ConfigError,
     data_directory,
     default_node_id,
+    rules_of,
     store_url,
     summary,
 )
@@ -217,6 +218,7 @@ def build_daemon(
             status=lambda: status.snapshot(reactor.seconds()),
             analytics=pipeline.aggregator.metrics,
             rules=pipeline.aggregator.rules,
+            reserved=frozenset(family.name for family in telemetry.registry.collect()),
         )
     )
     http = build_http(config, reactor, pipeline, status, telemetry, listener_states)
@@ -269,6 +271,7 @@ def new_aggregator(config: Config, now: float) -> Aggregator:
         grace=config.windows.grace,
         max_dimension_values=config.limits.max_dimension_values,
         started_at=now,
+        rules=rules_of(config.metrics.builtin, config.metrics.rules),
     )
 
 

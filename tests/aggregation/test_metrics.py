@@ -68,22 +68,33 @@ def test_gauge_keeps_last_value() -> None:
     assert (gauge.value, gauge.count, gauge.updated_at) == (2.0, 2, 2.0)
 
 
+def test_gauge_keeps_the_value_of_the_latest_event_time() -> None:
+    gauge = Gauge()
+    gauge.set(5.0, 100.0, at=50.0)
+    gauge.set(2.0, 101.0, at=40.0)  # older event, processed later: not the latest value
+    assert (gauge.value, gauge.count, gauge.updated_at, gauge.at) == (5.0, 2, 101.0, 50.0)
+    gauge.set(7.0, 102.0, at=50.0)  # same event time: the later one wins
+    assert gauge.value == 7.0
+
+
 @pytest.mark.parametrize(
-    ("a", "b", "value", "updated_at"),
+    ("a", "b", "value", "at"),
     [
-        (Gauge(1.0, 1, 10.0), Gauge(2.0, 3, 20.0), 2.0, 20.0),
-        (Gauge(1.0, 1, 30.0), Gauge(2.0, 3, 20.0), 1.0, 30.0),
-        (Gauge(1.0, 1, 20.0), Gauge(2.0, 3, 20.0), 2.0, 20.0),
+        (Gauge(1.0, 1, 99.0, 10.0), Gauge(2.0, 3, 5.0, 20.0), 2.0, 20.0),
+        (Gauge(1.0, 1, 5.0, 30.0), Gauge(2.0, 3, 99.0, 20.0), 1.0, 30.0),
+        (Gauge(1.0, 1, 99.0, 20.0), Gauge(2.0, 3, 5.0, 20.0), 2.0, 20.0),
     ],
     ids=["other-later", "self-later", "tie-other-wins"],
 )
-def test_gauge_merge_keeps_later_value(a: Gauge, b: Gauge, value: float, updated_at: float) -> None:
+def test_gauge_merge_keeps_the_later_event_time(
+    a: Gauge, b: Gauge, value: float, at: float
+) -> None:
     a.merge(b)
-    assert (a.value, a.count, a.updated_at) == (value, 4, updated_at)
+    assert (a.value, a.count, a.at, a.updated_at) == (value, 4, at, 99.0)
 
 
 def test_gauge_round_trip_and_copy() -> None:
-    gauge = Gauge(value=42.0, count=3, updated_at=9.0)
+    gauge = Gauge(value=42.0, count=3, updated_at=9.0, at=7.5)
     assert Gauge.from_bytes(gauge.to_bytes()) == gauge
     clone = gauge.copy()
     clone.set(1.0, 10.0)

@@ -414,3 +414,53 @@ def test_closed_windows_round_trip_with_their_late_flag() -> None:
         assert closed_view(back) == closed_view(closed)
         assert all(isinstance(w.metrics, dict) for w in back)
     assert restore_closed(export_closed([])) == []
+
+
+def test_a_checkpoint_loads_under_changed_rules() -> None:
+    """Rules are restart-only: the state of the old rules loads into an aggregator with
+    new ones; a removed rule's series stay as plain metrics, a new rule starts empty, a
+    metric whose kind changed is left out, and counting goes on."""
+    from twisted_rta.aggregation.fields import FieldPath
+    from twisted_rta.aggregation.rules import Match, MetricRule, Rules, builtin_rules
+
+    plan = FieldPath.parse("properties.plan")
+    signup = Match(type="signup")
+    old_rules = Rules(
+        (
+            *builtin_rules(),
+            MetricRule("signups", signup, count=True, labels=(("plan", plan),)),
+            MetricRule("plans", signup, count=True),
+        )
+    )
+    new_rules = Rules(
+        (
+            *builtin_rules(),
+            MetricRule("plans", signup, unique=plan),  # was a counter
+            MetricRule("accounts", signup, unique=FieldPath.parse("user_id")),
+        )
+    )
+
+    def aggregator(rules: Rules) -> Aggregator:
+        return Aggregator(
+            window_sizes=DEFAULT_SIZES,
+            grace=5.0,
+            max_dimension_values=3,
+            started_at=T0,
+            rules=rules,
+        )
+
+    original = aggregator(old_rules)
+    original.add_many(
+        [event("signup", T0 + 1, user_id="u1", properties={"plan": "pro"})] * 2, T0 + 2
+    )
+    twin = aggregator(new_rules)
+    restore_aggregator(twin, via_msgpack(export_aggregator(original)))
+    kept = twin.metric("signups:pro")
+    assert kept is not None and kept.value == 2  # no longer a family: a plain metric
+    assert twin.metric("plans") is None  # a counter then, a unique now: left out
+    twin.add_many([event("signup", T0 + 3, user_id="u2", properties={"plan": "team"})], T0 + 4)
+    plans, accounts = twin.metric("plans"), twin.metric("accounts")
+    assert plans is not None and plans.value == 1
+    assert accounts is not None and accounts.value == 1  # only events after the restart
+    total = twin.metric("total_events")
+    assert total is not None and total.value == 3

@@ -99,3 +99,12 @@ def test_a_merge_that_breaks_a_rule_between_keys_is_refused() -> None:
     )
     with pytest.raises(ConfigError, match=r"^processing\.buffer_size: .*\(5000\).*got 1000$"):
         merge_reloadable(current, new)
+
+
+def test_metric_rules_wait_for_a_restart() -> None:
+    rule = {"name": "signups", "when": {"type": "signup"}, "count": True}
+    current = Config()
+    new = config_from_mapping({"metrics": {"builtin": False, "rules": [rule]}})
+    assert not {key for key in reloadable_keys() if key.startswith("metrics.")}
+    merged = merge_reloadable(current, new)
+    assert merged.metrics == current.metrics

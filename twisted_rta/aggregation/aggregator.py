@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from attrs import define, field, frozen
 
 from twisted_rta.aggregation.alltime import AllTime
-from twisted_rta.aggregation.batch import BatchLayout, BatchSummary, layout_for
+from twisted_rta.aggregation.batch import BatchPlan, BatchSummary, Skips, plan_for
 from twisted_rta.aggregation.metrics import Metric, MetricSnapshot
 from twisted_rta.aggregation.metricset import MetricSet
 from twisted_rta.aggregation.rollups import Rollups, as_sizes
@@ -23,7 +23,8 @@ class AggregatorStats:
     """Operational counters for /stats; ``metrics_count`` counts global metrics only and
     ``active_windows`` open windows of every resolution (not pending late deltas).
 
-    ``dimension_overflow_by_base`` is the global metrics' overflow per counter family;
+    ``dimension_overflow_by_base`` is the global metrics' overflow per series family
+    (``events_by_type`` and every labelled rule metric);
     ``window_dimension_overflow`` the windows' (every resolution, cumulative); and
     ``dimension_overflow`` the sum of both.
     """
@@ -38,6 +39,8 @@ class AggregatorStats:
     dimension_overflow_by_base: Mapping[str, int]
     window_dimension_overflow: int
     uptime_seconds: float
+    rule_skips: Mapping[tuple[str, str], int]  # (rule, reason) -> events skipped
+    events_dropped: int  # by drop rules
 
 
 @define(kw_only=True)
@@ -58,7 +61,10 @@ class Aggregator:
     window_lg_k: int = DEFAULT_WINDOW_LG_K
 
     _all_time: AllTime = field(init=False)
-    _layout: BatchLayout = field(init=False)
+    _plan: BatchPlan = field(init=False)
+    # Operational counts since the start (not checkpointed: Prometheus counters may reset).
+    _skips: Skips = field(init=False, factory=dict)
+    _dropped: int = field(init=False, default=0)
     _windows: Rollups = field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -67,7 +73,7 @@ class Aggregator:
         if self.max_dimension_values < 0:
             raise ValueError("max_dimension_values must be >= 0")
         self._all_time = AllTime(MetricSet(self.rules, self.max_dimension_values, self.global_lg_k))
-        self._layout = layout_for(self.rules)
+        self._plan = plan_for(self.rules)
         self._windows = Rollups(
             self.window_sizes, self.grace, self.rules, self.max_dimension_values, self.window_lg_k
         )
@@ -79,8 +85,15 @@ class Aggregator:
 
     def add_many(self, events: Iterable[Event], now: float) -> None:
         batch = events if isinstance(events, list | tuple) else list(events)
+        if self._plan.drops:
+            batch, dropped = self._plan.kept(batch)
+            self._dropped += dropped
         # Summarised once for both the all-time set and (usually) the one window it falls in.
-        summary = BatchSummary.of(batch, self._layout)
+        summary = BatchSummary.of(batch, self._plan)
+        if summary.skips:
+            skips = self._skips
+            for skip, n in summary.skips.items():
+                skips[skip] = skips.get(skip, 0) + n
         start = self._windows.window_start(batch) if batch else None
         self._all_time.before(start)
         overflow = self._all_time.window_overflow
@@ -148,6 +161,8 @@ class Aggregator:
             dimension_overflow_by_base=by_base,
             window_dimension_overflow=window_overflow,
             uptime_seconds=now - self.started_at,
+            rule_skips=dict(self._skips),
+            events_dropped=self._dropped,
         )
 
     # -- checkpoints (aggregation/state.py) ----------------------------------------------

@@ -21,6 +21,7 @@ _HEADER = struct.Struct("<BB")
 _SCALAR = struct.Struct("<BBdqd")  # header, value, count, updated_at
 _HISTOGRAM = struct.Struct("<BBqdddd")  # header, count, sum, min, max, updated_at; then KLL
 _UNIQUE = struct.Struct("<BBd")  # header, updated_at; then HLL
+_GAUGE = struct.Struct("<BBdqdd")  # header, value, count, updated_at, event time of the value
 _KIND_CODES = ("counter", "gauge", "histogram", "set")
 
 DEFAULT_KLL_K = 200
@@ -33,13 +34,15 @@ def _header(kind: str) -> tuple[int, int]:
 
 
 def _check_header(data: bytes, kind: str, minimum: int) -> None:
-    if len(data) < minimum:
+    if len(data) < _HEADER.size:
         raise ValueError(f"{kind} data too short: {len(data)} bytes")
     version, code = _HEADER.unpack_from(data)
     if version != _VERSION:
         raise ValueError(f"unsupported {kind} serialisation version {version}")
     if code != _KIND_CODES.index(kind) + 1:
         raise ValueError(f"data holds kind code {code}, not a {kind}")
+    if len(data) < minimum:
+        raise ValueError(f"{kind} data too short: {len(data)} bytes")
 
 
 def _check_same_kind(metric: Metric, other: object) -> None:
@@ -92,7 +95,7 @@ class MetricSnapshot:
 
 @define
 class _Scalar:
-    """The state Counter and Gauge share: a value, how many updates, and when."""
+    """A value, how many updates, and when (the state of a Counter)."""
 
     kind: ClassVar[str]
     code: ClassVar[int]  # the kind's code in the serialised header
@@ -153,24 +156,62 @@ class Counter(_Scalar):
 
 
 @define
-class Gauge(_Scalar):
-    """The last value set; ``count`` is how many times it was set."""
+class Gauge:
+    """The value with the latest event time (``at``); ``count`` is how many values were
+    set. On equal times the value set (or merged in) later wins. ``updated_at`` is when it
+    last changed, in processing time, like every metric's (incremental storage reads it).
+    """
 
     kind: ClassVar[str] = "gauge"
     code: ClassVar[int] = _KIND_CODES.index("gauge") + 1
+    value: float = 0.0
+    count: int = 0
+    updated_at: float = 0.0
+    at: float = -math.inf
 
-    def set(self, value: float, now: float) -> None:
-        self.value = value
+    def set(self, value: float, now: float, at: float | None = None) -> None:
+        """Set ``value`` observed at event time ``at`` (``now`` when not given), unless the
+        gauge holds a later one."""
+        at = now if at is None else at
+        if at >= self.at:
+            self.value = value
+            self.at = at
         self.count += 1
         self.updated_at = now
 
+    def set_latest(self, value: float, at: float, values: int, now: float) -> None:
+        """``values`` settings at once, ``value`` at ``at`` the latest of them: the result of
+        setting them one by one."""
+        if at >= self.at:
+            self.value = value
+            self.at = at
+        self.count += values
+        self.updated_at = now
+
     def merge(self, other: Gauge) -> None:
-        """Keep the later value; on a tie ``other`` wins, as it is the newer data merged in."""
+        """Keep the value of the later event time; on a tie ``other`` wins, as it is the
+        newer data merged in."""
         _check_same_kind(self, other)
-        if other.updated_at >= self.updated_at:
+        if other.at >= self.at:
             self.value = other.value
-            self.updated_at = other.updated_at
+            self.at = other.at
         self.count += other.count
+        self.updated_at = max(self.updated_at, other.updated_at)
+
+    def snapshot(self, name: str) -> MetricSnapshot:
+        return MetricSnapshot(name, self.kind, self.value, self.count, self.updated_at)
+
+    def to_bytes(self) -> bytes:
+        return _GAUGE.pack(_VERSION, self.code, self.value, self.count, self.updated_at, self.at)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        _check_header(data, cls.kind, _GAUGE.size)
+        _, _, value, count, updated_at, at = _GAUGE.unpack(data)
+        return cls(value, count, updated_at, at)
+
+    def copy(self) -> Self:
+        return type(self)(self.value, self.count, self.updated_at, self.at)
 
 
 @define
@@ -362,8 +403,8 @@ def kind_code(kind: str) -> int:
     return _KIND_CODES.index(kind) + 1
 
 
-def scalars_to_bytes(metrics: Sequence[Counter | Gauge]) -> bytes:
-    """The state of many counters and gauges at once, for checkpoints: three little-endian
+def scalars_to_bytes(metrics: Sequence[Counter]) -> bytes:
+    """The state of many counters at once, for checkpoints: three little-endian
     columns of ``len(metrics)`` entries (value float64, count int64, updated_at float64).
 
     The bulk form of ``to_bytes``: a few C loops instead of a call and a bytes object per
@@ -380,9 +421,7 @@ def scalars_to_bytes(metrics: Sequence[Counter | Gauge]) -> bytes:
     return b"".join(column.tobytes() for column in columns)
 
 
-def scalars_from_bytes(
-    classes: Sequence[type[Counter] | type[Gauge]], data: bytes
-) -> list[Counter | Gauge]:
+def scalars_from_bytes(classes: Sequence[type[Counter]], data: bytes) -> list[Counter]:
     """New metrics of ``classes`` (one per entry) from ``scalars_to_bytes`` data."""
     n = len(classes)
     if len(data) != 24 * n:
@@ -505,5 +544,71 @@ class CounterFamily:
     def _other_counter(self) -> Counter:
         if self._other is None:
             self._other = Counter()
+            self.registry[self.other_name] = self._other
+        return self._other
+
+
+@define
+class SeriesFamily:
+    """Metrics of one kind named ``<base>:<key>``, at most ``limit`` keys: a labelled rule
+    metric's series (sums, histograms, uniques, gauges; labelled counts use
+    ``CounterFamily``). Keys past the limit share ``<base>:__other__``, and every
+    contribution routed there counts one ``overflow``. New series are published into
+    ``registry`` as they appear; ``new`` makes an empty metric of the family's kind."""
+
+    base: str
+    limit: int
+    registry: dict[str, Metric]
+    new: Callable[[], Metric]
+    overflow: int = 0
+    _by_key: dict[str, Metric] = field(factory=dict)
+    _other: Metric | None = None
+
+    @property
+    def other_name(self) -> str:
+        return f"{self.base}:{OTHER}"
+
+    @property
+    def bucket(self) -> Metric | None:
+        """The ``__other__`` series, once something went there."""
+        return self._other
+
+    def series(self, key: str, contributions: int) -> Metric:
+        """The metric ``key``'s ``contributions`` go to: its own, or the bucket."""
+        metric = self._by_key.get(key)
+        if metric is not None:
+            return metric
+        if key != OTHER and len(self._by_key) < self.limit:
+            metric = self.new()
+            self.adopt(key, metric)
+            return metric
+        self.overflow += contributions
+        return self._other_metric()
+
+    def merge(self, key: str, metric: Metric, copy: Callable[[Metric], Metric]) -> None:
+        """Merge another family's series ``key``, bounded like ``series``; ``copy`` makes
+        this family's own metric of it (nothing of ``metric`` is shared)."""
+        own = self._by_key.get(key)
+        if own is None:
+            if key != OTHER and len(self._by_key) < self.limit:
+                self.adopt(key, copy(metric))
+                return
+            # A merged sketch counts as one contribution: its members cannot be counted.
+            self.overflow += 1 if isinstance(metric, Unique) else metric.count
+            own = self._other_metric()
+        own.merge(metric)  # type: ignore[arg-type]  # merge checks the kind
+
+    def adopt(self, key: str, metric: Metric) -> None:
+        """Track ``metric`` as is (restored or copied); it may exceed the limit."""
+        if key == OTHER:
+            self._other = metric
+            self.registry[self.other_name] = metric
+            return
+        self._by_key[key] = metric
+        self.registry[f"{self.base}:{key}"] = metric
+
+    def _other_metric(self) -> Metric:
+        if self._other is None:
+            self._other = self.new()
             self.registry[self.other_name] = self._other
         return self._other

@@ -1,14 +1,31 @@
-"""Which metrics an event feeds, as data (the seed service's rules are the default)."""
+"""Metric rules as data: which events a rule matches, what it aggregates, under which labels.
+
+The Go original's metrics (``pageviews``, ``page_views:<page>``, ``clicks``,
+``clicks:<element>``, ``unique_pages``, ``purchases``, ``revenue``, ``revenue_histogram``)
+are one preset of these rules (``builtin_rules``); the generic metrics every event feeds
+(``total_events``, ``events_by_type:<type>``, ``unique_users``, ``unique_sessions``) are not
+rules: stats, readiness and the API are defined in terms of them.
+
+Names. A rule with one aggregation makes the metric ``<name>``; with several, one metric per
+aggregation, ``<name>_<aggregation>`` (``order_value_sum``, ``order_value_histogram``). A
+labelled metric is a family of series ``<metric>:<key>``: the key is the label's value for
+one label (``page_views:/home``), ``<label>=<value>,...`` in label-name order for several
+(``,`` ``=`` and ``\\`` in a value escaped with ``\\``), and ``__other__`` for the series
+past ``max_series``. With ``total`` a labelled rule also keeps ``<metric>`` over every
+matched event, labelled or not (the built-in ``clicks``).
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from attrs import field, frozen
 
-from twisted_rta.aggregation.metrics import Counter, Histogram, Unique
+from twisted_rta.aggregation.fields import FieldPath
 
 # Metrics every event feeds; stats and the API depend on these names.
 TOTAL_EVENTS = "total_events"
@@ -16,95 +33,331 @@ EVENTS_BY_TYPE = "events_by_type"
 UNIQUE_USERS = "unique_users"
 UNIQUE_SESSIONS = "unique_sessions"
 GENERIC_METRICS = (TOTAL_EVENTS, UNIQUE_USERS, UNIQUE_SESSIONS)
+OTHER = "__other__"
+
+# Aggregation -> the metric kind it makes, in the order a rule's metrics are listed.
+AGGREGATIONS: Mapping[str, str] = {
+    "count": "counter",
+    "sum": "counter",
+    "histogram": "histogram",
+    "unique": "set",
+    "gauge": "gauge",
+}
+MAX_LABELS = 3
+DEFAULT_MAX_SERIES = 1000
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Query parameters of the query API, so never label names (labels are query filters).
+RESERVED_LABELS = frozenset({"from", "to", "resolution", "by", "limit", "after", "prefix"})
+
+# Why a rule's metric skipped an event (the ``reason`` of rta_rule_skips_total).
+MISSING = "missing"  # the aggregated field is absent or null
+MISTYPED = "mistyped"  # it is not the JSON type the aggregation takes
+OUT_OF_RANGE = "out_of_range"  # a negative sum, a number beyond float range
+MISSING_LABEL = "missing_label"
+MISTYPED_LABEL = "mistyped_label"  # a label value that is not a string
+SKIP_REASONS = (MISSING, MISTYPED, OUT_OF_RANGE, MISSING_LABEL, MISTYPED_LABEL)
+
+Scalar = str | int | float | bool | None
+
+
+@frozen(cache_hash=True)  # a key of the per-batch extraction caches
+class Condition:
+    """The field equals one of ``values`` (JSON equality: ``1`` is not ``true``)."""
+
+    field: FieldPath
+    values: tuple[Scalar, ...]
+
+    def holds(self, value: Any) -> bool:
+        return any(value == v and type(value) is type(v) for v in self.values) or (
+            # 1 and 1.0 are one JSON number.
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and any(
+                isinstance(v, int | float) and not isinstance(v, bool) and v == value
+                for v in self.values
+            )
+        )
+
+
+@frozen(cache_hash=True)
+class Match:
+    """Which events a rule takes: a type (exact) or a type glob (``fnmatch``: ``*``,
+    ``?``, ``[...]``, case-sensitive), and every ``where`` condition."""
+
+    type: str | None = None
+    type_glob: str | None = None
+    where: tuple[Condition, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if (self.type is None) == (self.type_glob is None):
+            raise ValueError("a match takes exactly one of type and type_glob")
+
+    def as_config(self) -> dict[str, Any]:
+        """The match as it is written in the config."""
+        out: dict[str, Any] = (
+            {"type": self.type} if self.type is not None else {"type_glob": self.type_glob}
+        )
+        if self.where:
+            out["where"] = {str(c.field): list(c.values) for c in self.where}
+        return out
+
+    def takes_type(self, event_type: str) -> bool:
+        if self.type is not None:
+            return event_type == self.type
+        assert self.type_glob is not None
+        return fnmatch.fnmatchcase(event_type, self.type_glob)
 
 
 @frozen
-class DimensionRule:
-    """A string property whose value names a counter ``<counter_prefix>:<value>`` (bounded)
-    and/or is added to the unique set ``unique``. Non-string values are ignored."""
+class MetricRule:
+    """One rule: the events it matches, its aggregations (``count`` and/or a field per
+    kind), its labels (label name -> field, up to three) and the bound on its series."""
 
-    property: str
-    counter_prefix: str | None = None
-    unique: str | None = None
+    name: str
+    when: Match
+    count: bool = False
+    sum: FieldPath | None = None
+    histogram: FieldPath | None = None
+    unique: FieldPath | None = None
+    gauge: FieldPath | None = None
+    labels: tuple[tuple[str, FieldPath], ...] = ()
+    max_series: int | None = None  # None: the aggregator's max_dimension_values
+    total: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name {self.name!r} must be 1-128 letters, digits, _ . or -, "
+                "starting with a letter or _"
+            )
+        if not self.aggregations():
+            raise ValueError("a rule needs an aggregation: count, sum, histogram, unique or gauge")
+        if len(self.labels) > MAX_LABELS:
+            raise ValueError(f"at most {MAX_LABELS} labels, got {len(self.labels)}")
+        names = [label for label, _ in self.labels]
+        for label in names:
+            if not LABEL.fullmatch(label):
+                raise ValueError(f"label name {label!r} must be letters, digits and _")
+            if label in RESERVED_LABELS:
+                raise ValueError(f"label name {label!r} is a query parameter of the API")
+        if len(set(names)) != len(names):
+            raise ValueError("a label name is given twice")
+        if self.max_series is not None and self.max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        if self.total and not self.labels:
+            raise ValueError("total only applies to a rule with labels")
+
+    def as_config(self) -> dict[str, Any]:
+        """The rule as it is written in the config."""
+        out: dict[str, Any] = {"name": self.name, "when": self.when.as_config()}
+        for aggregation, path in self.aggregations():
+            out[aggregation] = True if path is None else str(path)
+        if self.labels:
+            out["labels"] = {label: str(path) for label, path in self.labels}
+        if self.max_series is not None:
+            out["max_series"] = self.max_series
+        if self.total:
+            out["total"] = True
+        return out
+
+    def aggregations(self) -> tuple[tuple[str, FieldPath | None], ...]:
+        """(aggregation, field) in the order of ``AGGREGATIONS``; count has no field."""
+        fields = {
+            "count": None,
+            "sum": self.sum,
+            "histogram": self.histogram,
+            "unique": self.unique,
+            "gauge": self.gauge,
+        }
+        return tuple(
+            (aggregation, path)
+            for aggregation, path in fields.items()
+            if (self.count if aggregation == "count" else path is not None)
+        )
+
+    def metrics(self) -> tuple[MetricSpec, ...]:
+        aggregations = self.aggregations()
+        labels = tuple(sorted(self.labels))  # canonical: label-name order
+        return tuple(
+            MetricSpec(
+                rule=self.name,
+                name=self.name if len(aggregations) == 1 else f"{self.name}_{aggregation}",
+                aggregation=aggregation,
+                value=path,
+                when=self.when,
+                labels=labels,
+                max_series=self.max_series,
+                total=self.total or not labels,
+            )
+            for aggregation, path in aggregations
+        )
 
 
 @frozen
-class AmountRule:
-    """A numeric property added to counter ``sum_counter`` and observed by ``histogram``.
+class DropRule:
+    """Events this matches are not aggregated at all (still journalled and answered 202)."""
 
-    Only real JSON numbers >= 0 count (see ``as_amount``): bools, numeric strings, negative
-    and non-finite values are ignored, so a sum counter never decreases.
-    """
+    when: Match
 
-    property: str
-    sum_counter: str | None = None
-    histogram: str | None = None
+    def as_config(self) -> dict[str, Any]:
+        return {"action": "drop", "when": self.when.as_config()}
 
 
 @frozen
-class TypeRule:
-    """Metrics fed by events whose type equals ``event_type`` exactly (case-sensitive)."""
+class MetricSpec:
+    """One metric a rule makes, as the aggregator applies it."""
 
-    event_type: str
-    counter: str
-    dimensions: tuple[DimensionRule, ...] = ()
-    amounts: tuple[AmountRule, ...] = ()
+    rule: str
+    name: str
+    aggregation: str
+    value: FieldPath | None
+    when: Match
+    labels: tuple[tuple[str, FieldPath], ...]  # sorted by label name
+    max_series: int | None  # None: the aggregator's max_dimension_values
+    total: bool  # whether the unlabelled metric ``name`` is kept
+
+    @property
+    def kind(self) -> str:
+        return AGGREGATIONS[self.aggregation]
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label for label, _ in self.labels)
 
 
-def _type_rules(rules: Iterable[TypeRule]) -> tuple[TypeRule, ...]:
+def series_key(values: Iterable[tuple[str, str]]) -> str:
+    """The key of a series from its (label, value) pairs in label-name order."""
+    pairs = list(values)
+    if len(pairs) == 1:
+        return pairs[0][1]
+    return ",".join(f"{label}={_escape(value)}" for label, value in pairs)
+
+
+def parse_series_key(key: str, labels: tuple[str, ...]) -> dict[str, str] | None:
+    """The label values of a series key of a metric with ``labels`` (sorted), or None for
+    the overflow series or a key that is not of that shape."""
+    if key == OTHER:
+        return None
+    if len(labels) == 1:
+        return {labels[0]: key}
+    values: dict[str, str] = {}
+    for part in _split_unescaped(key, ","):
+        pieces = _split_unescaped(part, "=")
+        if len(pieces) != 2:
+            return None
+        values[_unescape(pieces[0])] = _unescape(pieces[1])
+    return values if tuple(values) == labels else None
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def _split_unescaped(text: str, separator: str) -> list[str]:
+    parts, current, escaped = [], [], False
+    for char in text:
+        if escaped:
+            current.append("\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def builtin_rules() -> tuple[MetricRule, ...]:
+    """The Go original's metrics as rules (``metrics.builtin``); its families are bounded
+    by the aggregator's ``max_dimension_values`` (``limits.max_dimension_values``)."""
+    pageview, click, purchase = (Match(type=t) for t in ("pageview", "click", "purchase"))
+    page = FieldPath.parse("properties.page")
+    amount = FieldPath.parse("properties.amount")
+    return (
+        MetricRule("pageviews", pageview, count=True),
+        MetricRule("page_views", pageview, count=True, labels=(("page", page),)),
+        MetricRule("unique_pages", pageview, unique=page),
+        MetricRule(
+            "clicks",
+            click,
+            count=True,
+            labels=(("element", FieldPath.parse("properties.element")),),
+            total=True,
+        ),
+        MetricRule("purchases", purchase, count=True),
+        MetricRule("revenue", purchase, sum=amount),
+        MetricRule("revenue_histogram", purchase, histogram=amount),
+    )
+
+
+def _as_rules(rules: Iterable[MetricRule]) -> tuple[MetricRule, ...]:
     return tuple(rules)
 
 
-def _check_types(_: object, __: object, value: tuple[TypeRule, ...]) -> None:
-    seen = [rule.event_type for rule in value]
-    if len(seen) != len(set(seen)):
-        raise ValueError(f"duplicate event types in rules: {seen}")
+def _as_drops(drops: Iterable[DropRule]) -> tuple[DropRule, ...]:
+    return tuple(drops)
+
+
+@frozen
+class Family:
+    """A labelled metric's series family, as the metric sets hold it."""
+
+    base: str
+    kind: str
+    labels: tuple[str, ...]
+    max_series: int | None  # None: the aggregator's max_dimension_values
 
 
 @frozen
 class Rules:
-    """The type-specific rules; the generic metrics (total, by type, users, sessions) are
-    fixed because stats and the API are defined in terms of them."""
+    """Every rule the aggregator applies, checked as a whole: each metric name has one
+    kind and one owner, and none takes a generic metric's name."""
 
-    types: tuple[TypeRule, ...] = field(converter=_type_rules, validator=_check_types)
-    # Exact metric name -> kind, built once; also rejects one name used for two kinds.
+    metrics: tuple[MetricRule, ...] = field(converter=_as_rules)
+    drops: tuple[DropRule, ...] = field(default=(), converter=_as_drops)
+    specs: tuple[MetricSpec, ...] = field(init=False, eq=False, repr=False)
     _kinds: dict[str, str] = field(init=False, eq=False, repr=False)
-    _bases: tuple[str, ...] = field(init=False, eq=False, repr=False)
+    _families: dict[str, Family] = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        kinds = {
-            TOTAL_EVENTS: Counter.kind,
-            UNIQUE_USERS: Unique.kind,
-            UNIQUE_SESSIONS: Unique.kind,
-        }
-
-        def claim(name: str | None, kind: str) -> None:
-            if name is None:
-                return
-            if kinds.setdefault(name, kind) != kind:
-                raise ValueError(f"metric {name!r} would be both {kinds[name]} and {kind}")
-
-        for rule in self.types:
-            claim(rule.counter, Counter.kind)
-            for dim in rule.dimensions:
-                claim(dim.unique, Unique.kind)
-            for amount in rule.amounts:
-                claim(amount.sum_counter, Counter.kind)
-                claim(amount.histogram, Histogram.kind)
+        specs = tuple(spec for rule in self.metrics for spec in rule.metrics())
+        kinds = {TOTAL_EVENTS: "counter", UNIQUE_USERS: "set", UNIQUE_SESSIONS: "set"}
+        owners = dict.fromkeys(kinds, "the generic metrics")
+        families = {EVENTS_BY_TYPE: Family(EVENTS_BY_TYPE, "counter", ("type",), None)}
+        owners[EVENTS_BY_TYPE] = "the generic metrics"
+        for spec in specs:
+            if spec.total:
+                _claim(owners, spec.name, spec.rule)
+                kinds[spec.name] = spec.kind
+            if spec.labels:
+                if spec.name in families:
+                    raise ValueError(
+                        f"rule {spec.rule!r}: the series {spec.name}:<...> are already "
+                        f"made by {owners[spec.name]}"
+                    )
+                if not spec.total:
+                    _claim(owners, spec.name, spec.rule)
+                families[spec.name] = Family(
+                    spec.name, spec.kind, spec.label_names, spec.max_series
+                )
+        object.__setattr__(self, "specs", specs)
         object.__setattr__(self, "_kinds", kinds)
-        bases = [EVENTS_BY_TYPE]
-        for rule in self.types:
-            for dim in rule.dimensions:
-                if dim.counter_prefix is not None and dim.counter_prefix not in bases:
-                    bases.append(dim.counter_prefix)
-        object.__setattr__(self, "_bases", tuple(bases))
+        object.__setattr__(self, "_families", families)
 
-    def for_type(self) -> dict[str, TypeRule]:
-        return {rule.event_type: rule for rule in self.types}
+    def families(self) -> Mapping[str, Family]:
+        """Every series family by base, ``events_by_type`` first."""
+        return self._families
 
-    def dimension_bases(self) -> tuple[str, ...]:
-        """Every bounded counter family name, ``events_by_type`` first."""
-        return self._bases
+    def family(self, base: str) -> Family | None:
+        return self._families.get(base)
 
     def expected_kind(self, name: str) -> str | None:
         """The kind these rules would create under ``name``, or None if they never do."""
@@ -112,16 +365,28 @@ class Rules:
         if kind is not None:
             return kind
         base, colon, _ = name.partition(":")
-        if colon and base in self._bases:
-            return Counter.kind
+        family = self._families.get(base) if colon else None
+        return None if family is None else family.kind
+
+    def spec_named(self, name: str) -> MetricSpec | None:
+        """The rule metric named ``name`` (labelled or not)."""
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
         return None
+
+
+def _claim(owners: dict[str, str], name: str, rule: str) -> None:
+    owner = owners.get(name)
+    if owner is not None:
+        raise ValueError(f"rule {rule!r}: the metric name {name!r} is already made by {owner}")
+    owners[name] = f"rule {rule!r}"
 
 
 def as_amount(value: Any) -> float | None:
     """A finite float >= 0 for a JSON number (int or float, not bool), else None.
 
-    Negative amounts are ignored: sums are exported as Prometheus counters, which must never
-    decrease. (The decoder already rejects a purchase whose amount is not such a number.)
+    Sums are exported as Prometheus counters, which must never decrease.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -132,22 +397,15 @@ def as_amount(value: Any) -> float | None:
     return amount if 0 <= amount < math.inf else None
 
 
-DEFAULT_RULES = Rules(
-    (
-        TypeRule(
-            "pageview",
-            "pageviews",
-            dimensions=(DimensionRule("page", counter_prefix="page_views", unique="unique_pages"),),
-        ),
-        TypeRule(
-            "click",
-            "clicks",
-            dimensions=(DimensionRule("element", counter_prefix="clicks"),),
-        ),
-        TypeRule(
-            "purchase",
-            "purchases",
-            amounts=(AmountRule("amount", sum_counter="revenue", histogram="revenue_histogram"),),
-        ),
-    )
-)
+def as_number(value: Any) -> float | None:
+    """A finite float for a JSON number (int or float, not bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+DEFAULT_RULES = Rules(builtin_rules())

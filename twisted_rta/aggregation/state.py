@@ -11,8 +11,8 @@ are published; per resolution the open windows and late deltas in the order they
 ``closed_through`` (without it a replayed old event would reopen a closed window and be
 counted twice) and ``closed_overflow``; the late event count; ``started_at``.
 
-A metric set is stored in columns: its names, one kind byte per metric, the counters and
-gauges packed together (``scalars_to_bytes``) and each sketch's ``to_bytes``; so exporting
+A metric set is stored in columns: its names, one kind byte per metric, the counters packed
+together (``scalars_to_bytes``) and each gauge's and sketch's ``to_bytes``; so exporting
 10,000 counters makes a few objects, not 10,000.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from itertools import compress
 from typing import Any
 
@@ -36,7 +35,6 @@ from twisted_rta.aggregation.metrics import (
     scalars_to_bytes,
 )
 from twisted_rta.aggregation.metricset import MetricSet
-from twisted_rta.aggregation.rules import Rules
 from twisted_rta.aggregation.windows import ClosedWindow
 
 # The layout of export_aggregator's dict; restore refuses any other.
@@ -45,7 +43,8 @@ STATE_FORMAT = 1
 _CLASSES: tuple[type[Metric], ...] = (Counter, Gauge, Histogram, Unique)
 _CODE_OF: dict[type, int] = {cls: kind_code(cls.kind) for cls in _CLASSES}
 _CLASS_OF: dict[int, type[Metric]] = {code: cls for cls, code in _CODE_OF.items()}
-_SCALAR_CODES = frozenset((_CODE_OF[Counter], _CODE_OF[Gauge]))
+# Counters are packed in columns; a gauge (it carries an event time) is written like a sketch.
+_SCALAR_CODES = frozenset((_CODE_OF[Counter],))
 # bytes.translate tables: kind code -> 1 where the kind is a scalar (or a sketch), else 0.
 _IS_SCALAR = bytes(int(code in _SCALAR_CODES) for code in range(256))
 _IS_SKETCH = bytes(int(code in _CLASS_OF and code not in _SCALAR_CODES) for code in range(256))
@@ -53,7 +52,8 @@ _IS_SKETCH = bytes(int(code in _CLASS_OF and code not in _SCALAR_CODES) for code
 
 class IncompatibleState(ValueError):
     """The state was exported by an aggregator built differently (window sizes, grace,
-    dimension limit, sketch sizes, rules or state format): loading it would be a guess."""
+    dimension limit, sketch sizes or state format): loading it would be a guess. The rules
+    may differ: they apply from the restart on (see ``MetricSet.load``)."""
 
 
 # -- the aggregator ------------------------------------------------------------------------
@@ -133,7 +133,6 @@ def _shape(aggregator: Aggregator) -> dict[str, Any]:
         "max_dimension_values": aggregator.max_dimension_values,
         "global_lg_k": aggregator.global_lg_k,
         "window_lg_k": aggregator.window_lg_k,
-        "rules": _rules_key(aggregator.rules),
     }
 
 
@@ -143,7 +142,6 @@ _SHAPE_NAMES = {
     "max_dimension_values": "max_dimension_values",
     "global_lg_k": "all-time sketch lg_k",
     "window_lg_k": "window sketch lg_k",
-    "rules": "rules",
 }
 
 
@@ -154,19 +152,11 @@ def _check_shape(expected: dict[str, Any], state: Mapping[str, Any]) -> None:
         if isinstance(theirs, tuple):
             theirs = list(theirs)
         if theirs != ours:
-            differences.append(
-                "the rules differ" if key == "rules" else f"{name} {theirs!r}, not {ours!r}"
-            )
+            differences.append(f"{name} {theirs!r}, not {ours!r}")
     if differences:
         raise IncompatibleState(
             "the state is of a differently built aggregator: " + "; ".join(differences)
         )
-
-
-@lru_cache(maxsize=8)
-def _rules_key(rules: Rules) -> str:
-    # The repr of the frozen rule values: equal rules, equal strings.
-    return repr(rules.types)
 
 
 # -- closed windows ------------------------------------------------------------------------
@@ -219,7 +209,7 @@ def _load_set(metric_set: MetricSet, state: Mapping[str, Any]) -> None:
 
 def _export_metrics(metrics: Mapping[str, Metric]) -> dict[str, Any]:
     """A name -> metric map in columns, order kept: names, one kind byte each, the packed
-    counters and gauges, and each histogram's and unique's ``to_bytes``."""
+    counters, and each gauge's, histogram's and unique's ``to_bytes``."""
     values = list(metrics.values())
     kinds = bytes(map(_CODE_OF.__getitem__, map(type, values)))
     scalars: list[Any] = list(compress(values, kinds.translate(_IS_SCALAR)))

@@ -13,6 +13,7 @@ from twisted_rta.config.loading import (
     load_config,
     store_url,
 )
+from twisted_rta.config.metric_rules import rules_of
 from twisted_rta.config.parsers import (
     ConfigError,
     Parser,
@@ -41,6 +42,7 @@ from twisted_rta.config.schema import (
     JournalConfig,
     LimitsConfig,
     LoggingConfig,
+    MetricsConfig,
     ProcessingConfig,
     QueryCorsConfig,
     RateLimitsConfig,
@@ -65,6 +67,7 @@ __all__ = [
     "JournalConfig",
     "LimitsConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "Parser",
     "ProcessingConfig",
     "QueryCorsConfig",
@@ -88,6 +91,7 @@ __all__ = [
     "optional",
     "parse_duration",
     "reloadable_keys",
+    "rules_of",
     "store_url",
     "string_list",
     "summary",

@@ -14,6 +14,38 @@ from twisted_rta.config.parsers import ConfigError, integer, shown, text
 from twisted_rta.config.schema import Config, ServerConfig, StoreConfig, relation_errors
 
 
+class RepeatedKeys(dict[Any, Any]):
+    """A YAML mapping that remembers the keys given more than once (``repeated``): YAML
+    says they are an error, PyYAML keeps the last one; we report them with their path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeated: list[Any] = []
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings are ``RepeatedKeys``."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
+    data = RepeatedKeys()
+    yield data
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=False)
+        try:
+            if key in seen:
+                data.repeated.append(key)
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            pass
+    data.update(loader.construct_mapping(node))
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
 def _seed_listen(raw: dict[str, Any], path: str) -> dict[str, Any]:
     """Accept the Go service's ``server.host`` + ``server.port`` as a tcp listen endpoint."""
     if "host" not in raw and "port" not in raw:
@@ -44,6 +76,8 @@ def _build(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
         errors.append(error)
         return None
     known = {f.name: f for f in attrs.fields(cls)}
+    for key in getattr(raw, "repeated", ()):
+        errors.append(ConfigError(f"{path}.{key}" if path else str(key), "is given twice"))
     for key in raw:
         if key not in known:
             where = f"{path}.{key}" if path else str(key)
@@ -97,7 +131,7 @@ def load_config(path: str | Path | None) -> Config:
     except OSError as error:
         raise ConfigError("", f"cannot read config file {str(path)!r}: {error.strerror}") from None
     try:
-        raw = yaml.safe_load(source)
+        raw = yaml.load(source, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -11,6 +11,7 @@ from attrs import field, frozen
 
 from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.config.endpoints import check_endpoint
+from twisted_rta.config.metric_rules import RuleEntry, metric_rules, rules_of
 from twisted_rta.config.parsers import (
     ConfigError,
     Parser,
@@ -273,6 +274,16 @@ class RateLimitsConfig:
 
 
 @frozen
+class MetricsConfig:
+    """Metric rules (README: "Define your metrics"). Restart only: a SIGHUP that changes
+    them says so and keeps the running rules."""
+
+    # The Go original's metrics (pageviews, page_views:<page>, clicks, revenue...).
+    builtin: bool = setting(True, boolean)
+    rules: tuple[RuleEntry, ...] = setting((), metric_rules)
+
+
+@frozen
 class Config:
     """The whole config. ``reload=True`` marks what a SIGHUP applies to the running daemon
     (a key may override its section's mark); everything else waits for a restart."""
@@ -287,6 +298,7 @@ class Config:
     cors: CorsConfig = section(CorsConfig, reload=True)
     auth: AuthConfig = section(AuthConfig, reload=True)
     rate_limits: RateLimitsConfig = section(RateLimitsConfig, reload=True)
+    metrics: MetricsConfig = section(MetricsConfig)
 
 
 def relation_errors(config: Config) -> list[ConfigError]:
@@ -303,4 +315,8 @@ def relation_errors(config: Config) -> list[ConfigError]:
                 f"could never be queued; got {buffer_size}",
             )
         )
+    try:
+        rules_of(config.metrics.builtin, config.metrics.rules)
+    except ConfigError as error:
+        errors.append(error)
     return errors

@@ -19,9 +19,17 @@ def summary(config: Any, prefix: str = "", *, redact: bool = True) -> dict[str, 
             flat.update(summary(value, key + ".", redact=redact))
             continue
         if isinstance(value, tuple):
-            value = [attrs.asdict(item) if attrs.has(type(item)) else item for item in value]
+            value = [_plain(item) for item in value]
         flat[key] = _redact(key, value) if redact else value
     return flat
+
+
+def _plain(item: Any) -> Any:
+    """A tuple item as plain data: a metric rule as it is written in YAML."""
+    as_config = getattr(item, "as_config", None)
+    if as_config is not None:
+        return as_config()
+    return attrs.asdict(item) if attrs.has(type(item)) else item
 
 
 def _redact(key: str, value: Any) -> Any:

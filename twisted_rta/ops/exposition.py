@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.samples import Sample
 
 from twisted_rta.aggregation.metrics import MetricSnapshot
-from twisted_rta.aggregation.rules import EVENTS_BY_TYPE, Rules
+from twisted_rta.aggregation.rules import OTHER, Family, Rules, parse_series_key
 from twisted_rta.ops.status import DaemonStatus
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
@@ -33,27 +33,24 @@ def metric_name(name: str) -> str:
     return "rta_" + _INVALID.sub("_", name)
 
 
-def dimension_labels(rules: Rules) -> dict[str, str]:
-    """Family base -> label name: ``page_views`` -> ``page``, ``events_by_type`` -> ``type``."""
-    labels = {EVENTS_BY_TYPE: "type"}
-    for rule in rules.types:
-        for dimension in rule.dimensions:
-            if dimension.counter_prefix is not None:
-                labels[dimension.counter_prefix] = _INVALID.sub("_", dimension.property)
-    return labels
-
-
 @frozen(eq=False)  # the registry keys collectors by identity
 class DaemonCollector:
-    """A prometheus_client collector over one status snapshot and this node's metrics."""
+    """A prometheus_client collector over one status snapshot and this node's metrics.
+
+    ``reserved``: the family names of the daemon's other collectors (telemetry); with the
+    collector's own, an analytics metric never takes one (see ``analytics_families``).
+    """
 
     status: Callable[[], DaemonStatus]
     analytics: Callable[[], Mapping[str, MetricSnapshot]]
     rules: Rules
+    reserved: frozenset[str] = frozenset()
 
     def collect(self) -> Iterator[Metric]:
-        yield from self_metrics(self.status())
-        yield from analytics_families(self.analytics(), self.rules)
+        own = list(self_metrics(self.status()))
+        yield from own
+        reserved = self.reserved | {family.name for family in own}
+        yield from analytics_families(self.analytics(), self.rules, reserved)
 
 
 def self_metrics(status: DaemonStatus) -> Iterator[Metric]:
@@ -104,6 +101,19 @@ def self_metrics(status: DaemonStatus) -> Iterator[Metric]:
     for base, count in sorted(aggregation.dimension_overflow_by_base.items()):
         overflow.add_metric([base], count)
     yield overflow
+    skips = CounterMetricFamily(
+        "rta_rule_skips",
+        "Events a metric rule's metrics skipped: a field or label absent, null or mistyped",
+        labels=["rule", "reason"],
+    )
+    for (rule, reason), count in sorted(aggregation.rule_skips.items()):
+        skips.add_metric([rule, reason], count)
+    yield skips
+    dropped = CounterMetricFamily(
+        "rta_events_dropped", "Accepted events not aggregated", labels=["reason"]
+    )
+    dropped.add_metric(["rule"], aggregation.events_dropped)
+    yield dropped
     yield _gauge("rta_uptime_seconds", "Seconds since the daemon started", status.uptime_seconds)
     journal = status.journal
     if journal is not None:
@@ -127,26 +137,88 @@ def self_metrics(status: DaemonStatus) -> Iterator[Metric]:
         )
 
 
-def analytics_families(snapshots: Mapping[str, MetricSnapshot], rules: Rules) -> Iterator[Metric]:
-    """Counters as counters (dimension values as a label), uniques and gauges as gauges,
-    histograms as summaries (quantiles plus _count and _sum)."""
-    labels = dimension_labels(rules)
-    plain = {name for name in snapshots if ":" not in name}
-    families: dict[str, CounterMetricFamily] = {}
-    for name, snapshot in snapshots.items():
-        base, _, value = name.partition(":")
-        if value and base in labels:
-            label = labels[base]
-            family_name = metric_name(base if base not in plain else f"{base}_by_{label}")
-            family = families.get(family_name)
-            if family is None:
-                family = families[family_name] = CounterMetricFamily(
-                    family_name, f"Events per {label} ({base}:<{label}>)", labels=[label]
+def analytics_families(
+    snapshots: Mapping[str, MetricSnapshot], rules: Rules, reserved: frozenset[str] = frozenset()
+) -> Iterator[Metric]:
+    """Plain metrics by kind (counters as counters, uniques and gauges as gauges,
+    histograms as summaries: quantiles plus _count and _sum); the series of a labelled
+    rule metric as one family with its labels (``rta_signups_total{plan="pro"}``), named
+    ``rta_<base>_by_<labels>`` when a plain metric already takes ``rta_<base>`` (the
+    built-in ``clicks`` beside ``clicks:<element>``). A name the daemon's own metrics
+    take (``reserved``: a rule named ``queue_depth``) becomes ``rta_analytics_<name>``:
+    one name for two families would make the whole scrape invalid."""
+    for family in _analytics_families(snapshots, rules):
+        if family.name in reserved:
+            family.name = "rta_analytics_" + family.name[len("rta_") :]
+            for index, sample in enumerate(family.samples):
+                family.samples[index] = sample._replace(
+                    name="rta_analytics_" + sample.name[len("rta_") :]
                 )
-            family.add_metric([value], snapshot.value)
+        yield family
+
+
+def _analytics_families(snapshots: Mapping[str, MetricSnapshot], rules: Rules) -> Iterator[Metric]:
+    plain = {name for name in snapshots if ":" not in name}
+    families: dict[str, Metric] = {}
+    for name, snapshot in snapshots.items():
+        base, _, key = name.partition(":")
+        family = rules.family(base) if key else None
+        if family is None or snapshot.type != family.kind:
+            yield from _plain_family(name, snapshot)
             continue
-        yield from _plain_family(name, snapshot)
+        values = _label_values(family, key)
+        if values is None:
+            yield from _plain_family(name, snapshot)
+            continue
+        exposed = families.get(base)
+        if exposed is None:
+            exposed = families[base] = _labelled_family(family, base in plain)
+        _add_series(exposed, family, values, snapshot)
     yield from families.values()
+
+
+def _label_values(family: Family, key: str) -> list[str] | None:
+    if key == OTHER:
+        return [OTHER] * len(family.labels)
+    parsed = parse_series_key(key, family.labels)
+    return None if parsed is None else [parsed[label] for label in family.labels]
+
+
+def _labelled_family(family: Family, beside_plain: bool) -> Metric:
+    labels = _label_names(family)
+    base = family.base if not beside_plain else f"{family.base}_by_{'_'.join(labels)}"
+    name = metric_name(base)
+    by = ", ".join(family.labels)
+    if family.kind == "counter":
+        return CounterMetricFamily(name, f"Analytics counter {family.base} by {by}", labels=labels)
+    if family.kind == "histogram":
+        return SummaryMetricFamily(
+            name,
+            f"Analytics histogram {family.base} by {by} (quantiles from a KLL sketch)",
+            labels=labels,
+        )
+    kind = "distinct count estimate" if family.kind == "set" else "gauge"
+    return GaugeMetricFamily(name, f"Analytics {kind} {family.base} by {by}", labels=labels)
+
+
+def _add_series(
+    exposed: Metric, family: Family, values: list[str], snapshot: MetricSnapshot
+) -> None:
+    if isinstance(exposed, SummaryMetricFamily):
+        exposed.add_metric(values, count_value=snapshot.count, sum_value=snapshot.sum or 0.0)
+        labels = dict(zip(_label_names(family), values, strict=True))
+        for quantile, attribute in _QUANTILES:
+            value = getattr(snapshot, attribute)
+            if value is not None:
+                exposed.samples.append(
+                    Sample(exposed.name, {**labels, "quantile": quantile}, value)
+                )
+        return
+    exposed.add_metric(values, snapshot.value)  # type: ignore[attr-defined]
+
+
+def _label_names(family: Family) -> list[str]:
+    return [_INVALID.sub("_", label) for label in family.labels]
 
 
 def _plain_family(name: str, snapshot: MetricSnapshot) -> Iterator[Metric]:

@@ -7,6 +7,7 @@ five never disagree about the queue, the pending windows, the last flush or the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from attrs import define, frozen
@@ -161,6 +162,9 @@ def stats_view(status: DaemonStatus) -> dict[str, Any]:
         "active_windows": aggregation.active_windows,
         "late_events": aggregation.late_events,
         "dimension_overflow": aggregation.dimension_overflow,
+        "overflow_by_metric": dict(sorted(aggregation.dimension_overflow_by_base.items())),
+        "rule_skips": _skips_by_rule(aggregation.rule_skips),
+        "events_dropped": aggregation.events_dropped,
         "queue_depth": status.queue_depth,
         "queue_capacity": status.queue_capacity,
         "pending_windows": status.pending_windows,
@@ -175,6 +179,13 @@ def stats_view(status: DaemonStatus) -> dict[str, Any]:
             "checkpoint_age_seconds": _rounded(status.journal.checkpoint_age),
         },
     }
+
+
+def _skips_by_rule(skips: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    by_rule: dict[str, dict[str, int]] = {}
+    for (rule, reason), count in sorted(skips.items()):
+        by_rule.setdefault(rule, {})[reason] = count
+    return by_rule
 
 
 def _rounded(seconds: float | None) -> float | None:

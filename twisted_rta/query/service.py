@@ -15,6 +15,7 @@ from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Counter, Metric
 from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.ops.status import DaemonStatus, stats_view
+from twisted_rta.query.labels import LabelBreakdown, LabelSelection, LabelTally
 from twisted_rta.query.listing import MetricPage, PageRequest
 from twisted_rta.query.merge import merge_into
 from twisted_rta.query.peers import PeerWindows
@@ -244,7 +245,7 @@ class QueryService:
         such family and no node has a metric ``<base>:<value>``. A known family with no
         data (in the range) has no items."""
         prefix = base + ":"
-        declared = base in self.aggregator.rules.dimension_bases()
+        declared = self.aggregator.rules.family(base) is not None
         tally = FamilyTally(base)
         if timerange is None:
             try:
@@ -273,6 +274,47 @@ class QueryService:
         result: list[Breakdown] = []
         await self.slicer.run(chain(tally.add_steps(sources), tally.rank_steps(limit, result)))
         return result[0], complete
+
+    # -- labelled rule metrics ---------------------------------------------------------------
+
+    async def selected(self, selection: LabelSelection, timerange: TimeRange | None) -> Metric:
+        """The series ``selection`` takes merged into one (all-time, or over the range); an
+        empty metric of the family's kind when none has data."""
+        if timerange is None:
+            merged, _ = await self.totals(prefix=selection.prefix)
+            return selection.merged(merged.items())
+        windows = await self.windows_in(timerange, prefix=selection.prefix)
+        return selection.merged(chain.from_iterable(m.items() for m in windows.values()))
+
+    async def selected_series(
+        self, selection: LabelSelection, timerange: TimeRange
+    ) -> list[tuple[float, Metric]]:
+        """Per window start with data, the series ``selection`` takes merged into one."""
+        windows = await self.windows_in(timerange, prefix=selection.prefix)
+        points = []
+        for start, metrics in windows.items():
+            chosen = [(name, metric) for name, metric in metrics.items() if selection.takes(name)]
+            if chosen:
+                points.append((start, selection.merged(chosen)))
+        return points
+
+    async def breakdown_by(
+        self, selection: LabelSelection, by: str, timerange: TimeRange | None, limit: int
+    ) -> tuple[LabelBreakdown, bool]:
+        """The selected series grouped by the label ``by`` (its own filter ignored), the
+        top ``limit`` groups ranked (all-time, or over the range), and whether every node
+        could be read."""
+        sources: Iterable[tuple[str, Metric]]
+        if timerange is None:
+            merged, complete = await self.totals(prefix=selection.prefix)
+            sources = merged.items()
+        else:
+            windows = await self.windows_in(timerange, prefix=selection.prefix)
+            complete = True
+            sources = chain.from_iterable(m.items() for m in windows.values())
+        tally = LabelTally(selection, by)
+        await self.slicer.run(tally.add_steps(sources))
+        return tally.result(limit), complete
 
     # -- this node -------------------------------------------------------------------------
 

@@ -113,7 +113,17 @@ class StoreService(Service):
 
     def _restore(self, totals: dict[str, Metric]) -> None:
         for name, metric in totals.items():
-            self._aggregator.restore_global(name, metric)
+            try:
+                self._aggregator.restore_global(name, metric)
+            except TypeError as error:
+                # A metric rule now makes this name as another kind: its stored history
+                # stays in the store, the live metric starts afresh.
+                log.warn(
+                    "stored total {name} not restored: {error} (the metric rules changed its "
+                    "kind; rename the rule to keep both)",
+                    name=name,
+                    error=str(error),
+                )
         self.opened = True
         self.last_error = None
         self._failed_attempts = 0

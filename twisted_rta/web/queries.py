@@ -13,7 +13,9 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.query.labels import LabelError, LabelSelection, rank_value
 from twisted_rta.query.listing import MAX_PAGE, MetricViews, PageRequest
 from twisted_rta.query.service import QueryService, StoreUnavailable
 from twisted_rta.query.timerange import (
@@ -24,6 +26,7 @@ from twisted_rta.query.timerange import (
     parse_resolution,
 )
 from twisted_rta.query.views import metric_view_of, range_view, tidy_number
+from twisted_rta.timefmt import iso_utc
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.responses import ApiError, encoded_json_body, json_body
 
@@ -76,14 +79,31 @@ class QueryApp:
 
     @app.route("/metrics/<path:name>/series", methods=["GET"])
     async def metric_series(self, request: IRequest, name: str) -> bytes:
+        selection = self._selection(request, name)
         timerange = self._range(request, default_from="-1h", explicit_resolution=True)
-        points = await self._history(self._query.series(name, timerange))
+        if selection is not None and not selection.reads_total:
+            found = await self._history(self._query.selected_series(selection, timerange))
+            points = [
+                {"start": iso_utc(start), "metric": _labelled_view(name, metric, selection)}
+                for start, metric in found
+            ]
+        else:
+            points = await self._history(self._query.series(name, timerange))
         data = {"name": name, **range_view(timerange), "points": points}
         return _success(request, data, f"{len(points)} points of {name!r}")
 
     @app.route("/metrics/<path:name>", methods=["GET"])
     async def one_metric(self, request: IRequest, name: str) -> bytes:
-        if _arg(request, "from") is None and _arg(request, "to") is None:
+        selection = self._selection(request, name)
+        ranged = _arg(request, "from") is not None or _arg(request, "to") is not None
+        if selection is not None and not selection.reads_total:
+            timerange = self._range(request, default_from=None) if ranged else None
+            selected = await self._history(self._query.selected(selection, timerange))
+            view = _labelled_view(name, selected, selection)
+            if timerange is not None:
+                view["range"] = range_view(timerange)
+            return _success(request, view, f"metric {name!r} found")
+        if not ranged:
             metric = await self._query.metric(name)
             if metric is None:
                 raise _metric_not_found(name)
@@ -106,6 +126,13 @@ class QueryApp:
             )
         limit = _int_arg(request, "limit", default=10, minimum=1, maximum=1000)
         ranged = _arg(request, "from") is not None or _arg(request, "to") is not None
+        selection = self._selection(request, base)
+        by = _arg(request, "by")
+        if by is not None or (selection is not None and _needs_labels(selection)):
+            by = _grouping_label(base, selection, by)
+            timerange = self._range(request, default_from=None) if ranged else None
+            assert selection is not None  # _grouping_label refused a metric without labels
+            return await self._label_breakdown(request, selection, by, timerange, limit)
         timerange = self._range(request, default_from=None) if ranged else None
         found = await self._history(self._query.breakdown(base, timerange, limit))
         if found is None:
@@ -134,6 +161,51 @@ class QueryApp:
     def windows(self, request: IRequest) -> bytes:
         windows = self._query.windows()
         return _success(request, {"windows": windows}, f"{len(windows)} windows")
+
+    async def _label_breakdown(
+        self,
+        request: IRequest,
+        selection: LabelSelection,
+        by: str,
+        timerange: TimeRange | None,
+        limit: int,
+    ) -> bytes:
+        result, complete = await self._history(
+            self._query.breakdown_by(selection, by, timerange, limit)
+        )
+        base = selection.family.base
+        counter = selection.family.kind == "counter"
+        items = []
+        for key, metric in result.items:
+            item: dict[str, Any] = {"value": key, "count": tidy_number(rank_value(metric))}
+            if not counter:
+                item["metric"] = metric_view_of(base, metric)
+            items.append(item)
+        data: dict[str, Any] = {"base": base, "by": by}
+        if selection.filters:
+            data["labels"] = dict(selection.filters)
+        data.update(
+            items=items,
+            other=tidy_number(rank_value(result.other)),
+            total=tidy_number(rank_value(result.total)),
+        )
+        data.update(range_view(timerange) if timerange else {"complete": complete})
+        return _success(request, data, f"top {len(items)} values of {by!r} in {base!r}")
+
+    def _selection(self, request: IRequest, name: str) -> LabelSelection | None:
+        """The series a query of the labelled rule metric ``name`` takes (its label
+        filters are the query parameters that are not the endpoint's own), or None."""
+        args = {
+            key.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
+            for key, values in request.args.items()
+            if values
+        }
+        try:
+            return LabelSelection.of(self._query.aggregator.rules, name, args)
+        except LabelError as error:
+            raise ApiError(
+                400, "invalid_parameter", str(error), parameter=error.parameter
+            ) from None
 
     def _range(
         self, request: IRequest, *, default_from: str | None, explicit_resolution: bool = False
@@ -182,6 +254,48 @@ def _list_body(pieces: list[bytes], message: str, meta: dict[str, Any] | None) -
         body += [b',"meta":', _LIST_ENCODER.encode(meta)]
     body.append(b"}")
     return b"".join(body)
+
+
+def _labelled_view(name: str, metric: Metric, selection: LabelSelection) -> dict[str, Any]:
+    view = metric_view_of(name, metric)
+    view["labels"] = dict(selection.filters)
+    return view
+
+
+def _needs_labels(selection: LabelSelection) -> bool:
+    """Whether a breakdown of the family needs the label path (filters, several labels,
+    or a kind the counter tally cannot sum)."""
+    family = selection.family
+    return bool(selection.filters) or len(family.labels) > 1 or family.kind != "counter"
+
+
+def _grouping_label(base: str, selection: LabelSelection | None, by: str | None) -> str:
+    """The label a breakdown groups by: ``by``, or the family's only label."""
+    if selection is None:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"by and label filters apply to a labelled rule metric; {base!r} is not one",
+            parameter="by",
+        )
+    labels = selection.family.labels
+    if by is None:
+        if len(labels) != 1:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"by is required for {base!r}: one of {', '.join(labels)}",
+                parameter="by",
+            )
+        return labels[0]
+    if by not in labels:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"{base!r} has no label {by!r} (its labels: {', '.join(labels)})",
+            parameter="by",
+        )
+    return by
 
 
 def _metric_not_found(name: str) -> ApiError:
