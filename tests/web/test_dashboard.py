@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import quote
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -31,6 +33,52 @@ KEYS = {
     }
 }
 _DATA = re.compile(rb"data: (\{.*?\})\n\n")
+READ = {"Authorization": f"Bearer {READ_KEY}"}
+# A labelled rule metric as a user writes it: series signups:country=<c>,plan=<p>.
+SIGNUPS = {
+    "metrics": {
+        "rules": [
+            {
+                "name": "signups",
+                "when": {"type": "signup"},
+                "count": True,
+                "labels": {"plan": "properties.plan", "country": "properties.country"},
+            },
+            {
+                "name": "latency",
+                "when": {"type": "request"},
+                "histogram": "properties.ms",
+                "labels": {"route": "properties.route"},
+            },
+        ]
+    }
+}
+
+
+class Elements(HTMLParser):
+    """Every element of a page with an id: id -> (tag, attributes), and the options of
+    each select."""
+
+    def __init__(self, page: bytes) -> None:
+        super().__init__()
+        self.by_id: dict[str, tuple[str, dict[str, str | None]]] = {}
+        self.options: dict[str, list[str | None]] = {}
+        self._select: str | None = None
+        self.feed(page.decode("utf-8"))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if attributes.get("id"):
+            self.by_id[str(attributes["id"])] = (tag, attributes)
+        if tag == "select":
+            self._select = attributes.get("id")
+            self.options[str(self._select)] = []
+        elif tag == "option" and self._select is not None:
+            self.options[self._select].append(attributes.get("value"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
 
 
 class Stream:
@@ -152,6 +200,121 @@ def test_head_on_the_stream_answers_headers_and_ends() -> None:
     assert reply.status == 200 and reply.body == b""
     assert reply.headers["content-type"] == ["text/event-stream; charset=utf-8"]
     assert feed_of(daemon).subscribers == set()
+
+
+def test_the_page_has_the_metric_picker_and_the_breakdown_panel() -> None:
+    daemon = make_daemon()
+    page = Elements(daemon.http.get("/dashboard").body)
+    tag, _ = page.by_id["chart-metric"]
+    assert tag == "select"
+    assert page.options["chart-metric"] == ["total_events"]  # the default, before the list
+    assert page.by_id["chart-title"][0] == "span"
+    assert page.by_id["breakdown-family"][0] == "select"
+    assert page.by_id["breakdown-by"][0] == "select"
+    assert "hidden" in page.by_id["breakdown-by-picker"][1]  # until a family has labels
+    assert page.by_id["bars-breakdown"][0] == "ol"
+    for fixed in ("page_views", "clicks", "events_by_type"):  # the cards that were there
+        assert page.by_id[f"bars-{fixed}"][0] == "ol"
+
+
+def test_every_element_the_script_looks_up_is_on_the_page() -> None:
+    daemon = make_daemon()
+    ids = set(Elements(daemon.http.get("/dashboard").body).by_id)
+    script = daemon.http.get("/dashboard/assets/dashboard.js").body.decode()
+    looked_up = set(re.findall(r'\$\("([\w-]+)"\)', script))
+    looked_up |= {f"bars-{base}" for base in re.findall(r'drawBars\("([\w-]+)"', script)}
+    assert {"chart-metric", "breakdown-family", "breakdown-by", "bars-breakdown"} <= looked_up
+    assert looked_up - ids == set()
+
+
+def test_the_script_keeps_choices_in_the_hash_and_sends_the_key_to_every_query() -> None:
+    script = make_daemon().http.get("/dashboard/assets/dashboard.js").body.decode()
+    assert "location.hash" in script and "history.replaceState" in script
+    assert "hashchange" in script
+    for kept in ("localStorage", "document.cookie"):  # the hash only; the key: the session
+        assert kept not in script
+    # One way to the JSON API (the bearer key in a header), and the routes it pages through.
+    assert script.count("await fetch(") == 1
+    assert 'headers.Authorization = "Bearer " + key' in script
+    assert "/api/v1/metrics?limit=" in script and '"&after="' in script
+    assert "/series?from=" in script and "/api/v1/breakdown/" in script and '"&by="' in script
+
+
+def post_signups(daemon: Daemon, headers: dict[str, str] | None = None) -> None:
+    events = [
+        {"type": "signup", "properties": {"plan": "pro", "country": "de"}},
+        {"type": "signup", "properties": {"plan": "pro", "country": "x=1,y"}},
+        {"type": "signup", "properties": {"plan": "free", "country": "de"}},
+        {"type": "request", "properties": {"ms": 12, "route": "/a"}},
+        {"type": "request", "properties": {"ms": 30, "route": "/a"}},
+        {"type": "pageview", "properties": {"page": "/home"}},
+    ]
+    assert daemon.http.post("/api/v1/events/batch", events, headers=headers).status == 202
+    settle(daemon)
+
+
+def test_the_metric_list_pages_give_the_picker_its_counters_and_families() -> None:
+    """What the script reads from GET /api/v1/metrics, page by page as it does (limit and
+    meta.next), with the read key: counters by type, families by their series names."""
+    daemon = make_daemon({**KEYS, **SIGNUPS})
+    assert daemon.http.get("/api/v1/metrics?limit=2").status == 401  # the key is needed
+    assert daemon.http.get("/api/v1/metrics?limit=2", READ).json["data"] == {}  # no metric
+    post_signups(daemon, {"Authorization": f"Bearer {INGEST_KEY}"})
+    views: dict[str, Any] = {}
+    after: str | None = None
+    pages = 0
+    while True:
+        path = "/api/v1/metrics?limit=2" + (f"&after={quote(after, safe='')}" if after else "")
+        body = daemon.http.get(path, READ).json
+        pages += 1
+        views.update(body["data"])
+        after = body["meta"]["next"]
+        if after is None:
+            break
+    assert pages > 2
+    assert views == daemon.http.get("/api/v1/metrics", READ).json["data"]  # nothing missed
+    keys = {name.partition(":")[2] for name in views if name.startswith("signups:")}
+    assert keys == {"country=de,plan=pro", "country=x\\=1\\,y,plan=pro", "country=de,plan=free"}
+    assert {views[name]["type"] for name in views if name.startswith("signups:")} == {"counter"}
+    assert {views[name]["type"] for name in views if name.startswith("latency:")} == {"histogram"}
+
+
+def test_the_queries_of_the_chart_and_the_breakdown_answer_as_the_script_expects() -> None:
+    daemon = make_daemon({**KEYS, **SIGNUPS})
+    post_signups(daemon, {"Authorization": f"Bearer {INGEST_KEY}"})
+
+    def get(path: str) -> Any:
+        return daemon.http.get(path, READ)
+
+    # The chart: a family's base merges its series (a counter: value is the sum).
+    series = get("/api/v1/metrics/signups/series?from=-1h&resolution=1m").json["data"]
+    assert sum(point["metric"]["value"] for point in series["points"]) == 3
+    assert series["resolution_seconds"] == 60
+    # events_by_type merged is total_events, which the picker offers instead.
+    by_type = get("/api/v1/metrics/events_by_type/series?from=-1h").json["data"]["points"]
+    totals = get("/api/v1/metrics/total_events/series?from=-1h").json["data"]["points"]
+    assert [p["metric"]["value"] for p in by_type] == [p["metric"]["value"] for p in totals]
+
+    # The breakdown: by a label of a family with several, within the range.
+    by_plan = get("/api/v1/breakdown/signups?from=-1h&limit=10&by=plan").json["data"]
+    assert [(i["value"], i["count"]) for i in by_plan["items"]] == [("pro", 2), ("free", 1)]
+    by_country = get("/api/v1/breakdown/signups?from=-1h&limit=10&by=country").json["data"]
+    assert [i["value"] for i in by_country["items"]] == ["de", "x=1,y"]  # unescaped
+    # A family with one label needs no `by` (events_by_type refuses one); other kinds rank
+    # by their count.
+    latency = get("/api/v1/breakdown/latency?from=-1h&limit=10").json["data"]
+    assert [(i["value"], i["count"]) for i in latency["items"]] == [("/a", 2)]
+    assert get("/api/v1/breakdown/events_by_type?from=-1h&limit=10").status == 200
+
+    # Several labels and no `by`: a 400 whose message lists them (the script learns the
+    # labels from it when the series names could not tell them).
+    refused = get("/api/v1/breakdown/signups?from=-1h&limit=10")
+    assert (refused.status, refused.json["parameter"]) == (400, "by")
+    listed = re.search(r"one of (.+)$", refused.json["message"])
+    assert listed is not None and listed.group(1).split(", ") == ["country", "plan"]
+    # What the panel reports: an unknown family, a base the API refuses.
+    assert get("/api/v1/breakdown/nope?from=-1h&limit=10").status == 404
+    assert get("/api/v1/breakdown/no%20pe?from=-1h&limit=10").status == 400
 
 
 # -- the stream ------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class LabelSelection:
         """The selection a query of ``name`` with query ``args`` makes, or None when
         ``name`` is not a labelled rule metric. Raises LabelError for an unknown label."""
         family = rules.family(name)
-        if family is None or not family.labels or name == "events_by_type":
+        if family is None or not family.labels:
             return None
         filters = {key: value for key, value in args.items() if key not in RESERVED_LABELS}
         for label in filters:

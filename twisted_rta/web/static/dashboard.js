@@ -1,5 +1,7 @@
 // twisted-rta dashboard: live figures over Server-Sent Events (polling the JSON API when the
-// stream fails), the events chart and the breakdowns from the query API. No dependencies.
+// stream fails), the chart of any counter and the breakdowns from the query API. The chosen
+// chart metric and breakdown live in the URL hash (#metric=...&breakdown=...&by=...), so a
+// link or a reload shows the same. No dependencies.
 (() => {
   "use strict";
 
@@ -17,6 +19,19 @@
   };
   const UNITS = { 60: "minute", 3600: "hour", 86400: "day" };
   const BREAKDOWNS = ["page_views", "clicks", "events_by_type"];
+  const DEFAULT_METRIC = "total_events";
+  // events_by_type merged is total_events (every event feeds it): it is broken down, and
+  // total_events is what the chart offers for it.
+  const NOT_CHARTED = new Set(["events_by_type"]);
+  const LIST_PAGE = 2000; // metrics per page of /api/v1/metrics
+  const LIST_MAX_PAGES = 100; // a bound on one reading of the list
+  const LIST_GAP_MS = 10000; // at least this long between two readings, per page read
+  const LIST_GAP_MAX_MS = 300000;
+  const BREAKDOWN_LIMIT = 10;
+  const OTHER_KEY = "__other__"; // the overflow series of a family
+  const MAX_LABELS = 3;
+  const LABEL_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+  const KINDS = { counter: "", set: "uniques", histogram: "histogram", gauge: "gauge" };
 
   const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
   const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
@@ -35,6 +50,22 @@
   let refreshTimer = null;
   let watchdog = null;
   let sseRetry = null;
+  // What the metric list says: counters to chart, and families (base -> {kind, labels}) to
+  // break down. `labels` is the label names of a family with several, else null.
+  let catalog = { counters: [DEFAULT_METRIC], families: new Map(), loaded: false };
+  let catalogTimer = null;
+  let catalogBusy = false;
+  let catalogAgain = false;
+  let catalogAt = 0;
+  let catalogGap = LIST_GAP_MS;
+  let catalogTotal; // total_events as last seen when the list was read
+  let lastTotal;
+  // The choices (from the hash); null: the first family, its first label.
+  let chartMetric = DEFAULT_METRIC;
+  let chosenFamily = null;
+  let chosenBy = null;
+  let seriesRequest = 0;
+  let breakdownRequest = 0;
 
   class AuthError extends Error {}
 
@@ -66,6 +97,7 @@
   const count = (value) => dash(value, (v) => integer.format(v));
   const rate = (value) => dash(value, (v) => decimal.format(v));
   const amount = (value) => dash(value, (v) => money.format(v));
+  const figure = (value) => (Number.isInteger(value) ? integer : decimal).format(value);
 
   function ago(seconds) {
     if (seconds < 90) return `${Math.max(0, Math.round(seconds))} s ago`;
@@ -95,6 +127,9 @@
     for (const q of ["p50", "p95", "p99"]) show(q, amount(histogram[q]));
     renderHealth(update.health || {}, update.time);
     $("updated").textContent = new Date(update.time || Date.now()).toLocaleTimeString();
+    // New events may have made new metrics: read the list again (not too often).
+    lastTotal = update.total_events;
+    if (lastTotal !== catalogTotal) requestCatalog();
   }
 
   function renderHealth(health, time) {
@@ -244,8 +279,9 @@
 
   const SVG = "http://www.w3.org/2000/svg";
 
-  function drawChart(data) {
+  function drawChart(data, metric) {
     const svg = $("chart");
+    const what = metric === DEFAULT_METRIC ? "events" : metric;
     svg.replaceChildren();
     const step = data.resolution_seconds * 1000;
     const values = new Map(data.points.map((p) => [Date.parse(p.start), p.metric.value]));
@@ -278,8 +314,9 @@
       bar.setAttribute("width", String(Math.max(slot * 0.8, 0.5)));
       bar.setAttribute("y", String(height - h));
       bar.setAttribute("height", String(h));
+      bar.dataset.value = String(v);
       const title = document.createElementNS(SVG, "title");
-      title.textContent = `${new Date(t).toLocaleString()}: ${integer.format(v)} events`;
+      title.textContent = `${new Date(t).toLocaleString()}: ${figure(v)} ${what}`;
       bar.appendChild(title);
       svg.appendChild(bar);
     });
@@ -288,27 +325,37 @@
       : (t) => new Date(t).toLocaleDateString();
     $("axis-from").textContent = slots.length ? short(slots[0][0]) : "";
     $("axis-to").textContent = slots.length ? short(slots[slots.length - 1][0]) : "";
-    $("axis-max").textContent = `max ${integer.format(max)}`;
+    $("axis-max").textContent = `max ${figure(max)}`;
     $("chart-unit").textContent = UNITS[data.resolution_seconds] || `${data.resolution_seconds} s`;
-    svg.setAttribute("aria-label", `events per ${$("chart-unit").textContent}, max ${max}`);
+    $("chart-title").textContent = metric === DEFAULT_METRIC ? "Events" : metric;
+    svg.dataset.metric = metric;
+    svg.setAttribute("aria-label", `${what} per ${$("chart-unit").textContent}, max ${max}`);
   }
 
   async function loadSeries() {
     const chosen = RANGES[range];
-    const base = `/api/v1/metrics/total_events/series?from=${chosen.from}`;
+    const metric = chartMetric;
+    const request = ++seriesRequest;
+    const base = `/api/v1/metrics/${encodeURIComponent(metric)}/series?from=${chosen.from}`;
     let reply = await api(`${base}&resolution=${chosen.resolution}`);
     if (reply.status === 400) reply = await api(base); // resolutions configured differently
-    if (reply.status === 200) drawChart(reply.body.data);
+    // Only the latest request draws: an answer for a metric or range since left is dropped.
+    if (reply.status === 200 && request === seriesRequest) drawChart(reply.body.data, metric);
+  }
+
+  function drawMessage(base, text, error = false) {
+    const list = $(`bars-${base}`);
+    const item = document.createElement("li");
+    item.className = error ? "empty error" : "empty";
+    item.textContent = text;
+    list.replaceChildren(item);
   }
 
   function drawBars(base, data, emptyText = "no data in this range") {
     const list = $(`bars-${base}`);
     list.replaceChildren();
     if (!data.items.length) {
-      const empty = document.createElement("li");
-      empty.className = "empty";
-      empty.textContent = emptyText;
-      list.appendChild(empty);
+      drawMessage(base, emptyText);
       return;
     }
     const max = Math.max(...data.items.map((item) => item.count), 1);
@@ -321,11 +368,11 @@
       label.className = "label";
       label.textContent = item.value; // textContent: values come from event senders
       label.title = item.value;
-      const figure = document.createElement("span");
-      figure.className = "count";
-      figure.textContent = integer.format(item.count);
+      const number = document.createElement("span");
+      number.className = "count";
+      number.textContent = figure(item.count);
       row.dataset.value = item.value;
-      row.append(fill, label, figure);
+      row.append(fill, label, number);
       list.appendChild(row);
     }
   }
@@ -343,9 +390,270 @@
     }
   }
 
+  // -- the metric list: counters to chart, families to break down ------------------------
+
+  // Splits at the separators that no backslash escapes (escapes are kept).
+  function splitUnescaped(text, separator) {
+    const parts = [];
+    let current = "";
+    let escaped = false;
+    for (const char of text) {
+      if (escaped) {
+        current += "\\" + char;
+        escaped = false;
+      } else if (char === "\\") {
+        escaped = true;
+      } else if (char === separator) {
+        parts.push(current);
+        current = "";
+      } else {
+        current += char;
+      }
+    }
+    parts.push(current);
+    return parts;
+  }
+
+  // The label names of a series key of a family with several labels
+  // ("country=de,plan=pro", in name order, "\" escaping , = and \ in values), else null:
+  // a family with one label keys its series by the bare value.
+  function labelNamesOf(key) {
+    const parts = splitUnescaped(key, ",");
+    if (parts.length < 2 || parts.length > MAX_LABELS) return null;
+    const names = [];
+    for (const part of parts) {
+      const pieces = splitUnescaped(part, "=");
+      if (pieces.length !== 2) return null;
+      const name = pieces[0].replace(/\\(.)/g, "$1");
+      if (!LABEL_NAME.test(name) || (names.length && names[names.length - 1] >= name)) {
+        return null;
+      }
+      names.push(name);
+    }
+    return names;
+  }
+
+  function addToCatalog(found, name, view) {
+    const colon = name.indexOf(":");
+    if (colon < 0) {
+      if (view.type === "counter") found.counters.add(name);
+      return;
+    }
+    const base = name.slice(0, colon);
+    const key = name.slice(colon + 1);
+    let family = found.families.get(base);
+    if (!family) {
+      family = { kind: view.type, labels: undefined };
+      found.families.set(base, family);
+    }
+    if (view.type === "counter" && !NOT_CHARTED.has(base)) found.counters.add(base);
+    if (key === OTHER_KEY) return;
+    const labels = labelNamesOf(key);
+    if (family.labels === undefined) family.labels = labels;
+    else if (family.labels && (!labels || labels.join() !== family.labels.join())) {
+      family.labels = null; // keys of different shapes: one label whose values hold "="
+    }
+  }
+
+  // Every metric, a page at a time: only names and types are kept.
+  async function readCatalog() {
+    const found = { counters: new Set([DEFAULT_METRIC]), families: new Map() };
+    let after = null;
+    let pages = 0;
+    while (pages < LIST_MAX_PAGES) {
+      let path = `/api/v1/metrics?limit=${LIST_PAGE}`;
+      if (after) path += "&after=" + encodeURIComponent(after);
+      const reply = await api(path);
+      pages += 1;
+      if (reply.status !== 200 || !reply.body) throw new Error(`metric list: ${reply.status}`);
+      for (const [name, view] of Object.entries(reply.body.data || {})) {
+        addToCatalog(found, name, view || {});
+      }
+      after = reply.body.meta && reply.body.meta.next;
+      if (!after) break;
+    }
+    for (const family of found.families.values()) family.labels = family.labels || null;
+    return {
+      counters: [...found.counters].sort(),
+      families: new Map([...found.families].sort(([a], [b]) => (a < b ? -1 : 1))),
+      loaded: true,
+      pages,
+    };
+  }
+
+  async function refreshCatalog() {
+    if (catalogBusy) {
+      catalogAgain = true;
+      return;
+    }
+    catalogBusy = true;
+    catalogTotal = lastTotal;
+    try {
+      const before = { ...breakdownChoice(), loaded: catalog.loaded };
+      const read = await readCatalog();
+      catalogGap = Math.min(LIST_GAP_MAX_MS, LIST_GAP_MS * read.pages);
+      catalog = read;
+      renderPickers();
+      const after = breakdownChoice();
+      // The first list, or a new family to show: draw the breakdown now, not at the next tick.
+      if (!before.loaded || before.base !== after.base || before.by !== after.by) {
+        await loadChosenBreakdown();
+      }
+    } catch (error) {
+      if (error instanceof AuthError) needKey(error.message);
+      // Otherwise the pickers keep what they list; the next change of the totals retries.
+      else catalogTotal = undefined;
+    } finally {
+      catalogBusy = false;
+      catalogAt = Date.now();
+      if (catalogAgain) {
+        catalogAgain = false;
+        requestCatalog();
+      }
+    }
+  }
+
+  // Reads the list again once LIST_GAP_MS (more for a long list) has passed since the last.
+  function requestCatalog() {
+    if (catalogTimer || !refreshTimer) return; // one is due, or the page is stopped
+    const wait = Math.max(0, catalogAt + catalogGap - Date.now());
+    catalogTimer = setTimeout(() => {
+      catalogTimer = null;
+      refreshCatalog();
+    }, wait);
+  }
+
+  function fillSelect(select, entries, chosen) {
+    // Rebuilt only when the list changed: an open drop-down is not closed under the user.
+    const signature = JSON.stringify(entries);
+    if (select.dataset.signature !== signature) {
+      select.replaceChildren(...entries.map(([value, text]) => {
+        const option = document.createElement("option");
+        option.value = value;
+        option.textContent = text; // textContent: names come from the daemon's config
+        return option;
+      }));
+      select.dataset.signature = signature;
+    }
+    if (chosen !== null) select.value = chosen;
+  }
+
+  function breakdownChoice() {
+    const families = catalog.families;
+    let base = chosenFamily;
+    if (base === null) {
+      // The first family that the cards above do not already show, else the first one.
+      const bases = [...families.keys()];
+      base = bases.find((name) => !BREAKDOWNS.includes(name)) || bases[0] || null;
+    }
+    const family = base === null ? undefined : families.get(base);
+    const labels = family && family.labels;
+    let by = chosenBy;
+    if (labels && !labels.includes(by)) by = labels[0];
+    if (family && !labels) by = null; // one label: the daemon knows which
+    return { base, by, family, labels };
+  }
+
+  function renderPickers() {
+    const unseen = (name) => (catalog.loaded ? `${name} (no data yet)` : name);
+    const counters = catalog.counters.map((name) => [name, name]);
+    if (!catalog.counters.includes(chartMetric)) counters.push([chartMetric, unseen(chartMetric)]);
+    fillSelect($("chart-metric"), counters, chartMetric);
+
+    const { base, by, family, labels } = breakdownChoice();
+    const families = [...catalog.families].map(([name, { kind }]) => [
+      name, KINDS[kind] ? `${name} (${KINDS[kind]})` : name,
+    ]);
+    if (base !== null && !family) families.push([base, unseen(base)]);
+    const select = $("breakdown-family");
+    fillSelect(select, families, base);
+    select.disabled = families.length === 0;
+    $("breakdown-by-picker").hidden = !labels;
+    fillSelect($("breakdown-by"), (labels || []).map((name) => [name, name]), by);
+  }
+
+  function breakdownError(base, reply) {
+    const message = reply.body && reply.body.message;
+    switch (reply.status) {
+      case 400: return `cannot break ${base} down: ${message || "the daemon refused the query"}`;
+      case 404: return `${base} is not a metric family this daemon knows (yet)`;
+      case 429: return "too many requests; trying again shortly";
+      case 503: return "history is unavailable right now; trying again shortly";
+      default: return `the daemon answered ${reply.status}${message ? ": " + message : ""}`;
+    }
+  }
+
+  async function loadChosenBreakdown(retried = false) {
+    const chosen = RANGES[range];
+    const { base, by, family } = breakdownChoice();
+    const request = ++breakdownRequest;
+    if (base === null) {
+      drawMessage("breakdown", catalog.loaded
+        ? "no labelled metric yet: its values show here once events carry the label"
+        : "loading the metrics…");
+      return;
+    }
+    let path = `/api/v1/breakdown/${encodeURIComponent(base)}` +
+      `?from=${chosen.from}&limit=${BREAKDOWN_LIMIT}`;
+    if (by) path += "&by=" + encodeURIComponent(by);
+    let reply;
+    try {
+      reply = await api(path);
+    } catch (error) {
+      if (error instanceof AuthError) throw error;
+      if (request === breakdownRequest) {
+        drawMessage("breakdown", "the daemon cannot be reached", true);
+      }
+      return;
+    }
+    if (request !== breakdownRequest) return; // the choice changed meanwhile: a newer one draws
+    const body = reply.body || {};
+    if (reply.status === 400 && !by && body.parameter === "by" && family && !retried) {
+      // Several labels that the series names did not tell: the answer lists them.
+      const listed = /one of (.+)$/.exec(body.message || "");
+      const labels = listed && listed[1].split(", ").filter((name) => LABEL_NAME.test(name));
+      if (labels && labels.length > 1) {
+        family.labels = labels;
+        renderPickers();
+        await loadChosenBreakdown(true);
+        return;
+      }
+    }
+    if (reply.status === 200 && body.data) drawBars("breakdown", body.data);
+    else drawMessage("breakdown", breakdownError(base, reply), true);
+  }
+
+  // -- the hash: what the chart and the breakdown show -----------------------------------
+
+  function readHash() {
+    const params = new URLSearchParams(window.location.hash.slice(1));
+    chartMetric = params.get("metric") || DEFAULT_METRIC;
+    chosenFamily = params.get("breakdown") || null;
+    chosenBy = params.get("by") || null;
+  }
+
+  function writeHash() {
+    const params = new URLSearchParams();
+    if (chartMetric !== DEFAULT_METRIC) params.set("metric", chartMetric);
+    if (chosenFamily !== null) params.set("breakdown", chosenFamily);
+    if (chosenBy !== null) params.set("by", chosenBy);
+    const hash = params.toString();
+    // replaceState: no history entry per choice, and no hashchange event back to us.
+    const { pathname, search } = window.location;
+    window.history.replaceState(null, "", pathname + search + (hash ? "#" + hash : ""));
+  }
+
   async function refreshHistory() {
     try {
-      await Promise.all([loadSeries(), loadBreakdowns()]);
+      await Promise.all([loadSeries(), loadBreakdowns(), loadChosenBreakdown()]);
+    } catch (error) {
+      if (error instanceof AuthError) needKey(error.message);
+    }
+  }
+
+  async function refreshChosen(loader) {
+    try {
+      await loader();
     } catch (error) {
       if (error instanceof AuthError) needKey(error.message);
     }
@@ -364,8 +672,8 @@
     source = null;
     stopPolling();
     for (const timer of [refreshTimer, watchdog]) if (timer) clearInterval(timer);
-    if (sseRetry) clearTimeout(sseRetry);
-    refreshTimer = watchdog = sseRetry = null;
+    for (const timer of [sseRetry, catalogTimer]) if (timer) clearTimeout(timer);
+    refreshTimer = watchdog = sseRetry = catalogTimer = null;
   }
 
   function needKey(message) {
@@ -396,6 +704,7 @@
       if (Date.now() - lastMessage > STALE_MS) startPolling();
     }, 2000);
     scheduleHistory();
+    refreshCatalog();
   }
 
   $("key-form").addEventListener("submit", (event) => {
@@ -422,5 +731,39 @@
     });
   }
 
+  $("chart-metric").addEventListener("change", (event) => {
+    chartMetric = event.target.value || DEFAULT_METRIC;
+    writeHash();
+    refreshChosen(loadSeries);
+  });
+
+  $("breakdown-family").addEventListener("change", (event) => {
+    chosenFamily = event.target.value || null;
+    chosenBy = null; // the new family's first label
+    writeHash();
+    renderPickers();
+    refreshChosen(loadChosenBreakdown);
+  });
+
+  $("breakdown-by").addEventListener("change", (event) => {
+    chosenBy = event.target.value || null;
+    writeHash();
+    refreshChosen(loadChosenBreakdown);
+  });
+
+  // Opening a picker is a good time to look for metrics that appeared meanwhile.
+  for (const id of ["chart-metric", "breakdown-family"]) {
+    $(id).addEventListener("focus", requestCatalog);
+  }
+
+  window.addEventListener("hashchange", () => {
+    readHash();
+    renderPickers();
+    refreshChosen(loadSeries);
+    refreshChosen(loadChosenBreakdown);
+  });
+
+  readHash();
+  renderPickers();
   start();
 })();
