@@ -7,6 +7,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import attrs
+
+from twisted_rta.aggregation.rules import AGGREGATIONS, MetricRule, builtin_rules
+from twisted_rta.config import load_config, rules_of
 from twisted_rta.tap import Options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,3 +77,46 @@ def test_readme_request_examples_carry_no_fixed_date() -> None:
     assert requests, "the README shows request bodies"
     dated = [line for line in requests if re.search(r"\d{4}-\d{2}-\d{2}T", line)]
     assert dated == []
+
+
+def readme_yaml_blocks() -> list[str]:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"^```yaml\n(.*?)^```", readme, re.S | re.M)
+
+
+def test_every_yaml_example_in_the_readme_loads(tmp_path: Path) -> None:
+    blocks = readme_yaml_blocks()
+    assert blocks, "the README shows metric rules"
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"block{index}.yaml"
+        path.write_text(block, encoding="utf-8")
+        config = load_config(path)  # raises ConfigError naming the key path
+        rules_of(config.metrics.builtin, config.metrics.rules)
+
+
+def test_the_readme_writes_the_builtin_preset_as_its_rules(tmp_path: Path) -> None:
+    (preset,) = [block for block in readme_yaml_blocks() if "builtin: false" in block]
+    path = tmp_path / "preset.yaml"
+    path.write_text(preset, encoding="utf-8")
+    written = [rule for rule in load_config(path).metrics.rules if isinstance(rule, MetricRule)]
+    # The preset is bounded by limits.max_dimension_values, a written rule by max_series.
+    assert [attrs.evolve(rule, max_series=None) for rule in written] == list(builtin_rules())
+
+
+def test_the_commented_rules_of_the_shipped_config_load(tmp_path: Path) -> None:
+    text = (REPO / "config" / "rta.yaml").read_text(encoding="utf-8")
+    section = text[text.index("\nmetrics:\n") :]
+    lines = section.splitlines()
+    start = lines.index("  #   rules:")
+    uncommented = [
+        "  " + line.removeprefix("  #   ") if i >= start and line.startswith("  #   ") else line
+        for i, line in enumerate(lines)
+        if line.strip() != "rules: []"
+    ]
+    path = tmp_path / "rta.yaml"
+    path.write_text("\n".join(uncommented) + "\n", encoding="utf-8")
+    config = load_config(path)
+    rules = rules_of(config.metrics.builtin, config.metrics.rules)
+    examples = [rule for rule in config.metrics.rules if isinstance(rule, MetricRule)]
+    shown = {aggregation for rule in examples for aggregation, _ in rule.aggregations()}
+    assert shown == set(AGGREGATIONS) and rules.drops, "an example of each kind and a drop"
