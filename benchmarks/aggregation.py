@@ -23,7 +23,9 @@ been up for a while. Events/s are per CPU second of the timed calls (the thread'
 so other processes taking the core do not count); the best run is printed (the host's speed
 still varies from second to second: compare best runs of the same command). ``--profile``
 adds a cProfile of the timed calls of one more run (top 15 by internal time).
-``--client-requests`` makes each request one client's (one user and one session for all its
+``--rule '{name: ..., when: ..., count: true}'`` adds a metric rule (repeatable) and
+``--no-builtin`` drops the built-in preset, to price each rule. ``--client-requests``
+makes each request one client's (one user and one session for all its
 events, as a browser SDK sends them) instead of every event drawing its own ids. After the
 last run the reads a flush tick and a query make are timed too (all-time totals, a breakdown,
 stats, closing the minute window), so that work taken off the ingest path cannot hide there.
@@ -44,8 +46,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import yaml
+
 from twisted_rta.aggregation.aggregator import Aggregator
-from twisted_rta.config import LimitsConfig, config_from_mapping
+from twisted_rta.config import Config, LimitsConfig, config_from_mapping
 from twisted_rta.events.decode import decode_batch
 from twisted_rta.events.model import Event
 from twisted_rta.wiring import new_aggregator
@@ -61,7 +65,7 @@ MINUTE = 60.0
 # A minute boundary: every event of a run arrives within the 50 seconds after it.
 WINDOW_START = 1_700_000_040.0
 LIMITS = LimitsConfig()
-CONFIG = config_from_mapping({})
+GRACE = config_from_mapping({}).windows.grace
 
 
 def realistic_event(rng: random.Random) -> dict[str, Any]:
@@ -129,8 +133,8 @@ class Requests:
         return now, result.events
 
 
-def fresh(warm: Requests) -> Aggregator:
-    aggregator = new_aggregator(CONFIG, WINDOW_START)
+def fresh(warm: Requests, config: Config) -> Aggregator:
+    aggregator = new_aggregator(config, WINDOW_START)
     for now, events in warm.decoded():
         aggregator.add_many(events, now)
     return aggregator
@@ -190,7 +194,7 @@ def report_reads(aggregator: Aggregator) -> None:
     for name, read in reads:
         print(f"  {name:<44}{timed_read(read):9.3f}")
     began = time.perf_counter()
-    closed = aggregator.close_due(WINDOW_START + MINUTE + CONFIG.windows.grace)
+    closed = aggregator.close_due(WINDOW_START + MINUTE + GRACE)
     spent = (time.perf_counter() - began) * 1000
     print(f"  {'close_due() of the minute window':<44}{spent:9.3f}  ({len(closed)} window)")
 
@@ -207,7 +211,23 @@ def main() -> None:
     parser.add_argument(
         "--client-requests", action="store_true", help="one user and session per request"
     )
+    parser.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="a metric rule (a YAML flow mapping) added to the built-in ones; repeatable",
+    )
+    parser.add_argument("--no-builtin", action="store_true", help="metrics.builtin: false")
     args = parser.parse_args()
+    config = config_from_mapping(
+        {
+            "metrics": {
+                "builtin": not args.no_builtin,
+                "rules": [yaml.safe_load(rule) for rule in args.rule],
+            }
+        }
+    )
 
     rng = random.Random(args.seed)
     warm = Requests(request_bodies(rng, args.warm, args.batch, args.client_requests))
@@ -217,11 +237,12 @@ def main() -> None:
         mode += "; one client per request"
     print(
         f"{args.events:,} events in requests of {args.batch} ({mode}), after {args.warm:,} "
-        f"warm-up events; {args.runs} runs"
+        f"warm-up events; {args.runs} runs; built-in rules "
+        f"{'off' if args.no_builtin else 'on'}, {len(args.rule)} more"
     )
     rates = []
     for run in range(1, args.runs + 1):
-        aggregator = fresh(warm)
+        aggregator = fresh(warm, config)
         gc.collect()  # no collection left over from the warm-up or the last run
         seconds = feed(aggregator, timed, args.cold, None)
         rates.append(args.events / seconds)
@@ -234,7 +255,7 @@ def main() -> None:
     report_reads(aggregator)
 
     if args.profile:
-        aggregator = fresh(warm)
+        aggregator = fresh(warm, config)
         profiler = cProfile.Profile()
         if args.cold:
             profiler.enable()

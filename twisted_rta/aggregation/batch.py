@@ -27,12 +27,13 @@ from twisted_rta.aggregation.rules import (
     MISTYPED,
     MISTYPED_LABEL,
     OUT_OF_RANGE,
+    Condition,
     Match,
     MetricSpec,
     Rules,
     as_amount,
     as_number,
-    series_key,
+    escape_label_value,
 )
 from twisted_rta.events.model import Event
 from twisted_rta.internals import count_elements
@@ -203,6 +204,30 @@ class BatchPlan:
 plan_for = lru_cache(maxsize=8)(BatchPlan)
 
 
+def _filtered(condition: Condition, events: list[Event]) -> list[Event]:
+    """The events whose field meets ``condition``, in order.
+
+    Strings compared to strings (the usual ``where``) in one comprehension over a set:
+    calling ``Condition.holds`` per event cost ~1.5 us each (benchmarks/README.md).
+    """
+    strings = condition.strings
+    if strings is not None:
+        top = condition.field.top_property
+        if top is not None:
+            return [e for e in events if e.properties.get(top) in strings]
+        read = condition.field.read
+        return [e for e in events if read(e) in strings]
+    holds, read = condition.holds, condition.field.read
+    return [e for e in events if holds(read(e))]
+
+
+@lru_cache(maxsize=1024)
+def _label_reads(spec: MetricSpec) -> tuple[tuple[str, str | None, FieldPath], ...]:
+    """Per label of ``spec``: its ``label=`` key prefix, its top-level property (or None)
+    and its path."""
+    return tuple((f"{label}=", path.top_property, path) for label, path in spec.labels)
+
+
 def _meets(match: Match, event: Event) -> bool:
     return all(condition.holds(condition.field.read(event)) for condition in match.where)
 
@@ -340,8 +365,8 @@ class _Gatherer:
             else:
                 wanted = set(taken)
                 found = [e for t, e in zip(types, events, strict=True) if t in wanted]
-            if match.where:
-                found = [e for e in found if _meets(match, e)]
+            for condition in match.where:
+                found = _filtered(condition, found)
             selected.append(found)
         raws: dict[tuple[int, FieldPath], list[Any]] = {}
         extracted = [
@@ -405,16 +430,22 @@ class _Gatherer:
         return keys
 
     def _key_of(self, spec: MetricSpec, event: Event) -> str | None:
-        """The event's series key, or None (the skip counted) when a label is absent or
-        not a string."""
-        pairs = []
-        for label, path in spec.labels:
-            value = path.read(event)
+        """The event's series key (see ``series_key``), or None (the skip counted) when a
+        label is absent or not a string. Reads inlined and values escaped only when they
+        need it: ~4 -> ~1.5 us a key of two labels."""
+        reads = _label_reads(spec)
+        parts = []
+        for prefix, top, path in reads:
+            value = event.properties.get(top) if top is not None else path.read(event)
             if type(value) is not str:
                 self._skip(spec, MISSING_LABEL if value is None else MISTYPED_LABEL)
                 return None
-            pairs.append((label, value))
-        return series_key(pairs)
+            if len(reads) == 1:
+                return value
+            if "\\" in value or "," in value or "=" in value:
+                value = escape_label_value(value)
+            parts.append(prefix + value)
+        return ",".join(parts)
 
     def _value_of(self, spec: MetricSpec, event: Event, check: str) -> Any:
         assert spec.value is not None

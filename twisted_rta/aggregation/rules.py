@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
 from attrs import field, frozen
 
 from twisted_rta.aggregation.fields import FieldPath
@@ -67,6 +68,12 @@ class Condition:
 
     field: FieldPath
     values: tuple[Scalar, ...]
+    # The values as a set when they are all strings (then only an equal string holds).
+    strings: frozenset[str] | None = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        texts = self.values if all(type(v) is str for v in self.values) else None
+        object.__setattr__(self, "strings", None if texts is None else frozenset(texts))
 
     def holds(self, value: Any) -> bool:
         return any(value == v and type(value) is type(v) for v in self.values) or (
@@ -204,7 +211,7 @@ class DropRule:
         return {"action": "drop", "when": self.when.as_config()}
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of per-spec caches
 class MetricSpec:
     """One metric a rule makes, as the aggregator applies it."""
 
@@ -231,7 +238,7 @@ def series_key(values: Iterable[tuple[str, str]]) -> str:
     pairs = list(values)
     if len(pairs) == 1:
         return pairs[0][1]
-    return ",".join(f"{label}={_escape(value)}" for label, value in pairs)
+    return ",".join(f"{label}={escape_label_value(value)}" for label, value in pairs)
 
 
 def parse_series_key(key: str, labels: tuple[str, ...]) -> dict[str, str] | None:
@@ -250,7 +257,8 @@ def parse_series_key(key: str, labels: tuple[str, ...]) -> dict[str, str] | None
     return values if tuple(values) == labels else None
 
 
-def _escape(value: str) -> str:
+def escape_label_value(value: str) -> str:
+    """A label value as it stands in a several-label series key."""
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
 
 
@@ -367,13 +375,6 @@ class Rules:
         base, colon, _ = name.partition(":")
         family = self._families.get(base) if colon else None
         return None if family is None else family.kind
-
-    def spec_named(self, name: str) -> MetricSpec | None:
-        """The rule metric named ``name`` (labelled or not)."""
-        for spec in self.specs:
-            if spec.name == name:
-                return spec
-        return None
 
 
 def _claim(owners: dict[str, str], name: str, rule: str) -> None:
