@@ -435,6 +435,29 @@ async def test_rules_answer_in_the_api_and_metrics_and_again_after_a_restart(
         reason = await daemon.terminate()
     assert clean_exit(reason), daemon.output_text()
 
+    # Rules are restart-only: a restart without the signups rule starts, and the removed
+    # rule's history stays queryable by its series names, all-time and over a range.
+    without = dict(METRICS_SECTION)
+    without["rules"] = [rule for rule in METRICS_SECTION["rules"] if rule.get("name") != "signups"]
+    raw = yaml.safe_load(Path(config).read_text())
+    raw["metrics"] = without
+    changed = tmp_path / "rta-changed.yaml"
+    changed.write_text(yaml.safe_dump(raw))
+    daemon, base = await start(tmp_path, "-c", str(changed))
+    try:
+        assert (await data_of(base, "/api/v1/metrics/signups:pro"))["value"] == 4
+        ranged = await data_of(base, "/api/v1/metrics/signups:__other__?from=-1h")
+        assert ranged["value"] == 3
+        status, _ = await fetch(base, "/api/v1/metrics/signups?plan=pro")
+        assert status == 404  # no rule declares its labels any more: only names answer
+        post = [ev(clock, 30, "signup", source="web", plan="pro", account_id="a1")]
+        await post_events(base, post)
+        await wait_aggregated(base, TOTAL_EVENTS + 1, 0)
+        assert (await data_of(base, "/api/v1/metrics/signups:pro"))["value"] == 4
+    finally:
+        reason = await daemon.terminate()
+    assert clean_exit(reason), daemon.output_text()
+
 
 @pytest_twisted.ensureDeferred
 async def test_exposition_never_repeats_a_series(tmp_path: Path) -> None:
