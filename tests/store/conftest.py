@@ -73,13 +73,14 @@ async def make_any_store(any_database: str) -> AsyncIterator[AnyStoreFactory]:
     rows: dict[Key, Metric] = {}
     marks: dict[str, int] = {}
     publications: dict[str, Publication] = {}
+    salts: dict[int, bytes] = {}
     stores: list[WindowStore] = []
 
     async def factory(node_id: str = "node-a") -> WindowStore:
         store: WindowStore
         if any_database == "memory:":
             store = MemoryWindowStore(
-                node_id=node_id, rows=rows, marks=marks, publications=publications
+                node_id=node_id, rows=rows, marks=marks, publications=publications, salts=salts
             )
         else:
             store = SQLWindowStore.from_url(any_database, reactor=reactor, node_id=node_id)

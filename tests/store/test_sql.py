@@ -133,7 +133,7 @@ async def test_schema_newer_than_known_refuses_to_open(
 async def test_a_database_of_schema_version_1_is_upgraded_with_its_rows_kept(
     make_store: StoreFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The previous release: only migration 1, no marks, no publications.
+    # A release before marks and publications: only migration 1.
     with monkeypatch.context() as patch:
         patch.setattr(sql, "MIGRATIONS", MIGRATIONS[:1])
         old = await make_store()
@@ -152,7 +152,7 @@ async def test_a_database_of_schema_version_1_is_upgraded_with_its_rows_kept(
     store = await make_store()
 
     recorded = await raw_sql(database_url, "SELECT version FROM rta_schema_migrations")
-    assert sorted(recorded) == [(1,), (2,)]
+    assert sorted(recorded) == [(m.version,) for m in MIGRATIONS]
     assert await bounded(store.read_mark()) == 0
     assert await bounded(store.read_publications(exclude_node="node-b")) == []
     assert (await bounded(store.load_totals()))["events"].value == 4
@@ -173,10 +173,13 @@ async def test_the_previous_release_refuses_an_upgraded_database(
     make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await make_store()
-    monkeypatch.setattr(sql, "MIGRATIONS", MIGRATIONS[:1])
+    # The previous release knew migrations 1 and 2 (no visitor salts).
+    monkeypatch.setattr(sql, "MIGRATIONS", MIGRATIONS[:2])
     old = await make_store("node-b", open=False)
 
-    with pytest.raises(SchemaTooNewError, match=r"version 2 is newer than this twisted-rta knows"):
+    with pytest.raises(
+        SchemaTooNewError, match=r"version 3 is newer than this twisted-rta knows \(2\)"
+    ):
         await bounded(old.open())
 
 

@@ -4,7 +4,8 @@ and each node's publication of its live windows are kept, and read back."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from attrs import frozen
@@ -67,6 +68,32 @@ class FlushBatch:
                     f"window {window.resolution}s@{window.start} has tag {tag}, "
                     f"outside 1..{self.mark} (the batch's mark)"
                 )
+
+
+def salt_periods(period_starts: Sequence[int], now: float) -> list[int]:
+    """``period_starts`` sorted without repeats, checked for ``WindowStore.visitor_salts``:
+    ValueError unless each is an integer BIGINT holds and ``now`` is a finite time."""
+    if not math.isfinite(now):
+        raise ValueError(f"now must be a finite time, got {now!r}")
+    periods: set[int] = set()
+    for period in period_starts:
+        try:
+            start = operator.index(period)
+        except TypeError:
+            raise ValueError(f"a salt period start must be an integer, got {period!r}") from None
+        if not -(2**63) <= start < 2**63:  # the column is BIGINT
+            raise ValueError(f"salt period start {start} does not fit a BIGINT")
+        periods.add(start)
+    return sorted(periods)
+
+
+def checked_salt(salt: bytes) -> bytes:
+    """``salt`` (from ``new_salt()``) as bytes; ValueError when it is empty or not bytes."""
+    if not isinstance(salt, bytes | bytearray | memoryview):
+        raise ValueError(f"new_salt() must return bytes, got {type(salt).__name__}")
+    if not salt:
+        raise ValueError("new_salt() returned an empty salt")
+    return bytes(salt)
 
 
 @frozen
@@ -139,6 +166,23 @@ class WindowStore(Protocol):
 
     def delete_expired(self, resolution: int, before: float, batch_size: int) -> Deferred[int]:
         """Delete windows of ``resolution`` starting before ``before``; return the count."""
+
+    def visitor_salts(
+        self, period_starts: Sequence[int], new_salt: Callable[[], bytes], now: float
+    ) -> Deferred[dict[int, bytes]]:
+        """The secret salt of each rotation period in ``period_starts`` (epoch seconds of
+        the period's start), shared by every node of the store.
+
+        A period without a salt first gets ``new_salt()`` stored, created at ``now``, unless
+        another node stored one meanwhile: the first stored salt of a period wins and is
+        never replaced, so every node answers the same salt for it. ``new_salt`` is called
+        (on the reactor thread) only for periods that had none when read. Fails with
+        ValueError, storing nothing, for a period start that is not an integer within
+        BIGINT, a non-finite ``now`` or a ``new_salt()`` that is empty or not bytes.
+        """
+
+    def delete_visitor_salts(self, before: int) -> Deferred[int]:
+        """Delete the salts of periods starting before ``before``; return how many."""
 
     def check(self) -> Deferred[None]:
         """Fails when the store cannot answer."""

@@ -1,17 +1,25 @@
 """MemoryWindowStore: the WindowStore contract kept in a dict (``store.url: memory:``).
 
 Nothing survives a restart; useful for throwaway runs and for tests that drive the
-daemon on a memory reactor, where a thread pool could never call back.
+daemon on a memory reactor, where a thread pool could never call back. Everything is per
+process, the visitor salts too: two daemons on ``memory:`` derive different visitor ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 
 from twisted_rta.aggregation.metrics import Metric
-from twisted_rta.store.interface import TOTALS_RESOLUTION, FlushBatch, Publication, StoredMetric
+from twisted_rta.store.interface import (
+    TOTALS_RESOLUTION,
+    FlushBatch,
+    Publication,
+    StoredMetric,
+    checked_salt,
+    salt_periods,
+)
 
 Key = tuple[str, int, int, str]  # metric, resolution, window_start, node_id
 
@@ -27,6 +35,7 @@ class MemoryWindowStore:
         rows: dict[Key, Metric] | None = None,
         marks: dict[str, int] | None = None,
         publications: dict[str, Publication] | None = None,
+        salts: dict[int, bytes] | None = None,
     ) -> None:
         self.node_id = node_id
         self.available = True  # tests flip it to simulate an unreachable store
@@ -34,6 +43,8 @@ class MemoryWindowStore:
         self._rows: dict[Key, Metric] = {} if rows is None else rows
         self._marks: dict[str, int] = {} if marks is None else marks
         self._publications: dict[str, Publication] = {} if publications is None else publications
+        # Visitor salts by period start, in this process only (no other node sees them).
+        self._salts: dict[int, bytes] = {} if salts is None else salts
 
     def open(self) -> Deferred[None]:
         return self._answer(None)
@@ -136,6 +147,32 @@ class MemoryWindowStore:
         expired = [key for key in self._rows if key[1] == resolution and key[2] < before]
         for key in expired:
             del self._rows[key]
+        return self._answer(len(expired))
+
+    def visitor_salts(
+        self, period_starts: Sequence[int], new_salt: Callable[[], bytes], now: float
+    ) -> Deferred[dict[int, bytes]]:
+        """The stored salt of each period; ``new_salt()`` is stored for those without one.
+        Only this process (the stores sharing its ``salts`` dict) sees them; the creation
+        time is not kept."""
+        if not self.available:
+            return fail(ConnectionError("memory store marked unavailable"))
+        try:
+            periods = salt_periods(period_starts, now)
+            fresh = {
+                period: checked_salt(new_salt()) for period in periods if period not in self._salts
+            }
+        except Exception:
+            return fail()  # nothing stored, as a failed SQL transaction
+        self._salts.update(fresh)
+        return succeed({period: self._salts[period] for period in periods})
+
+    def delete_visitor_salts(self, before: int) -> Deferred[int]:
+        if not self.available:
+            return fail(ConnectionError("memory store marked unavailable"))
+        expired = [period for period in self._salts if period < before]
+        for period in expired:
+            del self._salts[period]
         return self._answer(len(expired))
 
     def check(self) -> Deferred[None]:

@@ -67,9 +67,27 @@ def _create_marks_and_publications(dialect: Dialect) -> Sequence[str]:
     )
 
 
+def _create_visitor_salts(dialect: Dialect) -> Sequence[str]:
+    # The secret salt of each rotation period of the cookieless visitor id (issue 15): in
+    # the store so every node derives the same id for a visitor, whichever node it reaches.
+    # A few rows keyed by period_start alone, written once per period and read by every
+    # node: under Citus a reference table (create_reference_table), which may share a
+    # transaction with rta_metric_windows.
+    return (
+        # period_start: epoch seconds of the period's start. A salt is never updated: the
+        # first node to store one for a period wins (INSERT ... ON CONFLICT DO NOTHING).
+        f"""CREATE TABLE rta_visitor_salts (
+            period_start BIGINT PRIMARY KEY,
+            salt {dialect.blob_type} NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create rta_metric_windows", _create_metric_windows),
     Migration(2, "create rta_node_marks and rta_publications", _create_marks_and_publications),
+    Migration(3, "create rta_visitor_salts", _create_visitor_salts),
 )
 
 

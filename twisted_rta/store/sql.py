@@ -1,5 +1,5 @@
-"""SQLWindowStore: closed windows, all-time totals, node marks and publications in SQLite or
-PostgreSQL, via adbapi."""
+"""SQLWindowStore: closed windows, all-time totals, node marks, publications and visitor salts
+in SQLite or PostgreSQL, via adbapi."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from twisted_rta.store.interface import (
     Publication,
     SchemaTooNewError,
     StoredMetric,
+    checked_salt,
+    salt_periods,
 )
 from twisted_rta.store.lease import Lease, acquire_node_id, lock_key, node_id_candidates
 from twisted_rta.store.migrations import MIGRATIONS, migrate
@@ -80,6 +82,21 @@ _DELETE_BATCH = (
     "SELECT metric, resolution, window_start, node_id FROM rta_metric_windows"
     " WHERE resolution = ? AND window_start < ? LIMIT ?)"
 )
+
+_SELECT_SALTS = "SELECT period_start, salt FROM rta_visitor_salts WHERE period_start IN ({})"
+# Stores a period's salt only if it has none: the first salt stored wins and is never
+# replaced. The same statement on both dialects (SQLite takes ON CONFLICT since 3.24, as
+# the upserts above); not SQLite's INSERT OR IGNORE, which would also skip, rather than
+# fail, a row breaking NOT NULL and leave the period without a salt.
+_INSERT_SALT = (
+    "INSERT INTO rta_visitor_salts (period_start, salt, created_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (period_start) DO NOTHING"
+)
+_DELETE_SALTS = "DELETE FROM rta_visitor_salts WHERE period_start < ?"
+# Serialises storing salts with deleting them across nodes (PostgreSQL's advisory lock;
+# SQLite's write lock does it already): a salt that an insert found stored cannot be
+# deleted before the same transaction reads it back.
+_SALTS_LOCK = lock_key("twisted-rta:visitor-salts")
 
 
 class StoreClosedError(RuntimeError):
@@ -377,6 +394,35 @@ class SQLWindowStore:
         ``batch_size`` rows so no lock is held for long; return how many were deleted."""
         return Deferred.fromCoroutine(self._delete_expired(resolution, before, batch_size))
 
+    def visitor_salts(
+        self, period_starts: Sequence[int], new_salt: Callable[[], bytes], now: float
+    ) -> Deferred[dict[int, bytes]]:
+        """The salt of each period in ``period_starts``, storing one where there is none.
+
+        A first transaction reads the stored salts; that is all when every period has one.
+        Otherwise ``new_salt()`` is called on the reactor thread for each period without,
+        and a second transaction, holding the salts' lock (the advisory lock on PostgreSQL,
+        the database write lock on SQLite), inserts each unless the period has a salt by
+        then (another node's, which wins) and reads them back. Nodes racing to salt a new
+        period thus all answer the salt that was stored first.
+        """
+        try:
+            periods = salt_periods(period_starts, now)
+        except ValueError as e:
+            return fail(e)
+        return Deferred.fromCoroutine(self._visitor_salts(periods, new_salt, float(now)))
+
+    def delete_visitor_salts(self, before: int) -> Deferred[int]:
+        """Delete the salts of periods starting before ``before`` (one transaction, holding
+        the salts' lock: there are a few rows); return how many were deleted."""
+        try:
+            # period_start < before iff period_start < this integer, which keeps PostgreSQL
+            # comparing BIGINT with BIGINT (the primary key serves the range).
+            bound = _int_bound(before)
+        except ValueError as e:
+            return fail(e)
+        return self._run(self._delete_salts_txn, bound)
+
     def check(self) -> Deferred[None]:
         """Fails unless the store is open and the database answers."""
         return self._run(self._check_txn)
@@ -501,6 +547,20 @@ class SQLWindowStore:
             )
         return total
 
+    async def _visitor_salts(
+        self, periods: Sequence[int], new_salt: Callable[[], bytes], now: float
+    ) -> dict[int, bytes]:
+        salts = await self._run(self._read_salts_txn, periods)
+        missing = [period for period in periods if period not in salts]
+        if not missing:
+            return salts
+        fresh = [(period, checked_salt(new_salt()), now) for period in missing]
+        stored, inserted = await self._run(self._insert_salts_txn, fresh)
+        for period in inserted:
+            log.info("visitor salt stored for the period starting {period}", period=period)
+        salts.update(stored)
+        return salts
+
     def _select(
         self,
         conditions: list[str],
@@ -607,6 +667,38 @@ class SQLWindowStore:
 
     def _delete_batch_txn(self, txn: Any, resolution: int, before: int, batch_size: int) -> int:
         txn.execute(self._sql(_DELETE_BATCH), (resolution, before, batch_size))
+        return int(txn.rowcount)
+
+    def _read_salts_txn(self, txn: Any, periods: Sequence[int]) -> dict[int, bytes]:
+        if not periods:
+            return {}
+        # Integers within BIGINT (salt_periods), so PostgreSQL compares BIGINT with BIGINT.
+        query = _SELECT_SALTS.format(", ".join("?" * len(periods)))
+        txn.execute(self._sql(query), tuple(periods))
+        return {int(period): bytes(salt) for period, salt in txn.fetchall()}
+
+    def _insert_salts_txn(
+        self, txn: Any, fresh: Sequence[tuple[int, bytes, float]]
+    ) -> tuple[dict[int, bytes], list[int]]:
+        """Store each ``(period_start, salt, created_at)`` whose period has no salt yet; the
+        stored salt of every one of those periods and the periods this call salted."""
+        self._settings.dialect.begin_exclusive(txn, _SALTS_LOCK)
+        inserted: list[int] = []
+        for row in fresh:
+            txn.execute(self._sql(_INSERT_SALT), row)
+            if txn.rowcount == 1:  # 0: the period had a salt, which stays
+                inserted.append(row[0])
+        periods = [period for period, _, _ in fresh]
+        salts = self._read_salts_txn(txn, periods)
+        # Cannot happen while deletions take _SALTS_LOCK; never answer a partial dict.
+        unsalted = [period for period in periods if period not in salts]
+        if unsalted:
+            raise RuntimeError(f"visitor salts of periods {unsalted} vanished while stored")
+        return salts, inserted
+
+    def _delete_salts_txn(self, txn: Any, before: int) -> int:
+        self._settings.dialect.begin_exclusive(txn, _SALTS_LOCK)
+        txn.execute(self._sql(_DELETE_SALTS), (before,))
         return int(txn.rowcount)
 
     def _check_txn(self, txn: Any) -> None:
