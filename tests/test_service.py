@@ -49,6 +49,7 @@ def test_children_start_in_order(daemon: Daemon) -> None:
         "RetentionService",
         "LoadMonitor",
         "ReactorLagMonitor",
+        "SaltRotation",
         "LiveFeed",
         "WorkerPool",
         "HTTPListener",

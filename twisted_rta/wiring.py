@@ -56,7 +56,10 @@ from twisted_rta.store.lease import DEFAULT_NODE_ID_SLOTS
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.memory import MemoryWindowStore
 from twisted_rta.store.retention import RetentionService
+from twisted_rta.store.salts import SaltRotation
 from twisted_rta.store.sql import SQLWindowStore
+from twisted_rta.web.bots import BotDetector
+from twisted_rta.web.browser import BrowserDrops, BrowserPolicy
 from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.edge import AccessPolicy, EdgeResource
 from twisted_rta.web.fastlane import FastLane
@@ -68,6 +71,7 @@ from twisted_rta.web.queries import QueryApp
 from twisted_rta.web.ratelimit import RequestLimiters
 from twisted_rta.web.routes import DASHBOARD, INGEST_APP, OPS, QUERY_APP
 from twisted_rta.web.site import RTASite
+from twisted_rta.web.visitors import VisitorIds
 
 log = Logger()
 
@@ -199,6 +203,13 @@ def build_daemon(
         config, reactor, store, telemetry, aggregator, durability, on_fatal=fatal
     )
     monitors = build_monitors(config, reactor, pipeline, telemetry)
+    browser = BrowserPolicy(
+        visitors=VisitorIds(period=config.privacy.salt_rotation),
+        bots=BotDetector(),
+        drops=BrowserDrops(),
+        honor_do_not_track=config.privacy.honor_do_not_track,
+    )
+    salts = SaltRotation(pipeline.store_service, browser.visitors, clock=reactor)
     lifecycle = Lifecycle()
     listener_states = tuple(ListenerState(endpoint) for endpoint in config.server.listen)
     status = StatusSource(
@@ -212,6 +223,7 @@ def build_daemon(
         listeners=listener_states,
         load=monitors.load,
         durability=durability,
+        browser_drops=browser.drops,
     )
     telemetry.registry.register(
         DaemonCollector(
@@ -221,7 +233,7 @@ def build_daemon(
             reserved=frozenset(family.name for family in telemetry.registry.collect()),
         )
     )
-    http = build_http(config, reactor, pipeline, status, telemetry, listener_states)
+    http = build_http(config, reactor, pipeline, status, telemetry, listener_states, browser)
     notify = NotifyService(
         notifier,
         clock=reactor,
@@ -237,7 +249,7 @@ def build_daemon(
         workers=pipeline.workers,
         listeners=http.listeners,
         lifecycle=lifecycle,
-        monitors=(monitors.load, monitors.lag, http.feed),
+        monitors=(monitors.load, monitors.lag, salts, http.feed),
         shutdown_timeout=config.server.shutdown_timeout,
         log_observer=log_observer,
         shutdown_errors=shutdown_errors,
@@ -367,6 +379,7 @@ def build_http(
     status: StatusSource,
     telemetry: Telemetry,
     listener_states: tuple[ListenerState, ...],
+    browser: BrowserPolicy | None = None,
 ) -> Http:
     resolutions = config.windows.resolutions
     flush = pipeline.flush
@@ -396,6 +409,7 @@ def build_http(
         limits=config.limits,
         telemetry=telemetry,
         limiters=limiters,
+        browser=browser,
     )
     queries = QueryApp(clock=reactor, query=query, resolutions=resolutions)
     edge = EdgeResource(

@@ -144,6 +144,12 @@ ALL_INVALID = encode([{"type": ""}, {"nope": 1}, "x"])
 EVENTS = "/api/v1/events"
 BATCH_PATH = "/api/v1/events/batch"
 JSON_TYPE = ("Content-Type", "application/json")
+TEXT_TYPE = ("Content-Type", "text/plain")
+BROWSER = ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0")
+CRAWLER = ("User-Agent", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
+PLAUSIBLE = encode(
+    {"n": "pageview", "u": "https://example.com/pricing?x=1", "d": "example.com", "r": None}
+)
 
 
 def corpus() -> list[Case]:
@@ -151,6 +157,41 @@ def corpus() -> list[Case]:
     over = padded_batch(MAX_BODY + 1)
     cases = [
         Case("single event", (post(EVENTS, ONE), Read()), (202,)),
+        Case(
+            "plausible pageview, text/plain, no key",
+            (request("POST", "/api/event", PLAUSIBLE, headers=[TEXT_TYPE, BROWSER]), Read()),
+            (202,),
+        ),
+        Case(
+            "plausible event from a crawler (answered, not counted)",
+            (request("POST", "/api/event", PLAUSIBLE, headers=[TEXT_TYPE, CRAWLER]), Read()),
+            (202,),
+        ),
+        Case(
+            "plausible body without url",
+            (
+                request(
+                    "POST",
+                    "/api/event",
+                    encode({"n": "pageview", "d": "example.com"}),
+                    headers=[TEXT_TYPE, BROWSER],
+                ),
+                Read(),
+            ),
+            (400,),
+        ),
+        Case(
+            "plausible preflight from an allowed origin",
+            (
+                request(
+                    "OPTIONS",
+                    "/api/event",
+                    headers=[("Origin", ORIGIN), ("Access-Control-Request-Method", "POST")],
+                ),
+                Read(),
+            ),
+            (204,),
+        ),
         Case("batch", (post(BATCH_PATH, BATCH), Read()), (202,)),
         Case("batch, some invalid (partial accept)", (post(BATCH_PATH, PARTIAL), Read()), (202,)),
         Case("batch, all invalid", (post(BATCH_PATH, ALL_INVALID), Read()), (400,)),

@@ -265,7 +265,7 @@ def test_an_error_in_a_handler_is_a_500_envelope_and_the_connection_lives_on(
     def broken(request: Any, body: bytes) -> bytes:
         raise RuntimeError("boom")
 
-    connection.protocol._lane.ingest.single = broken  # type: ignore[method-assign]
+    connection.protocol._lane.handlers["single"] = broken
     connection.send(post(b"/api/v1/events", ONE) + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     answers = responses(connection.take())
     assert [

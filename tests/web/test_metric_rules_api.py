@@ -199,7 +199,13 @@ def test_prometheus_families_carry_the_labels(ruled: Daemon) -> None:
     assert values("rta_depth") == {(): 7}
     skips = values("rta_rule_skips", "rta_rule_skips_total")
     assert skips[(("reason", "missing_label"), ("rule", "signups"))] == 1
-    assert values("rta_events_dropped", "rta_events_dropped_total") == {(("reason", "rule"),): 1}
+    dropped = values("rta_events_dropped", "rta_events_dropped_total")
+    assert dropped == {
+        (("reason", "rule"),): 1,
+        (("reason", "bot"),): 0,
+        (("reason", "dnt"),): 0,
+        (("reason", "engagement"),): 0,
+    }
     overflow = values("rta_dimension_overflow", "rta_dimension_overflow_total")
     assert overflow[(("base", "signups"),)] == 1
 

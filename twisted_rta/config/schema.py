@@ -274,6 +274,16 @@ class RateLimitsConfig:
 
 
 @frozen
+class PrivacyConfig:
+    """The browser endpoints' cookieless visitors (README: "Web analytics")."""
+
+    # How long a visitor keeps one id: the salts of the hash rotate this often (UTC-aligned).
+    salt_rotation: float = setting(86400.0, duration(minimum=1.0, maximum=366 * 86400.0))
+    # Browser events sent with DNT: 1 or Sec-GPC: 1 are answered 202 and not counted.
+    honor_do_not_track: bool = setting(False, boolean)
+
+
+@frozen
 class MetricsConfig:
     """Metric rules (README: "Define your metrics"). Restart only: a SIGHUP that changes
     them says so and keeps the running rules."""
@@ -299,6 +309,7 @@ class Config:
     auth: AuthConfig = section(AuthConfig, reload=True)
     rate_limits: RateLimitsConfig = section(RateLimitsConfig, reload=True)
     metrics: MetricsConfig = section(MetricsConfig)
+    privacy: PrivacyConfig = section(PrivacyConfig)
 
 
 def relation_errors(config: Config) -> list[ConfigError]:

@@ -110,9 +110,14 @@ def self_metrics(status: DaemonStatus) -> Iterator[Metric]:
         skips.add_metric([rule, reason], count)
     yield skips
     dropped = CounterMetricFamily(
-        "rta_events_dropped", "Accepted events not aggregated", labels=["reason"]
+        "rta_events_dropped",
+        "Events not aggregated: by a drop rule, or browser events of crawlers (bot) or "
+        "with Do Not Track (dnt), answered 202",
+        labels=["reason"],
     )
     dropped.add_metric(["rule"], aggregation.events_dropped)
+    for reason, count in sorted(status.browser_dropped.items()):
+        dropped.add_metric([reason], count)
     yield dropped
     yield _gauge("rta_uptime_seconds", "Seconds since the daemon started", status.uptime_seconds)
     journal = status.journal

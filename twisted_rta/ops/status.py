@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from attrs import define, frozen
+from attrs import define, field, frozen
 
 from twisted_rta.aggregation.aggregator import Aggregator, AggregatorStats
 from twisted_rta.durability.opening import Durability
@@ -19,6 +19,7 @@ from twisted_rta.ingest.workers import WorkerPool
 from twisted_rta.store.flush import FlushService
 from twisted_rta.store.lifecycle import StoreService
 from twisted_rta.store.retention import RetentionService
+from twisted_rta.web.browser import BrowserDrops
 
 
 @define
@@ -81,6 +82,8 @@ class DaemonStatus:
     load: float
     aggregation: AggregatorStats
     journal: JournalStatus | None = None  # None: journal.enabled is false
+    # Browser events answered 202 and not counted, by reason (bot, dnt), since the start.
+    browser_dropped: Mapping[str, int] = field(factory=dict)
 
     @property
     def uptime_seconds(self) -> float:
@@ -101,6 +104,7 @@ class StatusSource:
     listeners: tuple[ListenerState, ...]
     load: Any  # LoadMonitor: anything with a ``load`` share
     durability: Durability | None = None
+    browser_drops: BrowserDrops | None = None
 
     def snapshot(self, now: float) -> DaemonStatus:
         workers, flush, store = self.workers, self.flush, self.store_service
@@ -133,6 +137,7 @@ class StatusSource:
             load=float(self.load.load),
             aggregation=self.aggregator.stats(now),
             journal=self._journal(now),
+            browser_dropped=dict(self.browser_drops.counts) if self.browser_drops else {},
         )
 
     def _journal(self, now: float) -> JournalStatus | None:
@@ -165,6 +170,7 @@ def stats_view(status: DaemonStatus) -> dict[str, Any]:
         "overflow_by_metric": dict(sorted(aggregation.dimension_overflow_by_base.items())),
         "rule_skips": _skips_by_rule(aggregation.rule_skips),
         "events_dropped": aggregation.events_dropped,
+        "browser_events_dropped": dict(sorted(status.browser_dropped.items())),
         "queue_depth": status.queue_depth,
         "queue_capacity": status.queue_capacity,
         "pending_windows": status.pending_windows,

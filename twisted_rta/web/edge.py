@@ -186,7 +186,8 @@ class EdgeResource(Resource):
         caller, refusal = self._authenticate(request, route, policy)
         if refusal is not None:
             return refusal
-        identity = ("key", caller.name) if caller else ("address", policy.addresses.of(request))
+        request.client_address = address = policy.addresses.of(request)
+        identity = ("key", caller.name) if caller else ("address", address)
         request.rate_identity = identity  # the ingest app takes events from the same bucket
         limiters = self._limiters
         if route.rate_limit is not None and limiters is not None and limiters.enabled:

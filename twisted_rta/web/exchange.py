@@ -39,6 +39,7 @@ class Exchange(ResponseHead, Protocol):
     route: Route
     caller_name: str
     rate_identity: tuple[str, str] | None
+    client_address: str  # the client, behind trusted proxies (visitor ids; never logged)
 
     @property
     def requestHeaders(self) -> RawHeaders: ...

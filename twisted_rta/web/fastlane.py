@@ -52,7 +52,11 @@ log = Logger(namespace="twisted_rta.access")
 failures = Logger(namespace="twisted_rta.web.fastlane")
 
 # The paths this lane answers itself when POSTed (the raw target, before any query).
-FAST_PATHS = {b"/api/v1/events": "single", b"/api/v1/events/batch": "batch"}
+FAST_PATHS = {
+    b"/api/v1/events": "single",
+    b"/api/v1/events/batch": "batch",
+    b"/api/event": "plausible",
+}
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # twisted.web's own, then it closes
 MAX_LINE_BYTES = 16384  # twisted.web's longest request or header line (HTTPChannel.MAX_LENGTH)
 ABORT_AFTER_CLOSE = 15.0  # twisted.web's abortTimeout for a client that will not read
@@ -118,6 +122,7 @@ class LeanRequest:
         self.route: Route = ROUTES.fallback
         self.caller_name = "-"
         self.rate_identity: tuple[str, str] | None = None
+        self.client_address = "unknown"
         self.code = 200
         self.reason = b"OK"
         self.response = response
@@ -167,7 +172,7 @@ class Message:
         self.method = b""
         self.version = b"1.1"
         self.persistent = True
-        self.kind: str | None = None  # "single" / "batch" when this lane answers it
+        self.kind: str | None = None  # a FAST_PATHS kind when this lane answers it
         self.body: list[bytes] = []
         self.body_bytes = 0
         self.had_body = False
@@ -440,7 +445,7 @@ class FastLaneProtocol(Protocol):
                 refusal = lane.ingest.count_early_refusal(message.kind or "", message.refusal)
                 result = refusal.render(request)
             else:
-                handle = lane.ingest.single if message.kind == "single" else lane.ingest.batch
+                handle = lane.handlers[message.kind or ""]
                 result = handle(request, b"".join(message.body))
         except ApiError as error:
             result = error.render(request)
@@ -611,6 +616,11 @@ class FastLane(Factory):
         self.site = site
         self.edge = edge
         self.ingest = ingest
+        self.handlers = {
+            "single": ingest.single,
+            "batch": ingest.batch,
+            "plausible": ingest.plausible,
+        }
         self.clock = clock
         self._spellings: dict[bytes, bytes] = {}
         self._date_second = -1

@@ -1,13 +1,13 @@
-"""Ingest: POST /api/v1/events and /api/v1/events/batch. Events are decoded and validated,
-rate limited per client, and queued all or nothing before the 202.
+"""Ingest: POST /api/v1/events, /api/v1/events/batch and Plausible's /api/event. Events are
+decoded and validated, rate limited per client, and queued all or nothing before the 202.
 
 ``IngestHandler`` is the whole of it, framework-neutral: both the Klein routes of
-``IngestApp`` (mounted at /api/v1 by the edge, the declared reference) and the fast lane
+``IngestApp`` (mounted by the edge, the declared reference) and the fast lane
 (web/fastlane.py) call it, so no rule exists twice."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -16,13 +16,22 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from twisted_rta.events.decode import decode_batch, decode_event
+from twisted_rta.events.ids import new_uuid4
 from twisted_rta.events.model import BodyError, Event, EventLimits, RejectedEvent
+from twisted_rta.events.plausible import decode_plausible, to_event
 from twisted_rta.ingest.intake import Intake, Refused
 from twisted_rta.ops.telemetry import Telemetry
+from twisted_rta.web.browser import (
+    ENGAGEMENT,
+    MAX_SITES_PER_HIT,
+    NOT_COUNTED_NAMES,
+    BrowserPolicy,
+    site_of,
+)
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
-from twisted_rta.web.responses import ApiError, encoded_json_body
+from twisted_rta.web.responses import ApiError, encoded_json_body, plain_body
 from twisted_rta.web.site import RTARequest
 
 _encode_answer = msgspec.json.Encoder().encode
@@ -41,18 +50,22 @@ class IngestHandler:
         limits: EventLimits,
         telemetry: Telemetry,
         limiters: RequestLimiters | None = None,
+        browser: BrowserPolicy | None = None,
+        new_id: Callable[[], str] = new_uuid4,
     ) -> None:
         self._clock = clock
         self._intake = intake
         self.limits = limits  # replaced on reload
         self._telemetry = telemetry
         self._limiters = limiters
+        self._browser = browser
+        self._new_id = new_id
 
     def early_refusal(self, endpoint: str, body_bytes: int) -> ApiError | None:
         """The 503 a body of this size would get for want of room, known before decoding it
         (the fast lane asks from Content-Length alone and then skips the body). Every event
         is at most ``max_event_bytes``, so the body holds at least this many; one at least."""
-        count = 1 if endpoint == "single" else max(1, body_bytes // self.limits.max_event_bytes)
+        count = max(1, body_bytes // self.limits.max_event_bytes) if endpoint == "batch" else 1
         refused = self._intake.refusal(count)
         if refused is None:
             return None
@@ -129,6 +142,63 @@ class IngestHandler:
         }
         return self._take(batch.events, endpoint, request, payload)
 
+    def plausible(self, request: Exchange, body: bytes) -> bytes | Deferred[bytes]:
+        """``POST /api/event``: one event as Plausible's tracker sends it, answered 202
+        ``ok`` as Plausible answers. The visitor is a keyed hash of the client's address
+        and User-Agent per site (web/visitors.py); neither is kept. A crawler, or with
+        ``privacy.honor_do_not_track`` a DNT or GPC request, is answered 202 and not
+        counted. A hit for several sites (``domain`` "a.com,b.com") is one event per site."""
+        endpoint = "plausible"
+        browser = self._browser
+        if browser is None:
+            raise ApiError(404, "not_found", "the browser endpoints are not configured")
+        refusal = self.early_refusal(endpoint, len(body))
+        if refusal is not None:
+            raise self.count_early_refusal(endpoint, refusal)
+        telemetry = self._telemetry
+        raw_agent = request.getHeader(b"User-Agent")
+        user_agent = raw_agent.decode("latin-1") if raw_agent is not None else None
+        try:
+            hit = decode_plausible(body, self.limits)
+        except BodyError as error:
+            telemetry.received(endpoint).inc()
+            telemetry.rejected(endpoint, error.code).inc()
+            raise ApiError(error.status, error.code, error.message) from None
+        sites = tuple(dict.fromkeys(site_of(domain) for domain in hit.domains))
+        telemetry.received(endpoint).inc(len(sites))
+        if len(sites) > MAX_SITES_PER_HIT:
+            telemetry.rejected(endpoint, "invalid_field").inc(len(sites))
+            raise ApiError(
+                400,
+                "invalid_field",
+                f'"domain" names {len(sites)} sites; at most {MAX_SITES_PER_HIT} per event',
+            )
+        dropped = browser.refusal(
+            user_agent, request.getHeader(b"DNT"), request.getHeader(b"Sec-GPC")
+        )
+        if dropped is None and hit.name in NOT_COUNTED_NAMES:
+            dropped = ENGAGEMENT
+        if dropped is not None:
+            browser.drops.add(dropped, len(sites))
+            return plain_body(request, b"ok", 202)
+        now = self._clock.seconds()
+        events = []
+        for site in sites:
+            visitor = browser.visitors.visitor(site, request.client_address, user_agent or "", now)
+            if visitor is None:
+                telemetry.rejected(endpoint, "visitors_unavailable").inc(len(hit.domains))
+                raise ApiError(
+                    503,
+                    "visitors_unavailable",
+                    "visitor ids need the store's salts, which are not loaded yet; retry",
+                    headers={"Retry-After": "5"},
+                )
+            events.append(
+                to_event(hit, now=now, event_id=self._new_id(), user_id=visitor, site=site)
+            )
+        self._check_event_rate(request, len(events), endpoint)
+        return self._take(events, endpoint, request, None)
+
     def _check_event_rate(self, request: Exchange, count: int, endpoint: str) -> None:
         """The events bucket of the client the edge identified (its key, or its address)."""
         if self._limiters is None:
@@ -150,10 +220,11 @@ class IngestHandler:
         events: Sequence[Event],
         endpoint: str,
         request: Exchange,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | None,
     ) -> bytes | Deferred[bytes]:
-        """All or nothing: a 202 promises that every listed event will be aggregated, so it
-        is sent only once intake has taken them (journalled, and queued)."""
+        """All or nothing (``payload`` None: Plausible's plain ``ok``): a 202 promises that
+        every listed event will be aggregated, so it is sent only once intake has taken
+        them (journalled, and queued)."""
         try:
             durable = self._intake.take(events)
         except Refused as refused:
@@ -165,6 +236,10 @@ class IngestHandler:
                 headers={"Retry-After": str(refused.retry_after)},
             ) from None
         self._telemetry.accepted(endpoint).inc(len(events))
+        if payload is None:  # Plausible's answer
+            if durable is None:
+                return plain_body(request, b"ok", 202)
+            return durable.addCallback(lambda _: plain_body(request, b"ok", 202))
         # msgspec writes what json.dumps would for these strings and integers, 4x faster.
         body = _encode_answer(payload)
         if durable is None:
@@ -187,6 +262,10 @@ class IngestApp:
     @app.route("/events/batch", methods=["POST"])
     def ingest_batch(self, request: RTARequest) -> bytes | Deferred[bytes]:
         return self.handler.batch(request, _body(request))
+
+    @app.route("/event", methods=["POST"])  # /api/event, Plausible's Events API
+    def ingest_plausible(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.plausible(request, _body(request))
 
 
 def _body(request: RTARequest) -> bytes:

@@ -33,6 +33,16 @@ def encoded_json_body(request: ResponseHead, body: bytes, status: int = 200) -> 
     return body
 
 
+def plain_body(request: ResponseHead, body: bytes, status: int = 200) -> bytes:
+    """A short ``text/plain`` answer (Plausible's ``ok``)."""
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
 def error_payload(code: str, message: str, **details: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {"error": True, "code": code, "message": message}
     payload.update((key, value) for key, value in details.items() if value is not None)

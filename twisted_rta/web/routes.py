@@ -145,6 +145,19 @@ def _ops(template: str, *, scope: str | None, rate_limit: str | None) -> Route:
     return Route(template, ("GET",), OPS, scope, rate_limit=rate_limit)
 
 
+def _browser(template: str) -> Route:
+    # Browser trackers (Plausible's, ours) send no key: no scope; rate limited per address.
+    return Route(
+        template,
+        ("POST",),
+        INGEST_APP,
+        None,
+        cors=INGEST_CORS,
+        rate_limit=INGEST,
+        mount="/api",
+    )
+
+
 def _query(template: str, *, spans_segments: bool = False) -> Route:
     return Route(
         template, ("GET",), QUERY_APP, READ, spans_segments=spans_segments, mount=API_MOUNT
@@ -184,6 +197,7 @@ ROUTES = RouteTable(
         Route("/metrics", ("GET",), OPS, READ, public_option=True),  # Prometheus
         _ingest("/api/v1/events"),
         _ingest("/api/v1/events/batch"),
+        _browser("/api/event"),  # Plausible's Events API
         _query("/api/v1/metrics"),
         _query("/api/v1/metrics/{name}", spans_segments=True),
         _query("/api/v1/metrics/{name}/series", spans_segments=True),

@@ -68,6 +68,7 @@ class RTARequest(Request):
     route: Route = ROUTES.fallback  # set by the edge from the route table
     caller_name: str = "-"  # the name of the caller's API key, for the access log
     rate_identity: tuple[str, str] | None = None  # ("key", name) or ("address", host)
+    client_address: str = "unknown"  # the edge's answer (trusted proxies); never logged
     _body_bytes: int = 0
     _rejected: bool = False
 

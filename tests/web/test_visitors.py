@@ -1,0 +1,65 @@
+"""Cookieless visitor ids: one per client and site within a salt period, a visit across
+the boundary stays one, nothing of the inputs can be read back without the salt."""
+
+from __future__ import annotations
+
+from twisted_rta.web.visitors import VisitorIds
+
+DAY = 86400
+T0 = 1_795_737_600  # a UTC midnight
+UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
+OTHER_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Safari/604.1"
+
+
+def ids() -> VisitorIds:
+    visitors = VisitorIds(period=DAY)
+    visitors.use_salts({T0 - DAY: b"y" * 32, T0: b"t" * 32, T0 + DAY: b"n" * 32})
+    return visitors
+
+
+def test_same_address_and_agent_is_one_visitor_per_site() -> None:
+    visitors = ids()
+    first = visitors.visitor("a.com", "192.0.2.1", UA, T0 + 10)
+    assert first is not None and len(first) == 32
+    assert visitors.visitor("a.com", "192.0.2.1", UA, T0 + 5000) == first
+    assert visitors.visitor("a.com", "192.0.2.1", OTHER_UA, T0 + 20) != first
+    assert visitors.visitor("a.com", "192.0.2.2", UA, T0 + 20) != first
+    assert visitors.visitor("b.com", "192.0.2.1", UA, T0 + 20) != first
+
+
+def test_the_id_reveals_neither_input() -> None:
+    visitor = ids().visitor("a.com", "192.0.2.1", UA, T0 + 10)
+    assert visitor is not None
+    assert "192" not in visitor and "Firefox" not in visitor
+    # Another salt, another id: without the salt nobody can test a guess.
+    other = VisitorIds(period=DAY)
+    other.use_salts({T0: b"s" * 32})
+    assert other.visitor("a.com", "192.0.2.1", UA, T0 + 10) != visitor
+
+
+def test_a_new_period_is_a_new_visitor_unless_the_visit_goes_on() -> None:
+    visitors = ids()
+    evening = visitors.visitor("a.com", "192.0.2.1", UA, T0 + DAY - 60)
+    # Active across midnight (within 30 minutes): the same visit, the same visitor.
+    assert visitors.visitor("a.com", "192.0.2.1", UA, T0 + DAY + 60) == evening
+    assert visitors.visitor("a.com", "192.0.2.1", UA, T0 + DAY + 1500) == evening
+    # Another client seen only before midnight and back an hour later: a new visitor.
+    earlier = visitors.visitor("a.com", "192.0.2.9", UA, T0 + DAY - 60)
+    later = visitors.visitor("a.com", "192.0.2.9", UA, T0 + DAY + 3600)
+    assert later is not None and later != earlier
+
+
+def test_no_salt_no_id() -> None:
+    visitors = VisitorIds(period=DAY)
+    assert not visitors.ready(T0)
+    assert visitors.visitor("a.com", "192.0.2.1", UA, T0) is None
+    visitors.use_salts({T0: b"t" * 32})
+    assert visitors.ready(T0 + 5) and not visitors.ready(T0 + DAY)
+
+
+def test_remembered_ids_are_bounded() -> None:
+    visitors = VisitorIds(period=DAY, max_recent=3)
+    visitors.use_salts({T0 - DAY: b"y" * 32, T0: b"t" * 32})
+    for n in range(10):
+        visitors.visitor("a.com", f"192.0.2.{n}", UA, T0 + n)
+    assert len(visitors._recent) == 3

@@ -1,0 +1,51 @@
+"""What the browser endpoints add to ingest: cookieless visitor ids, the crawler filter,
+Do Not Track, and the count of browser events answered 202 but not counted."""
+
+from __future__ import annotations
+
+from attrs import define, field, frozen
+
+from twisted_rta.web.bots import BotDetector
+from twisted_rta.web.visitors import VisitorIds
+
+BOT, DNT, ENGAGEMENT = "bot", "dnt", "engagement"
+# Plausible's tracker (v2) reports time on page as an "engagement" event on every page
+# leave: not an event a person did, so it is answered and not counted.
+NOT_COUNTED_NAMES = frozenset({"engagement"})
+# A hit names its sites in "domain" (a list for roll-ups): a few, never thousands.
+MAX_SITES_PER_HIT = 10
+
+
+def site_of(domain: str) -> str:
+    """The site a domain counts under: ``www.example.com`` is ``example.com``, as in
+    Plausible."""
+    return domain[4:] if domain.startswith("www.") and len(domain) > 4 else domain
+
+
+@define
+class BrowserDrops:
+    """Browser events answered 202 and not counted, by reason, since the start (read by
+    the status snapshot, like every other since-start counter)."""
+
+    counts: dict[str, int] = field(factory=lambda: {BOT: 0, DNT: 0, ENGAGEMENT: 0})
+
+    def add(self, reason: str, events: int = 1) -> None:
+        self.counts[reason] += events
+
+
+@frozen
+class BrowserPolicy:
+    """The browser endpoints' own rules, shared by both lanes through the ingest handler."""
+
+    visitors: VisitorIds
+    bots: BotDetector
+    drops: BrowserDrops
+    honor_do_not_track: bool
+
+    def refusal(self, user_agent: str | None, dnt: bytes | None, gpc: bytes | None) -> str | None:
+        """Why a browser event is answered 202 and not counted (``BOT``, ``DNT``), or None."""
+        if self.bots.is_bot(user_agent):
+            return BOT
+        if self.honor_do_not_track and (dnt == b"1" or gpc == b"1"):
+            return DNT
+        return None
