@@ -195,3 +195,41 @@ def test_per_site_figures_through_metric_rules() -> None:
     assert send(daemon, both).status == 202
     shop_views = daemon.http.get("/api/v1/metrics/site_pageviews?site=shop.example.com")
     assert shop_views.json["data"]["value"] == 2
+
+
+def test_sources_and_campaigns_reach_the_metric_rules() -> None:
+    rules = [
+        {
+            "name": "sources",
+            "when": {"type": "pageview"},
+            "count": True,
+            "labels": {"source": "properties.source"},
+        },
+        {
+            "name": "campaigns",
+            "when": {"type": "pageview"},
+            "count": True,
+            "labels": {"campaign": "properties.utm_campaign"},
+        },
+        {
+            "name": "devices",
+            "when": {"type": "pageview"},
+            "count": True,
+            "labels": {"device": "properties.device", "browser": "properties.browser"},
+        },
+    ]
+    daemon = make_daemon({**PRIVACY, "metrics": {"rules": rules}})
+    send(daemon, pageview())  # referred by a Google search
+    send(daemon, {**pageview("https://example.com/?utm_campaign=spring"), "r": None})
+    send(daemon, {**pageview("https://example.com/x"), "r": "https://example.com/"}, agent=SAFARI)
+    sources = daemon.http.get("/api/v1/breakdown/sources").json["data"]["items"]
+    assert {item["value"]: item["count"] for item in sources} == {
+        "Google": 1,
+        "Direct / None": 2,  # no referrer, and a referrer on the same site
+    }
+    campaigns = daemon.http.get("/api/v1/breakdown/campaigns").json["data"]["items"]
+    assert campaigns == [{"value": "spring", "count": 1}]
+    devices = daemon.http.get("/api/v1/breakdown/devices?by=device").json["data"]["items"]
+    assert {item["value"]: item["count"] for item in devices} == {"Desktop": 2, "Mobile": 1}
+    listing = daemon.http.get("/api/v1/metrics").body.decode()
+    assert "Gecko" not in listing and "AppleWebKit" not in listing  # families, not the agent

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from attrs import define, field, frozen
 
+from twisted_rta.events.model import Event
 from twisted_rta.web.bots import BotDetector
+from twisted_rta.web.enrichment import ENRICHED, Enricher
 from twisted_rta.web.visitors import VisitorIds
 
 BOT, DNT, ENGAGEMENT = "bot", "dnt", "engagement"
@@ -41,6 +43,7 @@ class BrowserPolicy:
     bots: BotDetector
     drops: BrowserDrops
     honor_do_not_track: bool
+    enricher: Enricher = field(factory=Enricher)
 
     def refusal(self, user_agent: str | None, dnt: bytes | None, gpc: bytes | None) -> str | None:
         """Why a browser event is answered 202 and not counted (``BOT``, ``DNT``), or None."""
@@ -49,3 +52,20 @@ class BrowserPolicy:
         if self.honor_do_not_track and (dnt == b"1" or gpc == b"1"):
             return DNT
         return None
+
+
+def enriched(
+    event: Event, found: dict[str, str], max_properties: int, url_keys: frozenset[str]
+) -> Event:
+    """``event`` with the enrichment ``found`` added to its properties (ours win over props
+    of the same name). Within ``max_properties``: custom props go first, from the last,
+    then enrichment from the last, never the keys the decoder set (``url_keys``)."""
+    properties = {k: v for k, v in event.properties.items() if k not in found}
+    properties.update(found)
+    excess = len(properties) - max_properties
+    if excess > 0:
+        custom = [k for k in properties if k not in url_keys and k not in ENRICHED]
+        extra = [k for k in ENRICHED if k in properties]
+        for key in (custom[::-1] + extra[::-1])[:excess]:
+            del properties[key]
+    return Event(event.id, event.type, event.timestamp, event.user_id, event.session_id, properties)

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted_rta.events.decode import decode_batch, decode_event
 from twisted_rta.events.ids import new_uuid4
 from twisted_rta.events.model import BodyError, Event, EventLimits, RejectedEvent
-from twisted_rta.events.plausible import decode_plausible, to_event
+from twisted_rta.events.plausible import RESERVED_PROPERTIES, decode_plausible, to_event
 from twisted_rta.ingest.intake import Intake, Refused
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.browser import (
@@ -26,6 +26,7 @@ from twisted_rta.web.browser import (
     MAX_SITES_PER_HIT,
     NOT_COUNTED_NAMES,
     BrowserPolicy,
+    enriched,
     site_of,
 )
 from twisted_rta.web.errors import add_json_error_handlers
@@ -193,9 +194,9 @@ class IngestHandler:
                     "visitor ids need the store's salts, which are not loaded yet; retry",
                     headers={"Retry-After": "5"},
                 )
-            events.append(
-                to_event(hit, now=now, event_id=self._new_id(), user_id=visitor, site=site)
-            )
+            event = to_event(hit, now=now, event_id=self._new_id(), user_id=visitor, site=site)
+            found = browser.enricher.properties(hit.url, hit.referrer, site, user_agent)
+            events.append(enriched(event, found, self.limits.max_properties, RESERVED_PROPERTIES))
         self._check_event_rate(request, len(events), endpoint)
         return self._take(events, endpoint, request, None)
 
