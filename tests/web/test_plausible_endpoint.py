@@ -233,3 +233,14 @@ def test_sources_and_campaigns_reach_the_metric_rules() -> None:
     assert {item["value"]: item["count"] for item in devices} == {"Desktop": 2, "Mobile": 1}
     listing = daemon.http.get("/api/v1/metrics").body.decode()
     assert "Gecko" not in listing and "AppleWebKit" not in listing  # families, not the agent
+
+
+def test_visits_are_the_sessions_of_browser_events(daemon: Daemon) -> None:
+    send(daemon, pageview())
+    daemon.reactor.advance(600)
+    send(daemon, pageview("https://example.com/next"))  # 10 minutes on: the same visit
+    assert value(daemon, "unique_sessions") == 1
+    daemon.reactor.advance(1801)
+    send(daemon, pageview())  # after 30 idle minutes: a second visit, the same visitor
+    assert value(daemon, "unique_sessions") == 2
+    assert value(daemon, "unique_users") == 1

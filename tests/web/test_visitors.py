@@ -63,3 +63,17 @@ def test_remembered_ids_are_bounded() -> None:
     for n in range(10):
         visitors.visitor("a.com", f"192.0.2.{n}", UA, T0 + n)
     assert len(visitors._recent) == 3
+
+
+def test_a_visit_ends_after_thirty_minutes_without_an_event() -> None:
+    visitors = ids()
+    first = visitors.visitor("a.com", "192.0.2.1", UA, T0 + 10)
+    assert first is not None
+    visit = visitors.visit(first)
+    assert visitors.visitor("a.com", "192.0.2.1", UA, T0 + 1000) == first
+    assert visitors.visit(first) == visit  # 16 minutes later: the same visit
+    assert visitors.visitor("a.com", "192.0.2.1", UA, T0 + 1000 + 1801) == first
+    later = visitors.visit(first)
+    assert later != visit  # over 30 minutes without an event: a new visit
+    other = visitors.visitor("a.com", "192.0.2.1", OTHER_UA, T0 + 2801)
+    assert other is not None and visitors.visit(other) not in (visit, later)

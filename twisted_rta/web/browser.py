@@ -55,11 +55,17 @@ class BrowserPolicy:
 
 
 def enriched(
-    event: Event, found: dict[str, str], max_properties: int, url_keys: frozenset[str]
+    event: Event,
+    found: dict[str, str],
+    max_properties: int,
+    url_keys: frozenset[str],
+    *,
+    session_id: str | None = None,
 ) -> Event:
-    """``event`` with the enrichment ``found`` added to its properties (ours win over props
-    of the same name). Within ``max_properties``: custom props go first, from the last,
-    then enrichment from the last, never the keys the decoder set (``url_keys``)."""
+    """``event`` in its visit (``session_id``) with the enrichment ``found`` added to its
+    properties (ours win over props of the same name). Within ``max_properties``: custom
+    props go first, from the last, then enrichment from the last, never the keys the
+    decoder set (``url_keys``)."""
     properties = {k: v for k, v in event.properties.items() if k not in found}
     properties.update(found)
     excess = len(properties) - max_properties
@@ -68,4 +74,5 @@ def enriched(
         extra = [k for k in ENRICHED if k in properties]
         for key in (custom[::-1] + extra[::-1])[:excess]:
             del properties[key]
-    return Event(event.id, event.type, event.timestamp, event.user_id, event.session_id, properties)
+    session = session_id if session_id is not None else event.session_id
+    return Event(event.id, event.type, event.timestamp, event.user_id, session, properties)

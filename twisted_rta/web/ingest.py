@@ -196,7 +196,16 @@ class IngestHandler:
                 )
             event = to_event(hit, now=now, event_id=self._new_id(), user_id=visitor, site=site)
             found = browser.enricher.properties(hit.url, hit.referrer, site, user_agent)
-            events.append(enriched(event, found, self.limits.max_properties, RESERVED_PROPERTIES))
+            visit = browser.visitors.visit(visitor)
+            events.append(
+                enriched(
+                    event,
+                    found,
+                    self.limits.max_properties,
+                    RESERVED_PROPERTIES,
+                    session_id=visit,
+                )
+            )
         self._check_event_rate(request, len(events), endpoint)
         return self._take(events, endpoint, request, None)
 

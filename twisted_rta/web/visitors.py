@@ -30,8 +30,8 @@ class VisitorIds:
     # Period start -> salt: the current period, the one before, and the next one (made in
     # advance, so the id changes on time at the boundary without waiting for the store).
     _salts: dict[int, bytes] = field(factory=dict, init=False)
-    # Recently seen ids -> when, oldest first (bounded).
-    _recent: OrderedDict[str, float] = field(factory=OrderedDict, init=False)
+    # Recently seen ids -> (when last seen, when their visit began), oldest first (bounded).
+    _recent: OrderedDict[str, tuple[float, float]] = field(factory=OrderedDict, init=False)
 
     def use_salts(self, salts: Mapping[int, bytes]) -> None:
         """Take the salts the store gave (period start -> salt)."""
@@ -53,7 +53,7 @@ class VisitorIds:
         if chosen not in self._recent and previous_salt is not None:
             before = _digest(previous_salt, site, address, user_agent)
             seen = self._recent.get(before)
-            if seen is not None and now - seen <= self.session_gap:
+            if seen is not None and now - seen[0] <= self.session_gap:
                 chosen = before  # the same visit, across the boundary
         self._remember(chosen, now)
         return chosen
@@ -61,9 +61,19 @@ class VisitorIds:
     def _start(self, now: float) -> int:
         return int(now - now % self.period)
 
+    def visit(self, visitor: str) -> str:
+        """The id of the visit ``visitor`` (just returned by ``visitor``) is in: a new one
+        after ``session_gap`` seconds without an event. It is the events' session id, so
+        ``unique_sessions`` counts visits. (Per node: a visit whose events reach two nodes
+        is two visits.)"""
+        _, began = self._recent[visitor]
+        return hashlib.blake2b(f"{visitor}:{began!r}".encode("ascii"), digest_size=12).hexdigest()
+
     def _remember(self, visitor: str, now: float) -> None:
         recent = self._recent
-        recent[visitor] = now
+        seen = recent.get(visitor)
+        began = seen[1] if seen is not None and now - seen[0] <= self.session_gap else now
+        recent[visitor] = (now, began)
         recent.move_to_end(visitor)
         while len(recent) > self.max_recent:
             recent.popitem(last=False)
