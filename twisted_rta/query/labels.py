@@ -16,7 +16,7 @@ from twisted_rta.aggregation.rules import (
     parse_series_key,
 )
 from twisted_rta.query.merge import merge_into
-from twisted_rta.query.slices import STEP_ITEMS, StepBudget
+from twisted_rta.query.slices import StepBudget
 
 
 class LabelError(ValueError):
@@ -126,20 +126,15 @@ class LabelTally:
 
     def add_steps(self, metrics: Iterable[tuple[str, Metric]]) -> Iterator[None]:
         """Group each (name, owned metric); yields between steps."""
-        selection, by, groups, budget = self.selection, self.by, self.groups, self._budget
-        source = iter(metrics)
-        while True:
-            chunk = [item for _, item in zip(range(STEP_ITEMS), source, strict=False)]
-            if not chunk:
-                return
-            if budget.due():
-                yield None
-            for name, metric in chunk:
-                if not selection.takes(name, ignoring=by):
-                    continue
-                labels = selection.labels_of(name) or {}
-                merge_into(groups, labels.get(by, OTHER), metric)
-            budget.spend(len(chunk))
+        return self._budget.steps(metrics, self._group)
+
+    def _group(self, chunk: list[tuple[str, Metric]]) -> None:
+        selection, by, groups = self.selection, self.by, self.groups
+        for name, metric in chunk:
+            if not selection.takes(name, ignoring=by):
+                continue
+            labels = selection.labels_of(name) or {}
+            merge_into(groups, labels.get(by, OTHER), metric)
 
     def result(self, limit: int) -> LabelBreakdown:
         kind = self.selection.family.kind

@@ -63,24 +63,19 @@ class FamilyTally:
 
     def add_steps(self, metrics: Iterable[tuple[str, Metric]]) -> Iterator[None]:
         """Add each (name, metric) of the family; yields between steps."""
-        values, skipped, budget = self.values, self._skipped, self._budget
-        source = iter(metrics)
-        while True:
-            chunk = [item for _, item in zip(range(STEP_ITEMS), source, strict=False)]
-            if not chunk:
-                return
-            if budget.due():
-                yield None
-            for name, metric in chunk:
-                if name in skipped:
-                    continue
-                known = values.get(name)
-                if not isinstance(metric, Counter):
-                    if known is None:
-                        skipped.add(name)
-                    continue
-                values[name] = metric.value if known is None else known + metric.value
-            budget.spend(len(chunk))
+        return self._budget.steps(metrics, self._add)
+
+    def _add(self, chunk: list[tuple[str, Metric]]) -> None:
+        values, skipped = self.values, self._skipped
+        for name, metric in chunk:
+            if name in skipped:
+                continue
+            known = values.get(name)
+            if not isinstance(metric, Counter):
+                if known is None:
+                    skipped.add(name)
+                continue
+            values[name] = metric.value if known is None else known + metric.value
 
     def rank_steps(self, limit: int, result: list[Breakdown]) -> Iterator[None]:
         """Rank the values; appends the ``Breakdown`` to ``result``; yields between steps."""

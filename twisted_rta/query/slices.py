@@ -10,7 +10,8 @@ worked ``budget`` seconds: ingest requests and the workers run between the slice
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, fail, succeed
@@ -21,6 +22,7 @@ from twisted.internet.task import Cooperator
 SLICE_SECONDS = 0.003
 # Items per step: names listed, metric views built, values summed, rows merged.
 STEP_ITEMS = 256
+T = TypeVar("T")
 
 
 @define
@@ -40,6 +42,19 @@ class StepBudget:
             return False
         self._spent = 0
         return True
+
+    def steps(self, items: Iterable[T], work: Callable[[list[T]], None]) -> Iterator[None]:
+        """``work`` on ``items`` a chunk of ``STEP_ITEMS`` at a time, yielding between steps
+        when this budget is spent (never after the last)."""
+        source = iter(items)
+        while True:
+            chunk = [item for _, item in zip(range(STEP_ITEMS), source, strict=False)]
+            if not chunk:
+                return
+            if self.due():
+                yield None
+            work(chunk)
+            self.spend(len(chunk))
 
 
 @define
