@@ -75,6 +75,9 @@ class Enricher:
             _client_of
         )
         self._named: Callable[[str], str] = lru_cache(maxsize=cache_size)(_source_of_host)
+        # ua-parser compiles its ~1,000 regexes on the first parse (~0.15 s here): pay it
+        # now, at start, not on the reactor thread in the first browser request.
+        _client_of("Mozilla/5.0 (X11; Linux x86_64)")
 
     def properties(
         self, url: str, referrer: str | None, site: str, user_agent: str | None
