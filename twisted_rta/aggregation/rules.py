@@ -27,6 +27,7 @@ import attrs
 from attrs import field, frozen
 
 from twisted_rta.aggregation.fields import FieldPath
+from twisted_rta.escapes import split_unescaped
 
 # Metrics every event feeds; stats and the API depend on these names.
 TOTAL_EVENTS = "total_events"
@@ -249,8 +250,8 @@ def parse_series_key(key: str, labels: tuple[str, ...]) -> dict[str, str] | None
     if len(labels) == 1:
         return {labels[0]: key}
     values: dict[str, str] = {}
-    for part in _split_unescaped(key, ","):
-        pieces = _split_unescaped(part, "=")
+    for part in split_unescaped(key, ","):
+        pieces = split_unescaped(part, "=")
         if len(pieces) != 2:
             return None
         values[_unescape(pieces[0])] = _unescape(pieces[1])
@@ -264,23 +265,6 @@ def escape_label_value(value: str) -> str:
 
 def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value)
-
-
-def _split_unescaped(text: str, separator: str) -> list[str]:
-    parts, current, escaped = [], [], False
-    for char in text:
-        if escaped:
-            current.append("\\" + char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == separator:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 def builtin_rules() -> tuple[MetricRule, ...]:

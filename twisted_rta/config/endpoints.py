@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet.endpoints import serverFromString
 
 from twisted_rta.config.parsers import ConfigError, text
+from twisted_rta.escapes import split_unescaped
 
 # Types whose first positional argument (or port=) is a TCP port and that take backlog=.
 TCP_LIKE = frozenset({"tcp", "tcp6", "ssl", "reuseport"})
@@ -23,23 +24,7 @@ _EXAMPLE = "tcp:8080:interface=127.0.0.1"
 
 def _fields(description: str) -> list[str]:
     """The ``:``-separated fields, honouring ``\\:`` escapes (kept as written)."""
-    fields: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in description:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            current.append(char)
-            escaped = True
-        elif char == ":":
-            fields.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    fields.append("".join(current))
-    return fields
+    return split_unescaped(description, ":")
 
 
 def endpoint_type(description: str) -> str:
