@@ -8,6 +8,7 @@ import pytest
 from twisted_rta.events.model import Event
 from twisted_rta.web.browser import enriched
 from twisted_rta.web.enrichment import DIRECT, Enricher
+from twisted_rta.web.visitors import VisitStep
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 "
@@ -110,8 +111,9 @@ def test_enrichment_wins_and_the_limit_drops_custom_props_first() -> None:
         {"page": "/", "site": "a.com", "source": "spoofed", "plan": "pro", "team": "x"},
     )
     found = {"source": "Google", "browser": "Firefox", "os": "Linux", "device": "Desktop"}
-    roomy = enriched(event, found, 64, frozenset({"page", "site"}))
-    assert roomy.properties["source"] == "Google"
+    entry = VisitStep("visit-1", None, 1)
+    roomy = enriched(event, found, 64, frozenset({"page", "site"}), entry)
+    assert roomy.properties["source"] == "Google" and roomy.session_id == "visit-1"
     assert set(roomy.properties) == {
         "page",
         "site",
@@ -121,7 +123,24 @@ def test_enrichment_wins_and_the_limit_drops_custom_props_first() -> None:
         "browser",
         "os",
         "device",
+        "entry",
+        "visit_pageview",
     }
-    tight = enriched(event, found, 5, frozenset({"page", "site"}))
-    # 8 keys for 5: the two custom props go, then the last enrichment key.
-    assert set(tight.properties) == {"page", "site", "source", "browser", "os"}
+    tight = enriched(event, found, 7, frozenset({"page", "site"}), entry)
+    # 10 keys for 7: the two custom props go, then the last enrichment key; never the
+    # visit's keys.
+    assert set(tight.properties) == {
+        "page",
+        "site",
+        "source",
+        "browser",
+        "os",
+        "entry",
+        "visit_pageview",
+    }
+
+
+def test_the_visit_keys_say_where_an_event_stands_in_its_visit() -> None:
+    event = Event("e", "signup", 1.0, "v", None, {"site": "a.com", "entry": "spoofed"})
+    later = enriched(event, {}, 64, frozenset({"site"}), VisitStep("visit-1", 42.5, None))
+    assert later.properties == {"site": "a.com", "visit_seconds": 42.5}

@@ -3,7 +3,7 @@ the boundary stays one, nothing of the inputs can be read back without the salt.
 
 from __future__ import annotations
 
-from twisted_rta.web.visitors import VisitorIds
+from twisted_rta.web.visitors import VisitorIds, VisitStep
 
 DAY = 86400
 T0 = 1_795_737_600  # a UTC midnight
@@ -69,11 +69,36 @@ def test_a_visit_ends_after_thirty_minutes_without_an_event() -> None:
     visitors = ids()
     first = visitors.visitor("a.com", "192.0.2.1", UA, T0 + 10)
     assert first is not None
-    visit = visitors.visit(first)
+    visit = visitors.visit(first, pageview=True).visit_id
     assert visitors.visitor("a.com", "192.0.2.1", UA, T0 + 1000) == first
-    assert visitors.visit(first) == visit  # 16 minutes later: the same visit
+    # 16 minutes later: the same visit.
+    assert visitors.visit(first, pageview=True).visit_id == visit
     assert visitors.visitor("a.com", "192.0.2.1", UA, T0 + 1000 + 1801) == first
-    later = visitors.visit(first)
+    later = visitors.visit(first, pageview=True).visit_id
     assert later != visit  # over 30 minutes without an event: a new visit
     other = visitors.visitor("a.com", "192.0.2.1", OTHER_UA, T0 + 2801)
-    assert other is not None and visitors.visit(other) not in (visit, later)
+    assert other is not None
+    assert visitors.visit(other, pageview=True).visit_id not in (visit, later)
+
+
+def test_each_step_says_where_the_event_stands_in_its_visit() -> None:
+    visitors = ids()
+
+    def step(now: float, *, pageview: bool) -> VisitStep:
+        visitor = visitors.visitor("a.com", "192.0.2.1", UA, now)
+        assert visitor is not None
+        return visitors.visit(visitor, pageview=pageview)
+
+    entry = step(T0 + 10, pageview=True)
+    assert entry.entry and entry.added_seconds is None and entry.pageview == 1
+    custom = step(T0 + 40, pageview=False)
+    assert not custom.entry and custom.added_seconds == 30 and custom.pageview is None
+    second = step(T0 + 100, pageview=True)
+    assert (second.added_seconds, second.pageview) == (60, 2)
+    # A request that arrives late adds nothing to the duration.
+    assert step(T0 + 90, pageview=False).added_seconds == 0
+    # The summed steps are the visit's duration: first to last event.
+    assert sum(s.added_seconds or 0 for s in (entry, custom, second)) == 90
+    # After 30 minutes without an event: a new visit, counted from its own entry.
+    again = step(T0 + 100 + 1801, pageview=True)
+    assert again.entry and again.pageview == 1 and again.visit_id != entry.visit_id

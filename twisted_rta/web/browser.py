@@ -8,7 +8,7 @@ from attrs import define, field, frozen
 from twisted_rta.events.model import Event
 from twisted_rta.web.bots import BotDetector
 from twisted_rta.web.enrichment import ENRICHED, Enricher
-from twisted_rta.web.visitors import VisitorIds
+from twisted_rta.web.visitors import VisitorIds, VisitStep
 
 BOT, DNT, ENGAGEMENT = "bot", "dnt", "engagement"
 # Plausible's tracker (v2) reports time on page as an "engagement" event on every page
@@ -16,6 +16,11 @@ BOT, DNT, ENGAGEMENT = "bot", "dnt", "engagement"
 NOT_COUNTED_NAMES = frozenset({"engagement"})
 # A hit names its sites in "domain" (a list for roll-ups): a few, never thousands.
 MAX_SITES_PER_HIT = 10
+# The properties that place a browser event in its visit (the web metrics read them):
+# ``entry`` (true) on a visit's first event, ``visit_seconds`` (what the event adds to the
+# visit's duration) on the others, ``visit_pageview`` (1, 2, ...) on pageviews.
+ENTRY, VISIT_SECONDS, VISIT_PAGEVIEW = "entry", "visit_seconds", "visit_pageview"
+VISIT_PROPERTIES = (ENTRY, VISIT_SECONDS, VISIT_PAGEVIEW)
 
 
 def site_of(domain: str) -> str:
@@ -59,20 +64,31 @@ def enriched(
     found: dict[str, str],
     max_properties: int,
     url_keys: frozenset[str],
-    *,
-    session_id: str | None = None,
+    visit: VisitStep,
 ) -> Event:
-    """``event`` in its visit (``session_id``) with the enrichment ``found`` added to its
-    properties (ours win over props of the same name). Within ``max_properties``: custom
-    props go first, from the last, then enrichment from the last, never the keys the
-    decoder set (``url_keys``)."""
-    properties = {k: v for k, v in event.properties.items() if k not in found}
+    """``event`` in its ``visit`` (its session id and ``VISIT_PROPERTIES``) with the
+    enrichment ``found`` added to its properties (ours win over props of the same name).
+    Within ``max_properties``: custom props go first, from the last, then enrichment from
+    the last, never the keys the decoder set (``url_keys``) nor the visit's."""
+    placed: dict[str, object] = {}
+    if visit.added_seconds is None:
+        placed[ENTRY] = True
+    else:
+        placed[VISIT_SECONDS] = visit.added_seconds
+    if visit.pageview is not None:
+        placed[VISIT_PAGEVIEW] = visit.pageview
+    ours = found.keys() | set(VISIT_PROPERTIES)  # a prop cannot pose as a visit key
+    properties = {k: v for k, v in event.properties.items() if k not in ours}
     properties.update(found)
+    properties.update(placed)
     excess = len(properties) - max_properties
     if excess > 0:
-        custom = [k for k in properties if k not in url_keys and k not in ENRICHED]
+        custom = [
+            k
+            for k in properties
+            if k not in url_keys and k not in ENRICHED and k not in VISIT_PROPERTIES
+        ]
         extra = [k for k in ENRICHED if k in properties]
         for key in (custom[::-1] + extra[::-1])[:excess]:
             del properties[key]
-    session = session_id if session_id is not None else event.session_id
-    return Event(event.id, event.type, event.timestamp, event.user_id, session, properties)
+    return Event(event.id, event.type, event.timestamp, event.user_id, visit.visit_id, properties)

@@ -18,7 +18,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted_rta.events.decode import decode_batch, decode_event
 from twisted_rta.events.ids import new_uuid4
 from twisted_rta.events.model import BodyError, Event, EventLimits, RejectedEvent
-from twisted_rta.events.plausible import RESERVED_PROPERTIES, decode_plausible, to_event
+from twisted_rta.events.plausible import (
+    PAGEVIEW,
+    RESERVED_PROPERTIES,
+    decode_plausible,
+    to_event,
+)
 from twisted_rta.ingest.intake import Intake, Refused
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.browser import (
@@ -196,15 +201,9 @@ class IngestHandler:
                 )
             event = to_event(hit, now=now, event_id=self._new_id(), user_id=visitor, site=site)
             found = browser.enricher.properties(hit.url, hit.referrer, site, user_agent)
-            visit = browser.visitors.visit(visitor)
+            visit = browser.visitors.visit(visitor, pageview=hit.name == PAGEVIEW)
             events.append(
-                enriched(
-                    event,
-                    found,
-                    self.limits.max_properties,
-                    RESERVED_PROPERTIES,
-                    session_id=visit,
-                )
+                enriched(event, found, self.limits.max_properties, RESERVED_PROPERTIES, visit)
             )
         self._check_event_rate(request, len(events), endpoint)
         return self._take(events, endpoint, request, None)
