@@ -105,6 +105,18 @@ MIXED_RULES = Rules(
             sum=P("properties.level"),
             histogram=P("properties.level"),
         ),
+        MetricRule(
+            "planned",
+            Match(type_glob="*", where=(Condition(PLAN, present=True),)),
+            count=True,
+            labels=(("plan", PLAN),),
+            max_series=2,
+        ),
+        MetricRule(
+            "unplanned",
+            Match(type_glob="*", where=(Condition(PLAN, present=False),)),
+            sum=P("properties.level"),
+        ),
         # A labelled unique, unbounded: see BOUNDED_UNIQUE_RULES.
         MetricRule(
             "plans", Match(type_glob="*"), unique=PLAN, labels=(("c", COUNTRY),), max_series=1000
@@ -521,6 +533,8 @@ def test_plan_takes_types_by_exact_type_and_glob() -> None:
         "pages_seen",
         "levels_sum",
         "levels_histogram",
+        "planned",
+        "unplanned",
         "plans",
         "by_type",
     ]
@@ -529,14 +543,25 @@ def test_plan_takes_types_by_exact_type_and_glob() -> None:
         "clicks_by",
         "levels_sum",
         "levels_histogram",
+        "planned",
+        "unplanned",
         "plans",
         "by_type",
     ]
-    assert names("PageView") == ["levels_sum", "levels_histogram", "plans", "by_type"]
+    assert names("PageView") == [
+        "levels_sum",
+        "levels_histogram",
+        "planned",
+        "unplanned",
+        "plans",
+        "by_type",
+    ]
     assert names("page_exit") == [
         "view_refs",
         "levels_sum",
         "levels_histogram",
+        "planned",
+        "unplanned",
         "plans",
         "by_type",
     ]

@@ -138,6 +138,29 @@ def test_condition_uses_json_equality(values: tuple[Any, ...], value: Any, holds
     assert Condition(P("properties.x"), values).holds(value) is holds
 
 
+@pytest.mark.parametrize(
+    ("present", "value", "holds"),
+    [
+        (True, "a", True),
+        (True, 0, True),
+        (True, False, True),
+        (True, "", True),
+        (True, None, False),  # absent or null
+        (False, None, True),
+        (False, "a", False),
+    ],
+)
+def test_presence_condition(present: bool, value: Any, holds: bool) -> None:
+    condition = Condition(P("properties.x"), present=present)
+    assert condition.holds(value) is holds
+    assert condition.as_config() == {"present": present}
+
+
+def test_a_condition_takes_values_or_presence() -> None:
+    with pytest.raises(ValueError, match="either values or present"):
+        Condition(P("properties.x"), ("a",), present=True)
+
+
 def test_match_needs_exactly_one_of_type_and_glob() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         Match()

@@ -235,3 +235,34 @@ def test_the_summary_shows_rules_as_written() -> None:
     # As written, so the summary loads back into the same config.
     again = config_from_mapping(rules_config(*flat["metrics.rules"]))
     assert again.metrics == config_from_mapping(rules_config(rule, drop)).metrics
+
+
+def test_where_present_loads_and_anything_else_in_a_mapping_is_an_error() -> None:
+    config = config_from_mapping(
+        rules_config(
+            {
+                "name": "campaigns",
+                "when": {
+                    "type": "pageview",
+                    "where": {"properties.utm_campaign": {"present": True}},
+                },
+                "count": True,
+                "labels": {"campaign": "properties.utm_campaign"},
+            }
+        )
+    )
+    (entry,) = config.metrics.rules
+    assert isinstance(entry, MetricRule)
+    assert entry.as_config()["when"]["where"] == {"properties.utm_campaign": {"present": True}}
+    with pytest.raises(ConfigError) as raised:
+        config_from_mapping(
+            rules_config(
+                {
+                    "name": "x",
+                    "when": {"type": "a", "where": {"properties.c": {"present": "yes"}}},
+                    "count": True,
+                }
+            )
+        )
+    assert "metrics.rules[0].when.where.properties.c" in str(raised.value)
+    assert "{present: true}" in str(raised.value)

@@ -211,7 +211,12 @@ def _filtered(condition: Condition, events: list[Event]) -> list[Event]:
     calling ``Condition.holds`` per event cost ~1.5 us each (benchmarks/README.md).
     """
     strings = condition.strings
-    if strings is not None:
+    present = condition.present
+    if present is not None:
+        top = condition.field.top_property
+        if top is not None:  # the web preset's "is there a utm_campaign" conditions
+            return [e for e in events if (e.properties.get(top) is not None) is present]
+    elif strings is not None:
         top = condition.field.top_property
         if top is not None:
             return [e for e in events if e.properties.get(top) in strings]

@@ -65,18 +65,27 @@ Scalar = str | int | float | bool | None
 
 @frozen(cache_hash=True)  # a key of the per-batch extraction caches
 class Condition:
-    """The field equals one of ``values`` (JSON equality: ``1`` is not ``true``)."""
+    """The field equals one of ``values`` (JSON equality: ``1`` is not ``true``); or, with
+    ``present`` set, the field is there and not null (``present=True``) or is not."""
 
     field: FieldPath
-    values: tuple[Scalar, ...]
+    values: tuple[Scalar, ...] = ()
+    present: bool | None = None
     # The values as a set when they are all strings (then only an equal string holds).
     strings: frozenset[str] | None = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        texts = self.values if all(type(v) is str for v in self.values) else None
+        if self.present is not None and self.values:
+            raise ValueError("a condition takes either values or present, not both")
+        texts = self.values if self.values and all(type(v) is str for v in self.values) else None
         object.__setattr__(self, "strings", None if texts is None else frozenset(texts))
 
+    def as_config(self) -> Any:
+        return list(self.values) if self.present is None else {"present": self.present}
+
     def holds(self, value: Any) -> bool:
+        if self.present is not None:
+            return (value is not None) is self.present
         return any(value == v and type(value) is type(v) for v in self.values) or (
             # 1 and 1.0 are one JSON number.
             isinstance(value, int | float)
@@ -107,7 +116,7 @@ class Match:
             {"type": self.type} if self.type is not None else {"type_glob": self.type_glob}
         )
         if self.where:
-            out["where"] = {str(c.field): list(c.values) for c in self.where}
+            out["where"] = {str(c.field): c.as_config() for c in self.where}
         return out
 
     def takes_type(self, event_type: str) -> bool:

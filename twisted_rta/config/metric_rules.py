@@ -128,6 +128,9 @@ def _where(raw: Any, path: str) -> tuple[Condition, ...]:
     for field_text, wanted in raw.items():
         where = f"{path}.{field_text}"
         field_path = _path(field_text, where)
+        if isinstance(wanted, Mapping):
+            conditions.append(Condition(field_path, present=_presence(wanted, where)))
+            continue
         values = wanted if isinstance(wanted, list) else [wanted]
         if not values:
             raise ConfigError(where, "must be a value or a non-empty list of values")
@@ -139,6 +142,16 @@ def _where(raw: Any, path: str) -> tuple[Condition, ...]:
         scalars: tuple[Scalar, ...] = tuple(values)
         conditions.append(Condition(field_path, scalars))
     return tuple(conditions)
+
+
+def _presence(raw: Mapping[Any, Any], path: str) -> bool:
+    """``{present: true}``: the field is there and not null; ``false``: it is not."""
+    if set(raw) != {"present"} or not isinstance(raw["present"], bool):
+        raise ConfigError(
+            path,
+            f"a mapping here must be {{present: true}} or {{present: false}}, got {shown(raw)}",
+        )
+    return raw["present"]
 
 
 def _labels(raw: Any, path: str) -> tuple[tuple[str, FieldPath], ...]:
