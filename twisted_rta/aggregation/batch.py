@@ -305,6 +305,7 @@ class _Program:
     steps: tuple[_Step, ...]
     grouped: tuple[str, ...]  # the types some selection takes alone
     grouping_all: bool  # whether that is every type of the batch
+    type_count: int  # how many types the batch has
 
     @classmethod
     def of(cls, plan: BatchPlan, types: tuple[str, ...]) -> _Program:
@@ -332,6 +333,7 @@ class _Program:
             tuple(steps),
             grouped,
             grouping_all=set(grouped) == set(types),
+            type_count=len(types),
         )
 
 
@@ -364,18 +366,37 @@ class _Gatherer:
                 if group is not None:
                     group.append(event)
         selected = []
+        # Selections share their work: the events of a type set, and each filter of a
+        # condition sequence's prefix, are found once (the web preset's selections all start
+        # "any type, with a site": one pass, not one per selection).
+        shared: dict[tuple[Any, ...], list[Event]] = {}
         for match, taken in program.selections:
-            if len(taken) == 1:
-                found = groups[taken[0]]
-            else:
-                wanted = set(taken)
-                found = [e for t, e in zip(types, events, strict=True) if t in wanted]
+            key: tuple[Any, ...] = (taken,)
+            found = shared.get(key)
+            if found is None:
+                if len(taken) == 1:
+                    found = groups[taken[0]]
+                elif len(taken) == program.type_count:  # every type of the batch
+                    found = list(events)
+                else:
+                    wanted = set(taken)
+                    found = [e for t, e in zip(types, events, strict=True) if t in wanted]
+                shared[key] = found
             for condition in match.where:
-                found = _filtered(condition, found)
+                if not found:
+                    break
+                key += (condition,)
+                narrowed = shared.get(key)
+                if narrowed is None:
+                    narrowed = shared[key] = _filtered(condition, found)
+                found = narrowed
             selected.append(found)
         raws: dict[tuple[int, FieldPath], list[Any]] = {}
+        nothing: tuple[list[Any], dict[str, int]] = ([], {})
         extracted = [
             _extract(selected[selection], path, check, raws, selection)
+            if selected[selection]
+            else nothing  # a selection that took no event (the site rules, for native events)
             for selection, path, check in program.extractions
         ]
         tallies: dict[int, dict[str, int]] = {}
