@@ -24,7 +24,7 @@ so other processes taking the core do not count); the best run is printed (the h
 still varies from second to second: compare best runs of the same command). ``--profile``
 adds a cProfile of the timed calls of one more run (top 15 by internal time).
 ``--rule '{name: ..., when: ..., count: true}'`` adds a metric rule (repeatable) and
-``--no-builtin`` drops the built-in preset, to price each rule. ``--client-requests``
+``--no-builtin`` and ``--no-web`` drop the presets, to price each rule. ``--client-requests``
 makes each request one client's (one user and one session for all its
 events, as a browser SDK sends them) instead of every event drawing its own ids. After the
 last run the reads a flush tick and a query make are timed too (all-time totals, a breakdown,
@@ -219,11 +219,13 @@ def main() -> None:
         help="a metric rule (a YAML flow mapping) added to the built-in ones; repeatable",
     )
     parser.add_argument("--no-builtin", action="store_true", help="metrics.builtin: false")
+    parser.add_argument("--no-web", action="store_true", help="metrics.web: false")
     args = parser.parse_args()
     config = config_from_mapping(
         {
             "metrics": {
                 "builtin": not args.no_builtin,
+                "web": not args.no_web,
                 "rules": [yaml.safe_load(rule) for rule in args.rule],
             }
         }
@@ -238,7 +240,8 @@ def main() -> None:
     print(
         f"{args.events:,} events in requests of {args.batch} ({mode}), after {args.warm:,} "
         f"warm-up events; {args.runs} runs; built-in rules "
-        f"{'off' if args.no_builtin else 'on'}, {len(args.rule)} more"
+        f"{'off' if args.no_builtin else 'on'}, web rules {'off' if args.no_web else 'on'}, "
+        f"{len(args.rule)} more"
     )
     rates = []
     for run in range(1, args.runs + 1):

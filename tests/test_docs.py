@@ -9,7 +9,7 @@ from pathlib import Path
 
 import attrs
 
-from twisted_rta.aggregation.rules import AGGREGATIONS, MetricRule, builtin_rules
+from twisted_rta.aggregation.rules import AGGREGATIONS, MetricRule, builtin_rules, web_rules
 from twisted_rta.config import load_config, rules_of
 from twisted_rta.tap import Options
 
@@ -91,7 +91,7 @@ def test_every_yaml_example_in_the_readme_loads(tmp_path: Path) -> None:
         path = tmp_path / f"block{index}.yaml"
         path.write_text(block, encoding="utf-8")
         config = load_config(path)  # raises ConfigError naming the key path
-        rules_of(config.metrics.builtin, config.metrics.rules)
+        rules_of(config.metrics.builtin, config.metrics.rules, web=config.metrics.web)
 
 
 def test_the_readme_writes_the_builtin_preset_as_its_rules(tmp_path: Path) -> None:
@@ -101,6 +101,15 @@ def test_the_readme_writes_the_builtin_preset_as_its_rules(tmp_path: Path) -> No
     written = [rule for rule in load_config(path).metrics.rules if isinstance(rule, MetricRule)]
     # The preset is bounded by limits.max_dimension_values, a written rule by max_series.
     assert [attrs.evolve(rule, max_series=None) for rule in written] == list(builtin_rules())
+
+
+def test_the_readme_writes_the_web_preset_as_its_rules(tmp_path: Path) -> None:
+    (preset,) = [block for block in readme_yaml_blocks() if "web: false" in block]
+    path = tmp_path / "web.yaml"
+    path.write_text(preset, encoding="utf-8")
+    written = [rule for rule in load_config(path).metrics.rules if isinstance(rule, MetricRule)]
+    # The preset is bounded by limits.max_dimension_values, a written rule by max_series.
+    assert [attrs.evolve(rule, max_series=None) for rule in written] == list(web_rules())
 
 
 def test_the_commented_rules_of_the_shipped_config_load(tmp_path: Path) -> None:
@@ -116,7 +125,7 @@ def test_the_commented_rules_of_the_shipped_config_load(tmp_path: Path) -> None:
     path = tmp_path / "rta.yaml"
     path.write_text("\n".join(uncommented) + "\n", encoding="utf-8")
     config = load_config(path)
-    rules = rules_of(config.metrics.builtin, config.metrics.rules)
+    rules = rules_of(config.metrics.builtin, config.metrics.rules, web=config.metrics.web)
     examples = [rule for rule in config.metrics.rules if isinstance(rule, MetricRule)]
     shown = {aggregation for rule in examples for aggregation, _ in rule.aggregations()}
     assert shown == set(AGGREGATIONS) and rules.drops, "an example of each kind and a drop"

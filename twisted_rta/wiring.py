@@ -283,7 +283,9 @@ def new_aggregator(config: Config, now: float) -> Aggregator:
         grace=config.windows.grace,
         max_dimension_values=config.limits.max_dimension_values,
         started_at=now,
-        rules=rules_of(config.metrics.builtin, config.metrics.rules),
+        rules=rules_of(
+            config.metrics.builtin, config.metrics.rules, web=config.metrics.web
+        ),
     )
 
 

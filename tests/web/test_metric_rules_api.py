@@ -14,6 +14,7 @@ from twisted_rta.timefmt import iso_utc
 
 RULES: dict[str, Any] = {
     "metrics": {
+        "web": False,  # these rules take the names of the web preset's visits
         "rules": [
             {
                 "name": "signups",
@@ -42,7 +43,7 @@ RULES: dict[str, Any] = {
             },
             {"name": "depth", "when": {"type": "heartbeat"}, "gauge": "properties.depth"},
             {"action": "drop", "when": {"type_glob": "debug.*"}},
-        ]
+        ],
     }
 }
 

@@ -163,13 +163,14 @@ def test_no_key_is_needed_even_with_keys_configured() -> None:
 def test_neither_address_nor_agent_is_in_any_metric_name_or_value(daemon: Daemon) -> None:
     send(daemon, pageview(), address="198.51.100.77")
     listing = daemon.http.get("/api/v1/metrics").body.decode()
-    assert "198.51.100.77" not in listing and "Firefox" not in listing
+    # The web preset keeps the browser's family (Firefox), never the agent itself.
+    assert "198.51.100.77" not in listing and "Gecko" not in listing and "rv:140" not in listing
 
 
 def test_per_site_figures_through_metric_rules() -> None:
     rules = [
         {
-            "name": "site_pageviews",
+            "name": "views_by_page",
             "when": {"type": "pageview"},
             "count": True,
             "labels": {"site": "properties.site", "page": "properties.page"},
@@ -188,12 +189,12 @@ def test_per_site_figures_through_metric_rules() -> None:
     send(daemon, shop)
     reply = daemon.http.get("/api/v1/metrics/site_visitors?site=example.com&from=-1h")
     assert reply.json["data"]["value"] == 2
-    top = daemon.http.get("/api/v1/breakdown/site_pageviews?by=page&site=example.com")
+    top = daemon.http.get("/api/v1/breakdown/views_by_page?by=page&site=example.com")
     assert {item["value"] for item in top.json["data"]["items"]} == {"/a", "/b"}
     # A hit for two sites (Plausible's roll-ups) counts in both; www. is not part of a site.
     both = {"n": "pageview", "u": "https://example.com/c", "d": "www.example.com,shop.example.com"}
     assert send(daemon, both).status == 202
-    shop_views = daemon.http.get("/api/v1/metrics/site_pageviews?site=shop.example.com")
+    shop_views = daemon.http.get("/api/v1/metrics/views_by_page?site=shop.example.com")
     assert shop_views.json["data"]["value"] == 2
 
 
@@ -218,7 +219,8 @@ def test_sources_and_campaigns_reach_the_metric_rules() -> None:
             "labels": {"device": "properties.device", "browser": "properties.browser"},
         },
     ]
-    daemon = make_daemon({**PRIVACY, "metrics": {"rules": rules}})
+    # Rules of their own under the web preset's names (sources, devices).
+    daemon = make_daemon({**PRIVACY, "metrics": {"web": False, "rules": rules}})
     send(daemon, pageview())  # referred by a Google search
     send(daemon, {**pageview("https://example.com/?utm_campaign=spring"), "r": None})
     send(daemon, {**pageview("https://example.com/x"), "r": "https://example.com/"}, agent=SAFARI)

@@ -299,6 +299,65 @@ def builtin_rules() -> tuple[MetricRule, ...]:
     )
 
 
+def web_rules() -> tuple[MetricRule, ...]:
+    """The web analytics metrics (``metrics.web``), per site: every event that has a
+    ``properties.site`` (the browser endpoints give every event one). Visits and their
+    breakdowns (entry pages, sources, campaigns, browsers, OS, devices) count each visit
+    once, by its first event (``entry``, web/browser.py), as Plausible attributes a visit
+    to how it began. Their series are bounded by ``limits.max_dimension_values``."""
+    site = FieldPath.parse("properties.site")
+    on_site = Condition(site, present=True)
+    entry = Condition(FieldPath.parse("properties.entry"), (True,))
+
+    def where(*conditions: Condition, type: str | None = None) -> Match:
+        if type is not None:
+            return Match(type=type, where=(on_site, *conditions))
+        return Match(type_glob="*", where=(on_site, *conditions))
+
+    def present(name: str) -> Condition:
+        return Condition(FieldPath.parse(f"properties.{name}"), present=True)
+
+    def per_visit(name: str, label: str, prop: str, *also: Condition) -> MetricRule:
+        labels = (("site", site), (label, FieldPath.parse(f"properties.{prop}")))
+        return MetricRule(name, where(entry, *also), count=True, labels=labels)
+
+    by_site = (("site", site),)
+    return (
+        MetricRule("visitors", where(), unique=FieldPath.parse("user_id"), labels=by_site),
+        MetricRule("visits", where(entry), count=True, labels=by_site),
+        MetricRule("site_pageviews", where(type="pageview"), count=True, labels=by_site),
+        # Visits that reached a second pageview: the ones that did not bounce.
+        MetricRule(
+            "engaged_visits",
+            where(Condition(FieldPath.parse("properties.visit_pageview"), (2,)), type="pageview"),
+            count=True,
+            labels=by_site,
+        ),
+        # Each event adds the seconds since its visit's previous one: the sum over a visit
+        # is its first-to-last span.
+        MetricRule(
+            "visit_seconds",
+            where(present("visit_seconds")),
+            sum=FieldPath.parse("properties.visit_seconds"),
+            labels=by_site,
+        ),
+        MetricRule(
+            "top_pages",
+            where(type="pageview"),
+            count=True,
+            labels=(("site", site), ("page", FieldPath.parse("properties.page"))),
+        ),
+        per_visit("entry_pages", "page", "page", present("page")),
+        per_visit("sources", "source", "source"),
+        per_visit("utm_campaigns", "utm_campaign", "utm_campaign", present("utm_campaign")),
+        per_visit("utm_sources", "utm_source", "utm_source", present("utm_source")),
+        per_visit("utm_mediums", "utm_medium", "utm_medium", present("utm_medium")),
+        per_visit("browsers", "browser", "browser"),
+        per_visit("operating_systems", "os", "os"),
+        per_visit("devices", "device", "device"),
+    )
+
+
 def _as_rules(rules: Iterable[MetricRule]) -> tuple[MetricRule, ...]:
     return tuple(rules)
 

@@ -21,6 +21,7 @@ from twisted_rta.aggregation.rules import (
     Rules,
     Scalar,
     builtin_rules,
+    web_rules,
 )
 from twisted_rta.config.parsers import ConfigError, shown
 
@@ -193,11 +194,12 @@ def _no_repeats(raw: Mapping[Any, Any], path: str) -> None:
         raise ConfigError(f"{path}.{key}", "is given twice")
 
 
-def rules_of(builtin: bool, entries: tuple[RuleEntry, ...]) -> Rules:
-    """The rules the aggregator runs: the built-in preset (unless off), then the
-    configured rules and drops. Raises ConfigError naming the first rule that collides."""
-    preset = builtin_rules() if builtin else ()
-    metrics = list(preset)
+def rules_of(builtin: bool, entries: tuple[RuleEntry, ...], *, web: bool = False) -> Rules:
+    """The rules the aggregator runs: the built-in presets (``metrics.builtin``, then
+    ``metrics.web``, unless off), then the configured rules and drops. Raises ConfigError
+    naming the first rule that collides."""
+    presets = {"builtin": builtin_rules() if builtin else (), "web": web_rules() if web else ()}
+    metrics = [rule for preset in presets.values() for rule in preset]
     drops = []
     for index, entry in enumerate(entries):
         if isinstance(entry, DropRule):
@@ -207,13 +209,16 @@ def rules_of(builtin: bool, entries: tuple[RuleEntry, ...]) -> Rules:
         try:
             Rules(metrics)
         except ValueError as error:
-            taken = _builtin_names(preset) & {spec.name for spec in entry.metrics()}
-            message = (
-                f"{sorted(taken)[0]!r} is a built-in metric: rename the rule, or set "
-                "metrics.builtin: false"
-                if taken
-                else str(error)
-            )
+            names = {spec.name for spec in entry.metrics()}
+            message = str(error)
+            for key, preset in presets.items():
+                taken = _builtin_names(preset) & names
+                if taken:
+                    message = (
+                        f"{sorted(taken)[0]!r} is a built-in metric: rename the rule, or set "
+                        f"metrics.{key}: false"
+                    )
+                    break
             raise ConfigError(f"metrics.rules[{index}].name", message) from None
     return Rules(metrics, drops)
 

@@ -290,6 +290,9 @@ class MetricsConfig:
 
     # The Go original's metrics (pageviews, page_views:<page>, clicks, revenue...).
     builtin: bool = setting(True, boolean)
+    # The web analytics metrics, per site (visitors, visits, sources...; README: "Web
+    # analytics"): they take only events with a properties.site.
+    web: bool = setting(True, boolean)
     rules: tuple[RuleEntry, ...] = setting((), metric_rules)
 
 
@@ -327,7 +330,7 @@ def relation_errors(config: Config) -> list[ConfigError]:
             )
         )
     try:
-        rules_of(config.metrics.builtin, config.metrics.rules)
+        rules_of(config.metrics.builtin, config.metrics.rules, web=config.metrics.web)
     except ConfigError as error:
         errors.append(error)
     return errors
