@@ -36,6 +36,7 @@ class PageRequest:
     prefix: str | None = None
     after: str | None = None
     limit: int | None = None
+    only: Callable[[str], bool] | None = None  # keep only the names it takes (?site=)
 
     @property
     def paginated(self) -> bool:
@@ -95,6 +96,8 @@ class MetricPage:
         prefix = request.prefix
         if prefix:
             listed = [name for name in listed if name.startswith(prefix)]
+        if request.only is not None:
+            listed = list(filter(request.only, listed))
         listed.sort()
         first = 0 if request.after is None else bisect_right(listed, request.after)
         end = len(listed) if request.limit is None else min(first + request.limit, len(listed))

@@ -5,7 +5,7 @@ query layer: all-time metrics, ranges, series, breakdowns, and this node's stats
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -26,6 +26,7 @@ from twisted_rta.query.timerange import (
     parse_resolution,
 )
 from twisted_rta.query.views import metric_view_of, range_view, tidy_number
+from twisted_rta.query.web import SITE, WebSummary, per_site_metrics, summary_selections
 from twisted_rta.timefmt import iso_utc
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.responses import ApiError, encoded_json_body, json_body
@@ -57,10 +58,12 @@ class QueryApp:
 
     @app.route("/metrics", methods=["GET"])
     async def all_metrics(self, request: IRequest) -> bytes:
+        site = _arg(request, SITE)
         page_request = PageRequest(
             prefix=_arg(request, "prefix"),
             after=_cursor_arg(request, "after"),
             limit=_optional_int_arg(request, "limit", minimum=1, maximum=MAX_PAGE),
+            only=None if site is None else self._site_series(site),
         )
         pieces: list[bytes] = []
         page = await self._query.metrics(page_request)
@@ -153,6 +156,31 @@ class QueryApp:
         data.update(range_view(timerange) if timerange else {"complete": complete})
         return _success(request, data, f"top {len(result.items)} values of {base!r}")
 
+    @app.route("/web", methods=["GET"])
+    async def web(self, request: IRequest) -> bytes:
+        """The web analytics summary of ``?site=`` (every site's without it)."""
+        site = _arg(request, "site")
+        selections = summary_selections(self._query.aggregator.rules, site)
+        if selections is None:
+            raise ApiError(
+                404,
+                "metric_not_found",
+                "the web metrics are off (metrics.web: false): no visitors, visits or pageviews "
+                "per site are kept",
+                name="web",
+            )
+        ranged = _arg(request, "from") is not None or _arg(request, "to") is not None
+        timerange = self._range(request, default_from=None) if ranged else None
+        merged = {
+            name: await self._history(self._query.selected(selection, timerange))
+            for name, selection in selections.items()
+        }
+        data = WebSummary.of(merged).view(site)
+        if timerange is not None:
+            data["range"] = range_view(timerange)
+        where = f"site {site!r}" if site is not None else "every site"
+        return _success(request, data, f"web analytics of {where}")
+
     @app.route("/stats", methods=["GET"])
     def stats(self, request: IRequest) -> bytes:
         return _success(request, self._query.stats(self._clock.seconds()), "aggregator statistics")
@@ -200,12 +228,34 @@ class QueryApp:
             for key, values in request.args.items()
             if values
         }
+        rules = self._query.aggregator.rules
         try:
-            return LabelSelection.of(self._query.aggregator.rules, name, args)
+            selection = LabelSelection.of(rules, name, args)
         except LabelError as error:
+            if error.parameter == SITE:
+                raise _not_per_site(name, per_site_metrics(rules)) from None
             raise ApiError(
                 400, "invalid_parameter", str(error), parameter=error.parameter
             ) from None
+        if selection is None and SITE in args:
+            raise _not_per_site(name, per_site_metrics(rules))
+        return selection
+
+    def _site_series(self, site: str) -> Callable[[str], bool]:
+        """Whether a metric name is a series of ``site`` in a per-site family."""
+        rules = self._query.aggregator.rules
+        selections = [
+            LabelSelection.of(rules, base, {SITE: site}) for base in per_site_metrics(rules)
+        ]
+        chosen = [selection for selection in selections if selection is not None]
+
+        def takes(name: str) -> bool:
+            return any(
+                (labels := selection.labels_of(name)) is not None and labels.get(SITE) == site
+                for selection in chosen
+            )
+
+        return takes
 
     def _range(
         self, request: IRequest, *, default_from: str | None, explicit_resolution: bool = False
@@ -296,6 +346,16 @@ def _grouping_label(base: str, selection: LabelSelection | None, by: str | None)
             parameter="by",
         )
     return by
+
+
+def _not_per_site(name: str, per_site: list[str]) -> ApiError:
+    kept = ", ".join(per_site) if per_site else "none (metrics.web: false and no rule has one)"
+    return ApiError(
+        400,
+        "invalid_parameter",
+        f"{name!r} is not kept per site; the metrics with a site label: {kept}",
+        parameter=SITE,
+    )
 
 
 def _metric_not_found(name: str) -> ApiError:

@@ -202,6 +202,7 @@ ROUTES = RouteTable(
         _query("/api/v1/metrics/{name}", spans_segments=True),
         _query("/api/v1/metrics/{name}/series", spans_segments=True),
         _query("/api/v1/breakdown/{base}"),
+        _query("/api/v1/web"),  # the web analytics summary of a site
         _query("/api/v1/stats"),
         _query("/api/v1/windows"),
         _page("/"),
