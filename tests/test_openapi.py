@@ -24,7 +24,8 @@ from twisted_rta.web.dashboard import DashboardApp
 from twisted_rta.web.ingest import IngestApp
 from twisted_rta.web.ops import OpsApp
 from twisted_rta.web.queries import QueryApp
-from twisted_rta.web.routes import DASHBOARD, INGEST_APP, OPS, QUERY_APP, ROUTES
+from twisted_rta.web.routes import DASHBOARD, INGEST_APP, OPS, QUERY_APP, TRACKER, route_table
+from twisted_rta.web.tracker import TrackerApp
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = Path(twisted_rta.__file__).resolve().parent
@@ -201,6 +202,7 @@ def test_protected_operations_document_auth_and_rate_limits(document: dict[str, 
         "/dashboard",
         "/dashboard/assets/{file}",
         "/favicon.ico",
+        "/js/rta.js",
     }
 
 
@@ -213,23 +215,28 @@ def test_every_path_documents_the_preflight(document: dict[str, Any]) -> None:
 
 
 def klein_routes() -> set[tuple[str, str]]:
-    """(METHOD, template) of every Klein route as the edge mounts them (ops and the dashboard
-    at the root, the API under /api/v1, Plausible's /api/event under /api, as the route
-    table's mount of that rule says); werkzeug adds HEAD."""
-    mounts = {(route.app, route.klein_rule): route.mount for route in ROUTES.routes}
+    """(METHOD, template) of every Klein route at the paths the default route table serves
+    it at (the edge mounts the apps: ops and the dashboard at the root, the API under
+    /api/v1, Plausible's /api/event under /api; the tracker's script at tracker.script_path);
+    werkzeug adds HEAD."""
+    table = route_table()
     routes = set()
-    for name, prefix, app in (
-        (OPS, "", OpsApp.app),
-        (INGEST_APP, "/api/v1", IngestApp.app),
-        (QUERY_APP, "/api/v1", QueryApp.app),
-        (DASHBOARD, "", DashboardApp.app),
+    for name, app in (
+        (OPS, OpsApp.app),
+        (INGEST_APP, IngestApp.app),
+        (QUERY_APP, QueryApp.app),
+        (DASHBOARD, DashboardApp.app),
+        (TRACKER, TrackerApp.app),
     ):
         for rule in app.url_map.iter_rules():
-            template = mounts.get((name, rule.rule), prefix) + rule.rule
-            for converter in ("<path:", "<"):
-                template = template.replace(converter, "{")
-            template = template.replace(">", "}")
-            routes.update((method, template) for method in rule.methods or () if method != "HEAD")
+            templates = {r.template for r in table.of_app(name) if r.klein_rule == rule.rule}
+            assert templates, f"the route table has no path for {name} {rule.rule}"
+            routes.update(
+                (method, template)
+                for template in templates
+                for method in rule.methods or ()
+                if method != "HEAD"
+            )
     return routes
 
 

@@ -69,8 +69,9 @@ from twisted_rta.web.live import LiveFeed, LiveFigures
 from twisted_rta.web.ops import OpsApp
 from twisted_rta.web.queries import QueryApp
 from twisted_rta.web.ratelimit import RequestLimiters
-from twisted_rta.web.routes import DASHBOARD, INGEST_APP, OPS, QUERY_APP
+from twisted_rta.web.routes import DASHBOARD, INGEST_APP, OPS, QUERY_APP, TRACKER, route_table
 from twisted_rta.web.site import RTASite
+from twisted_rta.web.tracker import TrackerApp
 from twisted_rta.web.visitors import VisitorIds
 
 log = Logger()
@@ -283,9 +284,7 @@ def new_aggregator(config: Config, now: float) -> Aggregator:
         grace=config.windows.grace,
         max_dimension_values=config.limits.max_dimension_values,
         started_at=now,
-        rules=rules_of(
-            config.metrics.builtin, config.metrics.rules, web=config.metrics.web
-        ),
+        rules=rules_of(config.metrics.builtin, config.metrics.rules, web=config.metrics.web),
     )
 
 
@@ -414,19 +413,23 @@ def build_http(
         browser=browser,
     )
     queries = QueryApp(clock=reactor, query=query, resolutions=resolutions)
+    routes = route_table(config.tracker)  # the tracker's paths are the config's
     edge = EdgeResource(
         {
             OPS: ops.app.resource(),
             INGEST_APP: IngestApp(ingest).app.resource(),
             QUERY_APP: queries.app.resource(),
             DASHBOARD: dashboard.app.resource(),
+            TRACKER: TrackerApp(endpoint_path=config.tracker.endpoint_path).app.resource(),
         },
         AccessPolicy.from_config(config),
+        routes=routes,
         limiters=limiters,
         clock=reactor,
     )
     site = RTASite(
         edge,
+        routes=routes,
         clock=reactor,
         max_body_bytes=config.limits.max_body_bytes,
         access_log=config.logging.access_log,

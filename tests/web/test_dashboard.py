@@ -20,7 +20,7 @@ from tests.conftest import Daemon, make_daemon
 from tests.contract import check
 from tests.helpers import NOW
 from twisted_rta.web.live import LiveFeed
-from twisted_rta.web.routes import ROUTES
+from twisted_rta.web.routes import route_table
 
 READ_KEY = "read-key-0123456789ab"
 INGEST_KEY = "ingest-key-0123456789"
@@ -175,7 +175,7 @@ def test_assets_are_served_from_the_package_and_nothing_else() -> None:
 
 def test_page_and_assets_are_open_but_the_stream_needs_a_read_key() -> None:
     daemon = make_daemon(KEYS)
-    assert ROUTES.match(b"/dashboard/assets/dashboard.js").open
+    assert route_table().match(b"/dashboard/assets/dashboard.js").open
     assert daemon.http.get("/").status == 200
     assert daemon.http.get("/dashboard/assets/dashboard.css").status == 200
 

@@ -23,19 +23,23 @@ from twisted_rta.web.routes import (
     OPS,
     OTHER_LABEL,
     QUERY_APP,
-    ROUTES,
+    TRACKER,
     UNKNOWN,
     Route,
     RouteTable,
+    route_table,
 )
 from twisted_rta.web.site import RTARequest
+from twisted_rta.web.tracker import TrackerApp
 
 KLEIN_APPS: dict[str, Klein] = {
     OPS: OpsApp.app,
     INGEST_APP: IngestApp.app,
     QUERY_APP: QueryApp.app,
     DASHBOARD: DashboardApp.app,
+    TRACKER: TrackerApp.app,
 }
+ROUTES = route_table()  # the defaults
 READ_KEY = "read-key-0123456789ab"
 KEYS = {"auth": {"keys": [{"name": "dash", "key": READ_KEY, "scopes": ["read"]}]}}
 

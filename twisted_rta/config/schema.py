@@ -283,6 +283,42 @@ class PrivacyConfig:
     honor_do_not_track: bool = setting(False, boolean)
 
 
+# A path segment of letters, digits and "._~-": nothing to percent-decode, nothing that needs
+# quoting where the path is written (the served script, the OpenAPI document, a log line).
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def route_path(value: Any, path: str) -> str:
+    """An absolute URL path of plain segments: no query, fragment, template or escapes."""
+    checked = text(value, path)
+    segments = checked.split("/")
+    if (
+        len(checked) > 200
+        or segments[0] != ""
+        or not all(_PATH_SEGMENT.fullmatch(segment) for segment in segments[1:])
+        or any(segment in (".", "..") for segment in segments)
+    ):
+        raise ConfigError(
+            path,
+            "must be a path such as /js/rta.js: a leading /, then segments of letters, "
+            "digits and ._~- separated by single slashes (no ?, #, {, % or spaces; at most "
+            f"200 characters), got {shown(value)}",
+        )
+    return checked
+
+
+@frozen
+class TrackerConfig:
+    """The first-party tracker script (README: "Web analytics"). Restart only: the route
+    table is built at start."""
+
+    # Where the script is served. Rename it when ad-blockers block the default name.
+    script_path: str = setting("/js/rta.js", route_path)
+    # Where the served script posts its events: another name for the browser endpoint
+    # (/api/event itself always stays, for Plausible's trackers).
+    endpoint_path: str = setting("/api/event", route_path)
+
+
 @frozen
 class MetricsConfig:
     """Metric rules (README: "Define your metrics"). Restart only: a SIGHUP that changes
@@ -313,6 +349,7 @@ class Config:
     rate_limits: RateLimitsConfig = section(RateLimitsConfig, reload=True)
     metrics: MetricsConfig = section(MetricsConfig)
     privacy: PrivacyConfig = section(PrivacyConfig)
+    tracker: TrackerConfig = section(TrackerConfig)
 
 
 def relation_errors(config: Config) -> list[ConfigError]:
@@ -333,4 +370,11 @@ def relation_errors(config: Config) -> list[ConfigError]:
         rules_of(config.metrics.builtin, config.metrics.rules, web=config.metrics.web)
     except ConfigError as error:
         errors.append(error)
+    # Imported here: web/ imports this package (the route table takes TrackerConfig).
+    from twisted_rta.web.routes import tracker_path_clashes
+
+    errors.extend(
+        ConfigError(f"tracker.{key}", f"is already taken by {other}; choose another path")
+        for key, other in tracker_path_clashes(config.tracker)
+    )
     return errors

@@ -20,7 +20,7 @@ from twisted_rta.web.errors import not_found
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import error_payload, json_body
-from twisted_rta.web.routes import INGEST_CORS, ROUTES, Route, RouteTable
+from twisted_rta.web.routes import INGEST_CORS, Route, RouteTable
 from twisted_rta.web.site import RTARequest, new_request_id
 
 _ALLOWED_HEADERS = b"Content-Type, Authorization, X-API-Key, X-Request-ID"
@@ -139,16 +139,16 @@ class EdgeResource(Resource):
         apps: Mapping[str, IResource],
         policy: AccessPolicy,
         *,
+        routes: RouteTable,
         limiters: RequestLimiters | None = None,
         clock: IReactorTime | None = None,
-        routes: RouteTable = ROUTES,
     ) -> None:
         super().__init__()
         missing = routes.apps() - set(apps)
         if missing:
             raise ValueError(f"no resource for the app(s) {sorted(missing)} of the route table")
         self._apps = dict(apps)
-        self._routes = routes
+        self.routes = routes
         self.policy = policy  # replaced on reload
         self._limiters = limiters
         self._clock = clock
@@ -170,7 +170,8 @@ class EdgeResource(Resource):
         request.request_id = request_id = new_request_id(request)
         request.setHeader(b"X-Request-ID", request_id)
         path = _decoded(request.path)
-        route = self._routes.match(path) if path is not None else self._routes.fallback
+        routes = self.routes
+        route = routes.match(path) if path is not None else routes.fallback
         request.route = route
         policy = self.policy
         cors = policy.ingest_cors if route.cors == INGEST_CORS else policy.query_cors
@@ -207,10 +208,14 @@ class EdgeResource(Resource):
         return route
 
     def _dispatch(self, request: RTARequest, route: Route) -> bytes | int:
-        """Hand the request to its route's app; the app sees the path below the mount."""
+        """Hand the request to its route's app; the app sees the path below the mount, or
+        the path of the rule a renamed route names."""
         if route.app is None:
             return not_found(request)
-        if route.mount:
+        if route.rule is not None:
+            request.prepath = [*(request.prepath or []), *(request.postpath or [])]
+            request.postpath = [segment.encode() for segment in route.rule[1:].split("/")]
+        elif route.mount:
             depth = route.mount.count("/")
             postpath = request.postpath or []
             request.prepath = [*(request.prepath or []), *postpath[:depth]]
@@ -272,3 +277,4 @@ class EdgeResource(Resource):
                 403,
             )
         return caller, None
+

@@ -1,6 +1,7 @@
 """The fast ingest lane: an HTTP/1.1 server protocol on httptools (C llhttp) that answers
-POST /api/v1/events and /api/v1/events/batch itself, with the edge's rules (``admit``) and
-the ingest handler the Klein routes use, and bridges every other request to twisted.web
+the ingest POSTs itself (/api/v1/events, /api/v1/events/batch, /api/event and a renamed
+tracker.endpoint_path: every ingest route of the table), with the edge's rules (``admit``)
+and the ingest handler the Klein routes use, and bridges every other request to twisted.web
 (web/bridge.py) on the same connection.
 
 It owns the connection: parsing, the header and body limits (413 before buffering, chunked
@@ -38,7 +39,7 @@ from twisted_rta.web.edge import EdgeResource
 from twisted_rta.web.errors import internal_error
 from twisted_rta.web.ingest import IngestHandler
 from twisted_rta.web.responses import ApiError
-from twisted_rta.web.routes import INGEST_APP, ROUTES, Route
+from twisted_rta.web.routes import INGEST_APP, UNKNOWN, Route, RouteTable
 from twisted_rta.web.site import (
     RTAChannel,
     RTASite,
@@ -51,12 +52,9 @@ from twisted_rta.web.site import (
 log = Logger(namespace="twisted_rta.access")
 failures = Logger(namespace="twisted_rta.web.fastlane")
 
-# The paths this lane answers itself when POSTed (the raw target, before any query).
-FAST_PATHS = {
-    b"/api/v1/events": "single",
-    b"/api/v1/events/batch": "batch",
-    b"/api/event": "plausible",
-}
+# What this lane answers itself, by the ingest app's rule: every path the route table gives
+# one of these rules is answered here when POSTed (renamed ones too).
+INGEST_KINDS = {"/events": "single", "/events/batch": "batch", "/event": "plausible"}
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # twisted.web's own, then it closes
 MAX_LINE_BYTES = 16384  # twisted.web's longest request or header line (HTTPChannel.MAX_LENGTH)
 ABORT_AFTER_CLOSE = 15.0  # twisted.web's abortTimeout for a client that will not read
@@ -119,7 +117,7 @@ class LeanRequest:
         self._headers = headers
         self._peer = peer
         self.request_id = b""
-        self.route: Route = ROUTES.fallback
+        self.route: Route = UNKNOWN
         self.caller_name = "-"
         self.rate_identity: tuple[str, str] | None = None
         self.client_address = "unknown"
@@ -172,7 +170,7 @@ class Message:
         self.method = b""
         self.version = b"1.1"
         self.persistent = True
-        self.kind: str | None = None  # a FAST_PATHS kind when this lane answers it
+        self.kind: str | None = None  # an INGEST_KINDS kind when this lane answers it
         self.body: list[bytes] = []
         self.body_bytes = 0
         self.had_body = False
@@ -353,7 +351,7 @@ class FastLaneProtocol(Protocol):
         if length is not None and length > limit:
             self._refuse_too_large(message, limit)
         if message.method == b"POST":
-            kind = FAST_PATHS.get(message.target.split(b"?", 1)[0])
+            kind = lane.fast_paths.get(message.target.split(b"?", 1)[0])
             if kind is not None:
                 message.kind = kind
                 message.refusal = lane.ingest.early_refusal(kind, length or 0)
@@ -514,7 +512,10 @@ class FastLaneProtocol(Protocol):
             message.method, message.target, headers, self._peer, ResponseHeaders(bytes)
         )
         request_id = new_request_id(probe)  # the client's own when valid, as on Klein
-        self._last_answer(*body_too_large_answer(message.method, message.target, limit, request_id))
+        label = self._lane.site.routes.match(message.target.split(b"?", 1)[0]).label
+        self._last_answer(
+            *body_too_large_answer(message.method, message.target, limit, request_id, label)
+        )
         raise _Stop
 
     def _last_answer(self, data: bytes, log_args: tuple[Any, ...] | None) -> None:
@@ -596,6 +597,18 @@ class FastLaneProtocol(Protocol):
         self.transport.abortConnection()
 
 
+def fast_paths(routes: RouteTable) -> dict[bytes, str]:
+    """The raw paths this lane answers when POSTed (before any query), with their kind: the
+    ingest app's routes as the table has them (a renamed browser endpoint too)."""
+    paths: dict[bytes, str] = {}
+    for route in routes.of_app(INGEST_APP):
+        kind = INGEST_KINDS.get(route.klein_rule)
+        if kind is None or not route.literal or route.methods != ("POST",):
+            raise ValueError(f"the fast lane cannot answer the ingest route {route.template}")
+        paths[route.template.encode()] = kind
+    return paths
+
+
 class FastLane(Factory):
     """The protocol factory of a listener with the fast lane: the site's limits, counters
     and access log, the edge's rules and the ingest handler, shared by its connections."""
@@ -610,9 +623,7 @@ class FastLane(Factory):
         ingest: IngestHandler,
         clock: IReactorTime,
     ) -> None:
-        for path in FAST_PATHS:  # the lane answers these as ingest: the table must agree
-            if ROUTES.match(path).app != INGEST_APP:
-                raise ValueError(f"the route table does not give {path!r} to the ingest app")
+        self.fast_paths = fast_paths(edge.routes)
         self.site = site
         self.edge = edge
         self.ingest = ingest

@@ -5,22 +5,30 @@ the API key scope, the CORS policy family, the request rate limit, the methods a
 announces, the label of the access log and HTTP metrics, and which Klein app gets the request
 (one Klein dispatch per request: the edge mounts the apps itself). A test checks that the
 table and the Klein apps' url maps list the same routes, both ways.
+
+The table is built from the config (``route_table``): the tracker's script and endpoint paths
+are renameable (ad-blockers match the well-known names); everything else is fixed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from attrs import Factory, field, frozen
 
+from twisted_rta.config.schema import TrackerConfig
 from twisted_rta.web.auth import INGEST, READ
 
 # Which Klein app serves a route (EdgeResource is given one resource per name).
 OPS, INGEST_APP, QUERY_APP, DASHBOARD = "ops", "ingest", "queries", "dashboard"
+TRACKER = "tracker"
 # CORS families: the ingest routes follow cors.ingest, every other route cors.query.
 INGEST_CORS, QUERY_CORS = "ingest", "query"
 API_MOUNT = "/api/v1"
 OTHER_LABEL = "other"
+PLAUSIBLE_PATH = "/api/event"  # Plausible's Events API: always served, whatever the config
+PLAUSIBLE_RULE = "/event"  # the ingest app's rule for it (below the /api mount)
+SCRIPT_RULE = "/rta.js"  # the tracker app's one rule: tracker.script_path is served by it
 
 
 @frozen
@@ -30,8 +38,10 @@ class Route:
     ``template`` is the full path as the OpenAPI document writes it (``{name}`` parameters).
     A parameter matches one path segment unless ``spans_segments`` (then it may hold ``/``,
     like a metric name). ``mount`` is the prefix the edge strips before handing the request
-    to ``app``, whose Klein rule is the rest of the template. ``app`` None: the edge answers
-    itself (the fallback's 404).
+    to ``app``, whose Klein rule is the rest of the template, unless ``rule`` names it: a
+    path taken from the config, served by the rule of the route it stands for (the edge
+    hands the app that rule's path). ``app`` None: the edge answers itself (the fallback's
+    404).
     """
 
     template: str
@@ -44,6 +54,7 @@ class Route:
     key_in_query: bool = False  # may take the key as ?api_key= (browser beacons, EventSource)
     spans_segments: bool = False
     mount: str = ""
+    rule: str | None = None  # the app's Klein rule, when not the template below the mount
     label: str = field(  # of the access log and the HTTP metrics: a bounded set
         default=Factory(lambda self: self.template, takes_self=True)
     )
@@ -57,6 +68,8 @@ class Route:
             methods.append("HEAD")  # werkzeug answers HEAD wherever GET is routed
         object.__setattr__(self, "allow", ", ".join([*methods, "OPTIONS"]).encode("ascii"))
         object.__setattr__(self, "literal", "{" not in self.template)
+        if self.rule is not None and not (self.literal and self.rule.startswith("/")):
+            raise ValueError(f"{self.template}: only a literal path may name its app's rule")
         if not self.template.startswith(self.mount + "/"):
             raise ValueError(f"{self.template} is not under its mount {self.mount!r}")
 
@@ -72,6 +85,8 @@ class Route:
     @property
     def klein_rule(self) -> str:
         """The rule of ``app`` that serves this route (werkzeug syntax, mount removed)."""
+        if self.rule is not None:
+            return self.rule
         rule = self.template[len(self.mount) :]
         converter = "<path:" if self.spans_segments else "<"
         return rule.replace("{", converter).replace("}", ">")
@@ -145,7 +160,7 @@ def _ops(template: str, *, scope: str | None, rate_limit: str | None) -> Route:
     return Route(template, ("GET",), OPS, scope, rate_limit=rate_limit)
 
 
-def _browser(template: str) -> Route:
+def _browser(template: str, *, rule: str | None = None) -> Route:
     # Browser trackers (Plausible's, ours) send no key: no scope; rate limited per address.
     return Route(
         template,
@@ -154,7 +169,8 @@ def _browser(template: str) -> Route:
         None,
         cors=INGEST_CORS,
         rate_limit=INGEST,
-        mount="/api",
+        mount="" if rule else "/api",
+        rule=rule,
     )
 
 
@@ -189,29 +205,57 @@ def _page(template: str) -> Route:
 #: answers the 404 itself (``app`` None): no Klein dispatch for junk.
 UNKNOWN = Route("/{path}", ("GET",), None, READ, spans_segments=True, label=OTHER_LABEL)
 
-ROUTES = RouteTable(
-    [
-        _ops("/health", scope=None, rate_limit=None),
-        _ops("/ready", scope=None, rate_limit=None),
-        _ops("/openapi.json", scope=None, rate_limit=None),
-        Route("/metrics", ("GET",), OPS, READ, public_option=True),  # Prometheus
-        _ingest("/api/v1/events"),
-        _ingest("/api/v1/events/batch"),
-        _browser("/api/event"),  # Plausible's Events API
-        _query("/api/v1/metrics"),
-        _query("/api/v1/metrics/{name}", spans_segments=True),
-        _query("/api/v1/metrics/{name}/series", spans_segments=True),
-        _query("/api/v1/breakdown/{base}"),
-        _query("/api/v1/web"),  # the web analytics summary of a site
-        _query("/api/v1/stats"),
-        _query("/api/v1/windows"),
-        _page("/"),
-        _page("/dashboard"),
-        _page("/dashboard/assets/{file}"),
-        _page("/favicon.ico"),
-        # The stream carries data: the read scope, and since EventSource cannot send
-        # headers the key may come as ?api_key=.
-        Route("/api/v1/stream", ("GET",), DASHBOARD, READ, key_in_query=True),
-    ],
-    fallback=UNKNOWN,
+#: Every route whose path the config cannot change.
+FIXED_ROUTES = (
+    _ops("/health", scope=None, rate_limit=None),
+    _ops("/ready", scope=None, rate_limit=None),
+    _ops("/openapi.json", scope=None, rate_limit=None),
+    Route("/metrics", ("GET",), OPS, READ, public_option=True),  # Prometheus
+    _ingest("/api/v1/events"),
+    _ingest("/api/v1/events/batch"),
+    _browser(PLAUSIBLE_PATH),  # Plausible's Events API
+    _query("/api/v1/metrics"),
+    _query("/api/v1/metrics/{name}", spans_segments=True),
+    _query("/api/v1/metrics/{name}/series", spans_segments=True),
+    _query("/api/v1/breakdown/{base}"),
+    _query("/api/v1/web"),  # the web analytics summary of a site
+    _query("/api/v1/stats"),
+    _query("/api/v1/windows"),
+    _page("/"),
+    _page("/dashboard"),
+    _page("/dashboard/assets/{file}"),
+    _page("/favicon.ico"),
+    # The stream carries data: the read scope, and since EventSource cannot send
+    # headers the key may come as ?api_key=.
+    Route("/api/v1/stream", ("GET",), DASHBOARD, READ, key_in_query=True),
 )
+
+
+def tracker_routes(tracker: TrackerConfig) -> tuple[Route, ...]:
+    """The script (open: a page's <script> tag sends no key, and it holds no data), and the
+    renamed browser endpoint when there is one: /api/event's rule, so it answers exactly as
+    /api/event does on both lanes."""
+    script = Route(tracker.script_path, ("GET",), TRACKER, None, rate_limit=None, rule=SCRIPT_RULE)
+    if tracker.endpoint_path == PLAUSIBLE_PATH:
+        return (script,)
+    return script, _browser(tracker.endpoint_path, rule=PLAUSIBLE_RULE)
+
+
+def route_table(tracker: TrackerConfig | None = None) -> RouteTable:
+    """The daemon's routes, with the tracker's paths as configured (default: the defaults)."""
+    return RouteTable(
+        [*FIXED_ROUTES, *tracker_routes(tracker or TrackerConfig())], fallback=UNKNOWN
+    )
+
+
+def tracker_path_clashes(tracker: TrackerConfig) -> Iterator[tuple[str, str]]:
+    """(key, what it clashes with) for each tracker path another route already answers (a
+    literal path would shadow a templated one: ``/api/v1/metrics/x.js``)."""
+    fixed = RouteTable(FIXED_ROUTES, fallback=UNKNOWN)
+    paths = (("script_path", tracker.script_path), ("endpoint_path", tracker.endpoint_path))
+    for key, path in paths:
+        taken = fixed.match(path.encode())
+        if taken is not UNKNOWN and not (key == "endpoint_path" and path == PLAUSIBLE_PATH):
+            yield key, f"the route {taken.template}"
+    if tracker.script_path == tracker.endpoint_path != PLAUSIBLE_PATH:  # (that one is above)
+        yield "endpoint_path", "tracker.script_path"

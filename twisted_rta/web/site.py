@@ -20,7 +20,7 @@ from twisted_rta.internals import channel_handling_request
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.responses import encode_json, error_payload
-from twisted_rta.web.routes import ROUTES, Route
+from twisted_rta.web.routes import UNKNOWN, Route, RouteTable
 
 if TYPE_CHECKING:  # the wrapper HTTPFactory.buildProtocol returns (typing only)
     from twisted.web.http import _GenericHTTPChannelProtocol
@@ -65,7 +65,7 @@ class RTARequest(Request):
     channel: Any
     request_id: bytes = b""  # the X-Request-ID of the response
     started_at: float = 0.0
-    route: Route = ROUTES.fallback  # set by the edge from the route table
+    route: Route = UNKNOWN  # set by the edge from the route table
     caller_name: str = "-"  # the name of the caller's API key, for the access log
     rate_identity: tuple[str, str] | None = None  # ("key", name) or ("address", host)
     client_address: str = "unknown"  # the edge's answer (trusted proxies); never logged
@@ -105,20 +105,22 @@ class RTARequest(Request):
         method: bytes = getattr(self.channel, "_command", b"-")
         uri: bytes = getattr(self.channel, "_path", b"-")
         self.request_id = new_request_id(self)
-        self.route = ROUTES.match(uri.split(b"?", 1)[0])
-        answer, log_args = body_too_large_answer(method, uri, limit, self.request_id)
+        site: RTASite = self.channel.site
+        self.route = site.routes.match(uri.split(b"?", 1)[0])
+        answer, log_args = body_too_large_answer(
+            method, uri, limit, self.request_id, self.route.label
+        )
         self.channel.transport.write(answer)
         self.channel.loseConnection()
-        site: RTASite = self.channel.site
         site.log_line(*log_args)
 
 
 def body_too_large_answer(
-    method: bytes, uri: bytes, limit: int, request_id: bytes
+    method: bytes, uri: bytes, limit: int, request_id: bytes, label: str
 ) -> tuple[bytes, tuple[Any, ...]]:
     """The whole 413 answer (the connection closes after it) and its access log line's
-    arguments, for a body over ``limit``: sent before the body is read, on either lane."""
-    route = ROUTES.match(uri.split(b"?", 1)[0])
+    arguments (``label``: the route's), for a body over ``limit``: sent before the body is
+    read, on either lane."""
     body = encode_json(
         error_payload(
             "body_too_large", f"request body exceeds the limit of {limit} bytes", limit=limit
@@ -131,7 +133,7 @@ def body_too_large_answer(
         b"X-Request-ID: " + request_id + b"\r\n"
         b"Connection: close\r\n\r\n" + body
     )
-    return answer, (method, loggable_path(uri), 413, 0.0, len(body), request_id, route.label)
+    return answer, (method, loggable_path(uri), 413, 0.0, len(body), request_id, label)
 
 
 class RTAChannel(HTTPChannel):
@@ -205,6 +207,7 @@ class RTASite(Site):
         self,
         resource: IResource,
         *,
+        routes: RouteTable,
         clock: IReactorTime,
         max_body_bytes: int,
         access_log: bool,
@@ -217,6 +220,7 @@ class RTASite(Site):
         super().__init__(
             resource, parsePOSTFormSubmission=False, reactor=clock, timeout=idle_timeout
         )
+        self.routes = routes  # the edge's: a 413 answered before it runs is labelled by it
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self.open_connections = 0
