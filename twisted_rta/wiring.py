@@ -402,7 +402,7 @@ def build_http(
         query=query, status=status.snapshot, clock=reactor, resolutions=resolutions
     )
     feed = LiveFeed(clock=reactor, snapshot=figures.snapshot)
-    dashboard = DashboardApp(feed=feed)
+    dashboard = DashboardApp(feed=feed, tracker_script_path=config.tracker.script_path)
     limiters = RequestLimiters(config.rate_limits)
     ingest = IngestHandler(
         clock=reactor,

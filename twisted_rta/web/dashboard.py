@@ -3,6 +3,7 @@ stream that pushes the live figures to every open page (routes and policy: web/r
 
 from __future__ import annotations
 
+import html
 import re
 from importlib import resources
 
@@ -35,10 +36,22 @@ _PAGE_POLICY = (
 
 
 _ICON_CACHE = b"public, max-age=86400"  # the icon never changes within a release
+# Where index.html names the tracker's path (the snippet the page shows): filled in once.
+_TRACKER_SCRIPT_SLOT = b"{{tracker_script_path}}"
 
 
 def _static(name: str) -> bytes:
     return resources.files("twisted_rta.web").joinpath("static", name).read_bytes()
+
+
+def page_with(tracker_script_path: str) -> bytes:
+    """index.html with the tracker's path in its snippet (escaped: it lands in attributes
+    and text)."""
+    page = _static("index.html")
+    if _TRACKER_SCRIPT_SLOT not in page:
+        raise ValueError("index.html has no slot for the tracker's script path")
+    path = html.escape(tracker_script_path, quote=True).encode("utf-8")
+    return page.replace(_TRACKER_SCRIPT_SLOT, path)
 
 
 class _StreamResource(Resource):
@@ -56,9 +69,10 @@ class _StreamResource(Resource):
 class DashboardApp:
     app = add_json_error_handlers(Klein())
 
-    def __init__(self, *, feed: LiveFeed) -> None:
+    def __init__(self, *, feed: LiveFeed, tracker_script_path: str = "/js/rta.js") -> None:
         self._stream = _StreamResource(feed)
         self._cache: dict[str, bytes] = {}  # the files never change while running
+        self._cache["index.html"] = page_with(tracker_script_path)
 
     @app.route("/", methods=["GET"])
     @app.route("/dashboard", methods=["GET"])

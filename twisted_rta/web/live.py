@@ -18,8 +18,10 @@ from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.ops.health import readiness_of
 from twisted_rta.ops.status import DaemonStatus
 from twisted_rta.periodic import Periodic
+from twisted_rta.query.labels import LabelSelection, rank_value
 from twisted_rta.query.service import QueryService, StoreUnavailable, tidy_number
 from twisted_rta.query.timerange import choose_resolution
+from twisted_rta.query.web import PAGEVIEWS, SITE, VISITORS
 from twisted_rta.timefmt import iso_utc
 from twisted_rta.web.responses import encode_json
 
@@ -38,6 +40,10 @@ TOTAL_NAMES = (
 RATE_SPAN = 10.0  # seconds of samples behind "events/s now": smooths per-flush totals of peers
 RECENT_SPAN = 300.0  # "active users" and the short-term event rate look at the last 5 minutes
 SLOW_REFRESH = 15.0  # the day and hour uniques merge up to 1440 windows: not every tick
+# The web figures (per site, over RECENT_SPAN) are "visitors now" for every page at once,
+# and the change signal that tells a page when to fetch its site's panels for its range.
+SITES_NOW = 50  # the most sites the stream names (the page's site picker lists as many)
+ALL = 2**31  # a breakdown limit no family's series reach
 
 
 def _sum(windows: dict[float, dict[str, Metric]], name: str) -> float:
@@ -101,6 +107,7 @@ class LiveFigures:
             self._slow = await self._uniques_today_and_hour(now)
             self._slow_at = now
         figures.update(self._slow)
+        figures["web_now"] = await self._web_now(now)
         figures["health"] = self._health(now)
         return figures
 
@@ -124,6 +131,37 @@ class LiveFigures:
         return {
             "events_per_second_5m": round(_sum(windows, "total_events") / span, 3),
             "active_users_5m": _union(windows, "unique_users"),
+        }
+
+    async def _web_now(self, now: float) -> dict[str, Any] | None:
+        """Visitors and pageviews of the last RECENT_SPAN seconds, in all and per site (the
+        SITES_NOW sites with most visitors, in that order); None when the rules have no
+        per-site ``visitors`` and ``site_pageviews`` (``metrics.web: false``)."""
+        selections = []
+        for name in (VISITORS, PAGEVIEWS):
+            selection = LabelSelection.of(self.query.aggregator.rules, name, {})
+            if selection is None or SITE not in selection.family.labels:
+                return None
+            selections.append(selection)
+        timerange = choose_resolution(now - RECENT_SPAN, now, now=now, resolutions=self.resolutions)
+        try:
+            visitors, _ = await self.query.breakdown_by(selections[0], SITE, timerange, SITES_NOW)
+            # Every site's pageviews (the tally groups them all anyway): a site among the
+            # most visited need not be among the most viewed.
+            pageviews, _ = await self.query.breakdown_by(selections[1], SITE, timerange, ALL)
+        except StoreUnavailable:
+            return {"visitors": None, "pageviews": None, "sites": {}}
+        sites = {
+            site: {"visitors": int(rank_value(metric)), "pageviews": 0}
+            for site, metric in visitors.items
+        }
+        for site, metric in pageviews.items:
+            if site in sites:
+                sites[site]["pageviews"] = tidy_number(rank_value(metric))
+        return {
+            "visitors": int(rank_value(visitors.total)),
+            "pageviews": tidy_number(rank_value(pageviews.total)),
+            "sites": sites,
         }
 
     async def _uniques_today_and_hour(self, now: float) -> dict[str, Any]:

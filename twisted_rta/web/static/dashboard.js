@@ -1,6 +1,7 @@
 // twisted-rta dashboard: live figures over Server-Sent Events (polling the JSON API when the
-// stream fails), the chart of any counter and the breakdowns from the query API. The chosen
-// chart metric and breakdown live in the URL hash (#metric=...&breakdown=...&by=...), so a
+// stream fails), the chart of any counter and the breakdowns from the query API, and the web
+// analytics of one site (or all) with the tracker's snippet. The chosen chart metric,
+// breakdown and site live in the URL hash (#metric=...&breakdown=...&by=...&site=...), so a
 // link or a reload shows the same. No dependencies.
 (() => {
   "use strict";
@@ -32,12 +33,25 @@
   const MAX_LABELS = 3;
   const LABEL_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
   const KINDS = { counter: "", set: "uniques", histogram: "histogram", gauge: "gauge" };
+  // Web analytics. The stream says, every period, each site's visitors and pageviews of the
+  // last 5 minutes: "visitors now" comes from it, and a change there is what makes the page
+  // fetch its site's figures and lists for the range again (at most every WEB_GAP_MS), so
+  // an idle site costs no query and a busy one a few per page every few seconds.
+  const WEB_GAP_MS = 5000;
+  const WEB_LIST_LIMIT = 10;
+  const SITES_FROM = "-7d"; // the picker lists the sites with visitors this recently
+  const SITES_LIMIT = 50; // as many as the stream names
+  const SITES_GAP_MS = 10000; // at least this long between two readings of the site list
+  const SITES_REFRESH_MS = 300000; // and at most this long
+  const ALL_SITES = ""; // the picker's value (and the hash's site=) for every site together
+  const PLACEHOLDER_SITE = "example.com"; // the snippet's site when there is none yet
 
   const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
   const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
   const money = new Intl.NumberFormat(undefined, {
     minimumFractionDigits: 2, maximumFractionDigits: 2,
   });
+  const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 0 });
 
   const $ = (id) => document.getElementById(id);
   let range = "1h";
@@ -66,6 +80,17 @@
   let chosenBy = null;
   let seriesRequest = 0;
   let breakdownRequest = 0;
+  // Web analytics: enabled is null until the site list answers (false: the daemon has no
+  // per-site visitors); sites are the picker's, most visitors first.
+  const web = { enabled: null, sites: [] };
+  let chosenSite = null; // from the hash: null = the site with most visitors
+  let webTimer = null;
+  let webAt = 0;
+  let webSignal; // what the stream last said of the shown site
+  let webRequest = 0;
+  const listRequests = new Map(); // list id -> the number of its latest request
+  let sitesTimer = null;
+  let sitesAt = 0;
 
   class AuthError extends Error {}
 
@@ -126,6 +151,7 @@
     show("orders", count(histogram.count));
     for (const q of ["p50", "p95", "p99"]) show(q, amount(histogram[q]));
     renderHealth(update.health || {}, update.time);
+    renderWebNow(update.web_now);
     $("updated").textContent = new Date(update.time || Date.now()).toLocaleTimeString();
     // New events may have made new metrics: read the list again (not too often).
     lastTotal = update.total_events;
@@ -238,6 +264,7 @@
           unique_sessions_today: sessionsToday.value, unique_sessions_hour: sessionsHour.value,
         };
       }
+      const webNow = await pollWebNow();
       const data = stats.body.data;
       const now = Date.now();
       let perSecond = null;
@@ -257,6 +284,7 @@
         events_per_second_5m: recent.value / Math.max(span, 1),
         active_users_5m: active.value,
         ...slowFigures,
+        web_now: webNow,
         health: {
           ready: ready.status === 200,
           failing: Object.keys(checks).filter((name) => checks[name].status !== "ok"),
@@ -388,6 +416,7 @@
     for (const node of document.querySelectorAll(".range-label")) {
       node.textContent = `(${chosen.label})`;
     }
+    for (const node of document.querySelectorAll(".range-text")) node.textContent = chosen.label;
   }
 
   // -- the metric list: counters to chart, families to break down ------------------------
@@ -623,13 +652,210 @@
     else drawMessage("breakdown", breakdownError(base, reply), true);
   }
 
-  // -- the hash: what the chart and the breakdown show -----------------------------------
+  // -- web analytics: the site picker, the site's figures and lists, the snippet ---------
+
+  function shownSite() {
+    if (chosenSite !== null) return chosenSite;
+    return web.sites.length ? web.sites[0] : ALL_SITES;
+  }
+
+  const siteFilter = (site) => (site ? "&site=" + encodeURIComponent(site) : "");
+
+  function visitLength(seconds) {
+    const whole = Math.round(seconds);
+    if (whole < 60) return `${whole} s`;
+    if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+    return `${Math.floor(whole / 3600)} h ${Math.round((whole % 3600) / 60)} min`;
+  }
+
+  // Site names come from event senders: escaped for the attribute they land in, so a hostile
+  // name cannot make the snippet a user pastes into their pages run anything.
+  const attribute = (text) => text.replace(/[&"<>]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+  function renderSnippet() {
+    const code = $("snippet");
+    const site = shownSite() || PLACEHOLDER_SITE;
+    // The daemon's own address as this page reaches it; the path is the configured one.
+    const source = window.location.origin + code.dataset.scriptPath;
+    code.textContent =
+      `<script defer data-domain="${attribute(site)}" src="${attribute(source)}"></script>`;
+    $("snippet-site").textContent = shownSite() || "your site";
+  }
+
+  function renderWeb() {
+    $("web").hidden = !web.enabled;
+    $("site-picker-label").hidden = !web.enabled;
+    if (!web.enabled) return;
+    const site = shownSite();
+    const entries = [[ALL_SITES, "All sites"], ...web.sites.map((name) => [name, name])];
+    if (site && !web.sites.includes(site)) entries.push([site, `${site} (no recent visitors)`]);
+    const picker = $("site-picker");
+    fillSelect(picker, entries, site);
+    picker.disabled = entries.length < 2;
+    const empty = !site && !web.sites.length;
+    $("web-empty").hidden = !empty;
+    $("web-figures").hidden = empty;
+    $("web-site-name").textContent = site ? `· ${site}` : "· all sites";
+    renderSnippet();
+  }
+
+  // The stream's figures of the last 5 minutes (null: the daemon has no per-site metrics).
+  function renderWebNow(now) {
+    if (!now || !web.enabled) return;
+    const site = shownSite();
+    let figures = now;
+    if (site) {
+      // Not named: no visitor now, unless the stream named as many sites as it can.
+      const unknown = Object.keys(now.sites).length >= SITES_LIMIT;
+      figures = now.sites[site] || (unknown ? { visitors: null, pageviews: null }
+        : { visitors: 0, pageviews: 0 });
+    }
+    show("web_visitors_now", count(figures.visitors));
+    // New visitors or pageviews for the shown site: its figures for the range are stale.
+    const signal = `${site}|${figures.visitors}|${figures.pageviews}`;
+    if (webSignal !== undefined && signal !== webSignal) requestWeb();
+    webSignal = signal;
+    if (Object.keys(now.sites).some((name) => !web.sites.includes(name))) requestSites();
+  }
+
+  // Polling instead of the stream: the shown site's figures of the last 5 minutes.
+  async function pollWebNow() {
+    if (!web.enabled) return undefined;
+    const site = shownSite();
+    const query = "?from=-5m" + siteFilter(site);
+    const [visitors, pageviews] = await Promise.all([
+      metricValue("visitors", query), metricValue("site_pageviews", query),
+    ]);
+    const figures = { visitors: visitors.value, pageviews: pageviews.value };
+    return site ? { visitors: null, pageviews: null, sites: { [site]: figures } }
+      : { ...figures, sites: {} };
+  }
+
+  // Reads the site list; true when the site shown changed (its figures are to be loaded).
+  async function loadSites() {
+    sitesAt = Date.now();
+    const reply = await api(
+      `/api/v1/breakdown/visitors?by=site&limit=${SITES_LIMIT}&from=${SITES_FROM}`);
+    const before = shownSite();
+    if (reply.status === 400 || reply.status === 404) {
+      web.enabled = false; // no per-site visitors: the daemon runs without metrics.web
+    } else if (reply.status === 200 && reply.body && reply.body.data) {
+      web.enabled = true;
+      web.sites = reply.body.data.items.map((item) => item.value);
+    } else {
+      return false; // the picker keeps its list; the next reading tries again
+    }
+    renderWeb();
+    if (shownSite() === before) return false;
+    webSignal = undefined;
+    return true;
+  }
+
+  function requestSites() {
+    if (sitesTimer || !refreshTimer) return;
+    const wait = Math.max(0, sitesAt + SITES_GAP_MS - Date.now());
+    sitesTimer = setTimeout(() => {
+      sitesTimer = null;
+      refreshChosen(async () => {
+        if (await loadSites()) await loadWeb();
+      });
+    }, wait);
+  }
+
+  function requestWeb() {
+    if (webTimer || !refreshTimer) return;
+    const wait = Math.max(0, webAt + WEB_GAP_MS - Date.now());
+    webTimer = setTimeout(() => {
+      webTimer = null;
+      refreshChosen(loadWeb);
+    }, wait);
+  }
+
+  function renderWebSummary(data) {
+    show("web_visitors", count(data.visitors));
+    show("web_visits", count(data.visits));
+    show("web_pageviews", count(data.pageviews));
+    show("web_views_per_visit", rate(data.views_per_visit));
+    show("web_bounce_rate", dash(data.bounce_rate, (v) => percent.format(v)));
+    show("web_visit_duration", dash(data.visit_duration, visitLength));
+  }
+
+  // One list of a card: the family and label of its selected tab, for the shown site.
+  async function loadWebList(tab) {
+    const list = tab.getAttribute("aria-controls");
+    const base = list.slice("bars-".length);
+    const family = tab.dataset.family;
+    const request = (listRequests.get(list) || 0) + 1;
+    listRequests.set(list, request);
+    const reply = await api(`/api/v1/breakdown/${family}?by=${tab.dataset.by}` +
+      `${siteFilter(shownSite())}&from=${RANGES[range].from}&limit=${WEB_LIST_LIMIT}`);
+    if (listRequests.get(list) !== request) return; // a newer tab, site or range draws
+    if (reply.status === 200 && reply.body && reply.body.data) {
+      drawBars(base, reply.body.data, "no visits in this range");
+    } else {
+      drawMessage(base, breakdownError(family, reply), true);
+    }
+    $(list).dataset.family = family; // what the list shows now
+  }
+
+  async function loadWeb() {
+    if (!web.enabled) return;
+    webAt = Date.now();
+    const request = ++webRequest;
+    const tabs = document.querySelectorAll('#web [role="tab"][aria-selected="true"]');
+    const [summary] = await Promise.all([
+      api(`/api/v1/web?from=${RANGES[range].from}${siteFilter(shownSite())}`),
+      ...[...tabs].map(loadWebList),
+    ]);
+    if (request !== webRequest) return;
+    if (summary.status === 200 && summary.body && summary.body.data) {
+      renderWebSummary(summary.body.data);
+    }
+  }
+
+  async function refreshWeb() {
+    if (web.enabled === null || Date.now() - sitesAt >= SITES_REFRESH_MS) await loadSites();
+    await loadWeb();
+  }
+
+  function selectTab(tab) {
+    for (const other of tab.parentElement.querySelectorAll('[role="tab"]')) {
+      other.setAttribute("aria-selected", String(other === tab));
+      other.tabIndex = other === tab ? 0 : -1;
+    }
+    // Never the last tab's bars under this tab's name while its own are on their way.
+    const list = tab.getAttribute("aria-controls");
+    drawMessage(list.slice("bars-".length), "loading…");
+    delete $(list).dataset.family;
+    if (web.enabled) refreshChosen(() => loadWebList(tab));
+  }
+
+  async function copySnippet() {
+    const code = $("snippet");
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(code.textContent);
+      copied = true;
+    } catch {
+      // No clipboard API (a plain-http address other than localhost) or refused: select the
+      // text so that the usual keys copy it.
+      const selection = window.getSelection();
+      const text = document.createRange();
+      text.selectNodeContents(code);
+      selection.removeAllRanges();
+      selection.addRange(text);
+    }
+    $("copy-status").textContent = copied ? "Copied." : "Selected: press Ctrl+C (⌘C) to copy.";
+  }
+
+  // -- the hash: what the chart, the breakdown and the web view show -----------------------------------
 
   function readHash() {
     const params = new URLSearchParams(window.location.hash.slice(1));
     chartMetric = params.get("metric") || DEFAULT_METRIC;
     chosenFamily = params.get("breakdown") || null;
     chosenBy = params.get("by") || null;
+    chosenSite = params.has("site") ? params.get("site") : null; // site= is every site
   }
 
   function writeHash() {
@@ -637,6 +863,7 @@
     if (chartMetric !== DEFAULT_METRIC) params.set("metric", chartMetric);
     if (chosenFamily !== null) params.set("breakdown", chosenFamily);
     if (chosenBy !== null) params.set("by", chosenBy);
+    if (chosenSite !== null) params.set("site", chosenSite);
     const hash = params.toString();
     // replaceState: no history entry per choice, and no hashchange event back to us.
     const { pathname, search } = window.location;
@@ -645,7 +872,7 @@
 
   async function refreshHistory() {
     try {
-      await Promise.all([loadSeries(), loadBreakdowns(), loadChosenBreakdown()]);
+      await Promise.all([loadSeries(), loadBreakdowns(), loadChosenBreakdown(), refreshWeb()]);
     } catch (error) {
       if (error instanceof AuthError) needKey(error.message);
     }
@@ -672,8 +899,10 @@
     source = null;
     stopPolling();
     for (const timer of [refreshTimer, watchdog]) if (timer) clearInterval(timer);
-    for (const timer of [sseRetry, catalogTimer]) if (timer) clearTimeout(timer);
-    refreshTimer = watchdog = sseRetry = catalogTimer = null;
+    for (const timer of [sseRetry, catalogTimer, webTimer, sitesTimer]) {
+      if (timer) clearTimeout(timer);
+    }
+    refreshTimer = watchdog = sseRetry = catalogTimer = webTimer = sitesTimer = null;
   }
 
   function needKey(message) {
@@ -756,11 +985,42 @@
     $(id).addEventListener("focus", requestCatalog);
   }
 
+  $("site-picker").addEventListener("change", (event) => {
+    chosenSite = event.target.value; // ALL_SITES or one site
+    writeHash();
+    renderWeb();
+    webSignal = undefined;
+    refreshChosen(loadWeb);
+  });
+
+  for (const tablist of document.querySelectorAll('#web [role="tablist"]')) {
+    const tabs = [...tablist.querySelectorAll('[role="tab"]')];
+    for (const tab of tabs) {
+      tab.tabIndex = tab.getAttribute("aria-selected") === "true" ? 0 : -1;
+      tab.addEventListener("click", () => selectTab(tab));
+    }
+    // The tabs pattern: arrows, Home and End move between the tabs of a list.
+    tablist.addEventListener("keydown", (event) => {
+      const at = tabs.indexOf(document.activeElement);
+      if (at < 0) return;
+      const to = { ArrowLeft: at - 1, ArrowRight: at + 1, Home: 0, End: tabs.length - 1 }[event.key];
+      if (to === undefined) return;
+      event.preventDefault();
+      const tab = tabs[(to + tabs.length) % tabs.length];
+      tab.focus();
+      selectTab(tab);
+    });
+  }
+
+  $("copy-snippet").addEventListener("click", copySnippet);
+
   window.addEventListener("hashchange", () => {
     readHash();
     renderPickers();
+    renderWeb();
     refreshChosen(loadSeries);
     refreshChosen(loadChosenBreakdown);
+    refreshChosen(loadWeb);
   });
 
   readHash();
