@@ -169,3 +169,45 @@ def test_the_web_metrics_can_be_turned_off() -> None:
     assert reply.status == 404 and "metrics.web: false" in reply.json["message"]
     assert daemon.http.get("/api/v1/metrics/visitors").status == 404
     assert get(daemon, "/api/v1/metrics/pageviews")["value"] == 1
+
+
+SITE_KEY, INGEST_KEY = "site-reader-0123456789", "ingest-key-0123456789"
+
+
+def test_a_key_bound_to_sites_reads_only_their_per_site_figures() -> None:
+    keys = [
+        {"name": "shop", "key": SITE_KEY, "scopes": ["read"], "sites": ["example.com"]},
+        {"name": "server", "key": INGEST_KEY, "scopes": ["ingest"]},
+    ]
+    daemon = make_daemon({**CONFIG, "auth": {"keys": keys}})
+    hit(daemon, "https://example.com/")  # the browser endpoint takes no key
+    hit(daemon, "https://other.org/")
+    bound = {"X-API-Key": SITE_KEY}
+
+    def status(path: str) -> int:
+        return daemon.http.get(path, headers=bound).status
+
+    reply = daemon.http.get("/api/v1/web?site=example.com", headers=bound)
+    assert reply.status == 200 and reply.json["data"]["visitors"] == 1
+    assert status("/api/v1/metrics/visitors?site=example.com") == 200
+    assert status("/api/v1/breakdown/sources?by=source&site=example.com") == 200
+    assert status("/api/v1/metrics?site=example.com") == 200
+    refused = daemon.http.get("/api/v1/web?site=other.org", headers=bound)
+    assert refused.status == 403 and "example.com" in refused.json["message"]
+    for path in ("/api/v1/web", "/api/v1/metrics/visitors", "/api/v1/metrics", "/api/v1/stats"):
+        assert status(path) == 403, path
+    # A figure not kept per site stays out of reach, with or without a site.
+    assert status("/api/v1/metrics/pageviews?site=example.com") == 400
+    assert status("/metrics") == 403  # Prometheus: every figure of every site
+
+
+def test_sites_of_a_key_are_checked_and_shown_in_the_summary() -> None:
+    from twisted_rta.config import ConfigError, config_from_mapping, summary
+
+    key = {"name": "shop", "key": SITE_KEY, "scopes": ["read"], "sites": ["example.com"]}
+    config = config_from_mapping({"auth": {"keys": [key]}})
+    assert summary(config)["auth.keys"] == [
+        {"name": "shop", "scopes": ("read",), "sites": ("example.com",)}
+    ]
+    with pytest.raises(ConfigError, match=r"auth\.keys\[0\]\.sites"):
+        config_from_mapping({"auth": {"keys": [{**key, "sites": []}]}})

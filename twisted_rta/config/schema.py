@@ -199,22 +199,25 @@ class ApiKeyConfig:
     name: str
     sha256: str = field(repr=False)
     scopes: tuple[str, ...]
+    # The sites this key may read (README: "Web analytics"); None: every site and every
+    # other figure.
+    sites: tuple[str, ...] | None = None
 
 
 def api_keys(value: Any, path: str) -> tuple[ApiKeyConfig, ...]:
     if not isinstance(value, list):
         raise ConfigError(
-            path, f"must be a list of {{name, key or sha256, scopes}}, got {shown(value)}"
+            path, f"must be a list of {{name, key or sha256, scopes, sites}}, got {shown(value)}"
         )
     keys: list[ApiKeyConfig] = []
     for index, item in enumerate(value):
         where = f"{path}[{index}]"
         if not isinstance(item, Mapping):
             raise ConfigError(where, "must be a mapping with name, key or sha256, and scopes")
-        unknown = sorted(set(item) - {"name", "key", "sha256", "scopes"})
+        unknown = sorted(set(item) - {"name", "key", "sha256", "scopes", "sites"})
         if unknown:
             raise ConfigError(
-                f"{where}.{unknown[0]}", "unknown key (expected name, key, sha256, scopes)"
+                f"{where}.{unknown[0]}", "unknown key (expected name, key, sha256, scopes, sites)"
             )
         name = text(item.get("name"), f"{where}.name")
         if ("key" in item) == ("sha256" in item):
@@ -232,7 +235,10 @@ def api_keys(value: Any, path: str) -> tuple[ApiKeyConfig, ...]:
         scopes = string_list(item=choice(*SCOPES), allow_empty=False)(
             item.get("scopes"), f"{where}.scopes"
         )
-        keys.append(ApiKeyConfig(name, digest, scopes))
+        sites = None
+        if "sites" in item:
+            sites = string_list(allow_empty=False)(item["sites"], f"{where}.sites")
+        keys.append(ApiKeyConfig(name, digest, scopes, sites))
     names = [key.name for key in keys]
     duplicate = next((name for name in names if names.count(name) > 1), None)
     if duplicate is not None:

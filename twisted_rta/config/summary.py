@@ -37,5 +37,9 @@ def _redact(key: str, value: Any) -> Any:
     if key == "store.url" and isinstance(value, str):
         return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", value)
     if key == "auth.keys":
-        return [{"name": item["name"], "scopes": item["scopes"]} for item in value]
+        return [
+            {"name": item["name"], "scopes": item["scopes"]}
+            | ({} if item["sites"] is None else {"sites": item["sites"]})
+            for item in value
+        ]
     return value

@@ -19,9 +19,14 @@ class Caller:
 
     name: str
     scopes: frozenset[str]
+    sites: frozenset[str] | None = None  # the only sites it may read; None: no bound
 
     def may(self, scope: str) -> bool:
         return scope in self.scopes or ADMIN in self.scopes
+
+    def may_read_site(self, site: str | None) -> bool:
+        """Whether a read of ``site`` (None: not a per-site read) is within the key's sites."""
+        return self.sites is None or (site is not None and site in self.sites)
 
 
 @frozen
@@ -45,4 +50,7 @@ class Authenticator:
         for key in self.keys:
             if hmac.compare_digest(digest, key.sha256):
                 found = key
-        return None if found is None else Caller(found.name, frozenset(found.scopes))
+        if found is None:
+            return None
+        sites = None if found.sites is None else frozenset(found.sites)
+        return Caller(found.name, frozenset(found.scopes), sites)

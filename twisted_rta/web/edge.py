@@ -15,7 +15,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from twisted_rta.config import Config
-from twisted_rta.web.auth import Authenticator, Caller
+from twisted_rta.web.auth import READ, Authenticator, Caller
 from twisted_rta.web.errors import not_found
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
@@ -276,5 +276,21 @@ class EdgeResource(Resource):
                 ),
                 403,
             )
+        if caller.sites is not None and scope == READ:
+            refusal = _site_refusal(request, route, caller)
+            if refusal is not None:
+                return None, json_body(request, error_payload("forbidden", refusal), 403)
         return caller, None
 
+
+def _site_refusal(request: Exchange, route: Route, caller: Caller) -> str | None:
+    """Why a key bound to sites may not make this read, or None: only per-site queries
+    (``?site=``) of its own sites."""
+    sites = ", ".join(sorted(caller.sites or ()))
+    if not route.per_site:
+        return f"the key {caller.name!r} reads only the figures of its sites ({sites})"
+    values = request.args.get(b"site") or ()
+    site = values[0].decode("utf-8", "replace") if values else None
+    if not caller.may_read_site(site):
+        return f"the key {caller.name!r} reads only its sites: add ?site= with one of {sites}"
+    return None

@@ -52,6 +52,7 @@ class Route:
     rate_limit: str | None = READ  # the request bucket (ratelimit.RequestLimiters); None: none
     public_option: bool = False  # no key needed when auth.public_metrics is true
     key_in_query: bool = False  # may take the key as ?api_key= (browser beacons, EventSource)
+    per_site: bool = False  # takes ?site=: the only reads a key bound to sites may make
     spans_segments: bool = False
     mount: str = ""
     rule: str | None = None  # the app's Klein rule, when not the template below the mount
@@ -174,9 +175,15 @@ def _browser(template: str, *, rule: str | None = None) -> Route:
     )
 
 
-def _query(template: str, *, spans_segments: bool = False) -> Route:
+def _query(template: str, *, spans_segments: bool = False, per_site: bool = True) -> Route:
     return Route(
-        template, ("GET",), QUERY_APP, READ, spans_segments=spans_segments, mount=API_MOUNT
+        template,
+        ("GET",),
+        QUERY_APP,
+        READ,
+        spans_segments=spans_segments,
+        mount=API_MOUNT,
+        per_site=per_site,
     )
 
 
@@ -219,8 +226,8 @@ FIXED_ROUTES = (
     _query("/api/v1/metrics/{name}/series", spans_segments=True),
     _query("/api/v1/breakdown/{base}"),
     _query("/api/v1/web"),  # the web analytics summary of a site
-    _query("/api/v1/stats"),
-    _query("/api/v1/windows"),
+    _query("/api/v1/stats", per_site=False),  # the node's figures, of every site
+    _query("/api/v1/windows", per_site=False),
     _page("/"),
     _page("/dashboard"),
     _page("/dashboard/assets/{file}"),
