@@ -143,6 +143,9 @@ def test_site_filters_every_query_and_refuses_a_metric_not_kept_per_site(daemon:
     names = set(listed)
     assert "visitors:other.org" in names and "site_pageviews:other.org" in names
     assert all("other.org" in name for name in names)
+    for path in ("/api/v1/metrics?site=", "/api/v1/web?site=", "/api/v1/metrics/visits?site="):
+        empty = daemon.http.get(path)
+        assert (empty.status, empty.json["parameter"]) == (400, "site"), path
     for path in ("/api/v1/metrics/pageviews?site=a.com", "/api/v1/breakdown/clicks?site=a.com"):
         reply = daemon.http.get(path)
         assert reply.status == 400, path

@@ -58,7 +58,7 @@ class QueryApp:
 
     @app.route("/metrics", methods=["GET"])
     async def all_metrics(self, request: IRequest) -> bytes:
-        site = _arg(request, SITE)
+        site = _site_arg(request)
         page_request = PageRequest(
             prefix=_arg(request, "prefix"),
             after=_cursor_arg(request, "after"),
@@ -159,7 +159,7 @@ class QueryApp:
     @app.route("/web", methods=["GET"])
     async def web(self, request: IRequest) -> bytes:
         """The web analytics summary of ``?site=`` (every site's without it)."""
-        site = _arg(request, "site")
+        site = _site_arg(request)
         selections = summary_selections(self._query.aggregator.rules, site)
         if selections is None:
             raise ApiError(
@@ -229,6 +229,7 @@ class QueryApp:
             if values
         }
         rules = self._query.aggregator.rules
+        _site_arg(request)  # an empty site is a mistake, not "every site"
         try:
             selection = LabelSelection.of(rules, name, args)
         except LabelError as error:
@@ -346,6 +347,15 @@ def _grouping_label(base: str, selection: LabelSelection | None, by: str | None)
             parameter="by",
         )
     return by
+
+
+def _site_arg(request: IRequest) -> str | None:
+    site = _arg(request, SITE)
+    if site == "":
+        raise ApiError(
+            400, "invalid_parameter", "site must name a site, e.g. site=example.com", parameter=SITE
+        )
+    return site
 
 
 def _not_per_site(name: str, per_site: list[str]) -> ApiError:
