@@ -25,17 +25,22 @@ def per_site_metrics(rules: Rules) -> list[str]:
     return sorted(base for base, family in rules.families().items() if SITE in family.labels)
 
 
+def site_selection(rules: Rules, name: str, site: str | None = None) -> LabelSelection | None:
+    """The series of the per-site metric ``name`` of ``site`` (every site's when None), or
+    None when ``name`` is not kept per site (``metrics.web: false`` and no such rule)."""
+    family = rules.family(name)
+    if family is None or SITE not in family.labels:
+        return None
+    return LabelSelection.of(rules, name, {} if site is None else {SITE: site})
+
+
 def summary_selections(rules: Rules, site: str | None) -> dict[str, LabelSelection] | None:
     """What a summary reads: each metric's series of ``site`` (every site's when None);
-    None when the web metrics are off (``metrics.web: false``)."""
-    filters = {} if site is None else {SITE: site}
-    selections = {}
-    for name in SUMMARY_METRICS:
-        selection = LabelSelection.of(rules, name, filters)
-        if selection is None or SITE not in selection.family.labels:
-            return None
-        selections[name] = selection
-    return selections
+    None when the web metrics are off."""
+    selections = {name: site_selection(rules, name, site) for name in SUMMARY_METRICS}
+    if any(selection is None for selection in selections.values()):
+        return None
+    return {name: selection for name, selection in selections.items() if selection is not None}
 
 
 @frozen

@@ -18,10 +18,10 @@ from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.ops.health import readiness_of
 from twisted_rta.ops.status import DaemonStatus
 from twisted_rta.periodic import Periodic
-from twisted_rta.query.labels import LabelSelection, rank_value
+from twisted_rta.query.labels import rank_value
 from twisted_rta.query.service import QueryService, StoreUnavailable, tidy_number
 from twisted_rta.query.timerange import choose_resolution
-from twisted_rta.query.web import PAGEVIEWS, SITE, VISITORS
+from twisted_rta.query.web import PAGEVIEWS, SITE, VISITORS, site_selection
 from twisted_rta.timefmt import iso_utc
 from twisted_rta.web.responses import encode_json
 
@@ -137,18 +137,16 @@ class LiveFigures:
         """Visitors and pageviews of the last RECENT_SPAN seconds, in all and per site (the
         SITES_NOW sites with most visitors, in that order); None when the rules have no
         per-site ``visitors`` and ``site_pageviews`` (``metrics.web: false``)."""
-        selections = []
-        for name in (VISITORS, PAGEVIEWS):
-            selection = LabelSelection.of(self.query.aggregator.rules, name, {})
-            if selection is None or SITE not in selection.family.labels:
-                return None
-            selections.append(selection)
+        rules = self.query.aggregator.rules
+        visitors_of, pageviews_of = (site_selection(rules, n) for n in (VISITORS, PAGEVIEWS))
+        if visitors_of is None or pageviews_of is None:
+            return None
         timerange = choose_resolution(now - RECENT_SPAN, now, now=now, resolutions=self.resolutions)
         try:
-            visitors, _ = await self.query.breakdown_by(selections[0], SITE, timerange, SITES_NOW)
+            visitors, _ = await self.query.breakdown_by(visitors_of, SITE, timerange, SITES_NOW)
             # Every site's pageviews (the tally groups them all anyway): a site among the
             # most visited need not be among the most viewed.
-            pageviews, _ = await self.query.breakdown_by(selections[1], SITE, timerange, ALL)
+            pageviews, _ = await self.query.breakdown_by(pageviews_of, SITE, timerange, ALL)
         except StoreUnavailable:
             return {"visitors": None, "pageviews": None, "sites": {}}
         sites = {

@@ -26,7 +26,13 @@ from twisted_rta.query.timerange import (
     parse_resolution,
 )
 from twisted_rta.query.views import metric_view_of, range_view, tidy_number
-from twisted_rta.query.web import SITE, WebSummary, per_site_metrics, summary_selections
+from twisted_rta.query.web import (
+    SITE,
+    WebSummary,
+    per_site_metrics,
+    site_selection,
+    summary_selections,
+)
 from twisted_rta.timefmt import iso_utc
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.responses import ApiError, encoded_json_body, json_body
@@ -245,9 +251,7 @@ class QueryApp:
     def _site_series(self, site: str) -> Callable[[str], bool]:
         """Whether a metric name is a series of ``site`` in a per-site family."""
         rules = self._query.aggregator.rules
-        selections = [
-            LabelSelection.of(rules, base, {SITE: site}) for base in per_site_metrics(rules)
-        ]
+        selections = [site_selection(rules, base, site) for base in per_site_metrics(rules)]
         chosen = [selection for selection in selections if selection is not None]
 
         def takes(name: str) -> bool:
