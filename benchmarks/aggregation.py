@@ -24,7 +24,9 @@ so other processes taking the core do not count); the best run is printed (the h
 still varies from second to second: compare best runs of the same command). ``--profile``
 adds a cProfile of the timed calls of one more run (top 15 by internal time).
 ``--rule '{name: ..., when: ..., count: true}'`` adds a metric rule (repeatable) and
-``--no-builtin`` and ``--no-web`` drop the presets, to price each rule. ``--client-requests``
+``--no-builtin`` and ``--no-web`` drop the presets, to price each rule; ``--browser-events``
+gives every event what the browser endpoints add (a site, source, client families, visit
+keys), so the web preset takes them all. ``--client-requests``
 makes each request one client's (one user and one session for all its
 events, as a browser SDK sends them) instead of every event drawing its own ids. After the
 last run the reads a flush tick and a query make are timed too (all-time totals, a breakdown,
@@ -92,12 +94,48 @@ def realistic_event(rng: random.Random) -> dict[str, Any]:
     return event
 
 
+SITES = ("example.com", "shop.example.com", "blog.example.org")
+SOURCES = ("Direct / None", "Google", "Twitter", "news.example.net", "DuckDuckGo")
+CLIENTS = (
+    ("Chrome", "Windows", "Desktop"),
+    ("Firefox", "Linux", "Desktop"),
+    ("Mobile Safari", "iOS", "Mobile"),
+    ("Chrome Mobile", "Android", "Mobile"),
+)
+
+
+def as_browser_event(rng: random.Random, event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` as the browser endpoints make it: a site, its enrichment, and its place in
+    a visit (a third open one, a tenth carry a campaign)."""
+    properties = event["properties"]
+    properties["site"] = rng.choice(SITES)
+    properties["source"] = rng.choice(SOURCES)
+    properties["browser"], properties["os"], properties["device"] = rng.choice(CLIENTS)
+    if rng.random() < 0.1:
+        properties["utm_campaign"] = f"campaign-{rng.randrange(20)}"
+        properties["utm_medium"] = "email"
+    if rng.random() < 0.3:
+        properties["entry"] = True
+    else:
+        properties["visit_seconds"] = round(rng.expovariate(1 / 40), 3)
+    if event["type"] == "pageview":
+        properties["visit_pageview"] = rng.randrange(1, 5)
+    return event
+
+
 def request_bodies(
-    rng: random.Random, count: int, batch: int, one_client: bool = False
+    rng: random.Random,
+    count: int,
+    batch: int,
+    one_client: bool = False,
+    browser: bool = False,
 ) -> list[bytes]:
     """``count`` events as JSON batch bodies of ``batch`` events; with ``one_client`` all
-    events of a body have the user and session of its first."""
+    events of a body have the user and session of its first; with ``browser`` they are
+    browser events (``as_browser_event``)."""
     events = [realistic_event(rng) for _ in range(count)]
+    if browser:
+        events = [as_browser_event(rng, event) for event in events]
     bodies = []
     for i in range(0, count, batch):
         request = events[i : i + batch]
@@ -220,6 +258,11 @@ def main() -> None:
     )
     parser.add_argument("--no-builtin", action="store_true", help="metrics.builtin: false")
     parser.add_argument("--no-web", action="store_true", help="metrics.web: false")
+    parser.add_argument(
+        "--browser-events",
+        action="store_true",
+        help="events as the browser endpoints make them (a site, enrichment, visit keys)",
+    )
     args = parser.parse_args()
     config = config_from_mapping(
         {
@@ -232,8 +275,12 @@ def main() -> None:
     )
 
     rng = random.Random(args.seed)
-    warm = Requests(request_bodies(rng, args.warm, args.batch, args.client_requests))
-    timed = Requests(request_bodies(rng, args.events, args.batch, args.client_requests))
+    warm = Requests(
+        request_bodies(rng, args.warm, args.batch, args.client_requests, args.browser_events)
+    )
+    timed = Requests(
+        request_bodies(rng, args.events, args.batch, args.client_requests, args.browser_events)
+    )
     mode = "decoded all up front (--cold)" if args.cold else "each decoded just before its call"
     if args.client_requests:
         mode += "; one client per request"

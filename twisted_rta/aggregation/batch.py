@@ -210,17 +210,19 @@ def _filtered(condition: Condition, events: list[Event]) -> list[Event]:
     Strings compared to strings (the usual ``where``) in one comprehension over a set:
     calling ``Condition.holds`` per event cost ~1.5 us each (benchmarks/README.md).
     """
-    strings = condition.strings
-    present = condition.present
-    if present is not None:
-        top = condition.field.top_property
-        if top is not None:  # the web preset's "is there a utm_campaign" conditions
+    top = condition.field.top_property
+    if top is not None:  # a top-level property: one comprehension over the events
+        if condition.present is not None:  # the web preset's "has a utm_campaign"
+            present = condition.present
             return [e for e in events if (e.properties.get(top) is not None) is present]
-    elif strings is not None:
-        top = condition.field.top_property
-        if top is not None:
+        if condition.strings is not None:
+            strings = condition.strings
             return [e for e in events if e.properties.get(top) in strings]
-        read = condition.field.read
+        if condition.typed is not None:  # entry: true, visit_pageview: 2
+            types, values = condition.typed
+            return [e for e in events if type(v := e.properties.get(top)) in types and v in values]
+    elif condition.strings is not None:
+        read, strings = condition.field.read, condition.strings
         return [e for e in events if read(e) in strings]
     holds, read = condition.holds, condition.field.read
     return [e for e in events if holds(read(e))]
@@ -448,11 +450,39 @@ class _Gatherer:
 
     def _label_keys(self, spec: MetricSpec, events: list[Event]) -> list[str]:
         """The series key of each event with all its labels, in arrival order."""
+        reads = _label_reads(spec)
+        if len(reads) == 2 and reads[0][1] is not None and reads[1][1] is not None:
+            return self._pair_keys(spec, reads, events)
         keys = []
         for event in events:
             key = self._key_of(spec, event)
             if key is not None:
                 keys.append(key)
+        return keys
+
+    def _pair_keys(
+        self,
+        spec: MetricSpec,
+        reads: tuple[tuple[str, str | None, FieldPath], ...],
+        events: list[Event],
+    ) -> list[str]:
+        """``_label_keys`` of two top-level properties (the web preset's site and source):
+        one loop with the reads inlined, ~3x faster than a ``_key_of`` call per event."""
+        (first, top1, _), (second, top2, _) = reads
+        assert top1 is not None and top2 is not None
+        keys = []
+        for event in events:
+            properties = event.properties
+            a = properties.get(top1)
+            b = properties.get(top2)
+            if type(a) is not str or type(b) is not str:
+                self._key_of(spec, event)  # counts the skip
+                continue
+            if "\\" in a or "," in a or "=" in a:
+                a = escape_label_value(a)
+            if "\\" in b or "," in b or "=" in b:
+                b = escape_label_value(b)
+            keys.append(f"{first}{a},{second}{b}")
         return keys
 
     def _key_of(self, spec: MetricSpec, event: Event) -> str | None:
@@ -514,17 +544,25 @@ class _Gatherer:
         for the series; when the rule keeps a total, a value skip was counted there."""
         by_key: dict[str, Any] = {}
         counted = spec.total  # the total already counted the value skips
+        assert spec.value is not None
+        read, value_top = spec.value.read, spec.value.top_property
+        convert = _CONVERT[check]
+        # One top-level label (the web preset's site): read inline, no call per event.
+        reads = _label_reads(spec)
+        label_top = reads[0][1] if len(reads) == 1 else None
         for event in events:
-            assert spec.value is not None
-            raw = spec.value.read(event)
-            value = _CONVERT[check](raw)
+            properties = event.properties
+            raw = properties.get(value_top) if value_top is not None else read(event)
+            value = convert(raw)
             if value is None:
                 if not counted:
                     self._skip(spec, _reason(raw, check))
                 continue
-            key = self._key_of(spec, event)
-            if key is None:
-                continue
+            key = properties.get(label_top) if label_top is not None else None
+            if type(key) is not str:
+                key = self._key_of(spec, event)  # several labels, a path, or a skip
+                if key is None:
+                    continue
             order.append((key, value, event.timestamp))
             if gauge:
                 latest = by_key.get(key)

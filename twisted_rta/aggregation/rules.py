@@ -73,12 +73,24 @@ class Condition:
     present: bool | None = None
     # The values as a set when they are all strings (then only an equal string holds).
     strings: frozenset[str] | None = attrs.field(init=False, eq=False, repr=False)
+    # The JSON types and the set of the values when they are all of one kind (booleans,
+    # or numbers): a value holds when its type is one of them and it is in the set.
+    typed: tuple[tuple[type, ...], frozenset[Any]] | None = attrs.field(
+        init=False, eq=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.present is not None and self.values:
             raise ValueError("a condition takes either values or present, not both")
         texts = self.values if self.values and all(type(v) is str for v in self.values) else None
         object.__setattr__(self, "strings", None if texts is None else frozenset(texts))
+        kinds = {_json_kind(value) for value in self.values}
+        typed = None
+        if len(kinds) == 1 and None not in kinds:
+            (kind,) = kinds
+            assert kind is not None
+            typed = (kind, frozenset(self.values))
+        object.__setattr__(self, "typed", typed)
 
     def as_config(self) -> Any:
         return list(self.values) if self.present is None else {"present": self.present}
@@ -95,6 +107,17 @@ class Condition:
                 for v in self.values
             )
         )
+
+
+def _json_kind(value: Scalar) -> tuple[type, ...] | None:
+    """The Python types of one JSON kind (1 and 1.0 are one number; true is not 1)."""
+    if isinstance(value, bool):
+        return (bool,)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return (int, float)
+    if isinstance(value, str):
+        return (str,)
+    return None  # null, or a float that is not a JSON number
 
 
 @frozen(cache_hash=True)
