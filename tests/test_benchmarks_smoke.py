@@ -64,10 +64,10 @@ def run_harness(tmp_path: Path, *args: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 @requires_wrk
-def test_quick_batch100_reports_figures(tmp_path: Path) -> None:
-    _, records = run_harness(tmp_path, "--scenario", "batch100")
-    assert [record["scenario"] for record in records] == ["batch100"]
-    record = records[0]
+def test_quick_batch100_and_browser_report_figures(tmp_path: Path) -> None:
+    _, records = run_harness(tmp_path, "--scenario", "batch100", "--scenario", "browser")
+    assert [record["scenario"] for record in records] == ["batch100", "browser"]
+    record, browser = records
     assert record["events_per_s"] > 0  # counted by the daemon itself
     assert record["requests_per_s"] > 0
     assert record["latency_p99_ms"] > 0
@@ -75,6 +75,11 @@ def test_quick_batch100_reports_figures(tmp_path: Path) -> None:
     assert record["machine"]["nproc"] >= 1
     assert record["lane"] == "fast"  # server.fast_lane's default
     assert record["responses_503"] >= 0
+    # Plausible hits through a trusted proxy: all counted, from many visitors.
+    assert browser["events_per_s"] > 0 and browser["daemon_exit"] == "clean"
+    assert browser["non_2xx"] == {}
+    assert sum(browser["browser"]["dropped"].values()) == 0
+    assert browser["browser"]["unique_visitors_estimate"] > 100
 
 
 @requires_wrk

@@ -108,6 +108,13 @@ def details(record: dict[str, Any]) -> list[str]:
             f"{record['events']:,} events, ~{record['memory']['unique_users_estimate']:,}"
             f" distinct users{'' if record['memory']['completed'] else ' (INCOMPLETE)'}"
         )
+    if "browser" in record:
+        browser = record["browser"]
+        dropped = sum(browser["dropped"].values())
+        lines.append(
+            f"  {label(record)}: ~{browser['unique_visitors_estimate']:,} distinct visitors;"
+            f" {dropped:,} hits answered 202 and not counted {browser['dropped']}"
+        )
     if "flush" in record:
         flush = record["flush"]
         lines.append(

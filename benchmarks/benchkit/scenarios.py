@@ -25,6 +25,9 @@ from benchkit.server import ServerProcess
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 USERS, SESSIONS, PAGES = 1_000_000, 200_000, 10_000
+# The browser scenario's clients: X-Forwarded-For addresses, and pre-built hits per wrk thread
+# (the pool draws from every address: ~48k distinct visitors per wrk thread).
+BROWSER_ADDRESSES, BROWSER_POOL = 50_000, 50_000
 # The daemon's defaults (config/rta.yaml): the pages10k scenario waits on them.
 WINDOW_SECONDS, GRACE_SECONDS, FLUSH_INTERVAL_SECONDS = 60, 10, 5
 
@@ -87,6 +90,16 @@ def ingest_job(name: str, *, batch: int, connections: int, pool: int, **extra: i
 SINGLE = ingest_job("single", batch=0, connections=50, pool=20_000)
 BATCH100 = ingest_job("batch100", batch=100, connections=8, pool=200)
 BATCH1000 = ingest_job("batch1000", batch=1000, connections=4, pool=50)
+# Plausible hits (browser.lua): like single, one event per request and 50 connections.
+BROWSER = WrkJob(
+    "browser",
+    "browser.lua",
+    50,
+    {"path": "/api/event", "pool": BROWSER_POOL, "pages": PAGES, "addresses": BROWSER_ADDRESSES},
+)
+# wrk poses as the sites' reverse proxy: the daemon takes the client's address (and so the
+# visitor) from X-Forwarded-For. Rate limits are off in every scenario (daemon_config).
+BROWSER_CONFIG: dict[str, Any] = {"server": {"trusted_proxies": ["127.0.0.1"]}}
 READERS = (
     # Modest, fixed paces (see read.lua): about 2 + 2 + 5 + 5 requests/s.
     WrkJob(
@@ -123,8 +136,13 @@ def memory_job(events: int, threads: int) -> WrkJob:
 
 
 def daemon_config(
-    workdir: Path, level: str, journal: str | None = None, lane: str = "fast"
+    workdir: Path,
+    level: str,
+    journal: str | None = None,
+    lane: str = "fast",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The daemon's config; ``extra``: a scenario's own keys, merged into their sections."""
     # limits.max_dimension_values and the windows stay at their defaults on purpose.
     config: dict[str, Any] = {
         "logging": {"level": level, "format": "console", "access_log": False},
@@ -138,6 +156,8 @@ def daemon_config(
         # Not reloadable (nor is server.fast_lane): both configs the harness writes (info,
         # then warn) carry the same.
         config["journal"] = dict(JOURNAL_MODES[journal])
+    for name, keys in (extra or {}).items():
+        config[name] = {**config.get(name, {}), **keys}
     return config
 
 
@@ -181,8 +201,11 @@ def machine_load(
 class Daemon:
     """A fresh ``twistd -n rta`` per scenario, so peak RSS and counters are its own."""
 
-    def __init__(self, settings: Settings, label: str) -> None:
+    def __init__(
+        self, settings: Settings, label: str, extra_config: dict[str, Any] | None = None
+    ) -> None:
         self.settings = settings
+        self.extra_config = extra_config
         if settings.journal is not None:
             label = f"{label}-journal-{settings.journal}"
         # A fresh directory for every daemon (repeated runs of a scenario too): its store and
@@ -204,7 +227,8 @@ class Daemon:
         # Start at info: the port is only known from the "listening on" line. JSON is YAML.
         self.config_path.write_text(
             json.dumps(
-                daemon_config(self.workdir, "info", settings.journal, settings.lane), indent=2
+                daemon_config(self.workdir, "info", settings.journal, settings.lane, extra_config),
+                indent=2,
             )
         )
         self.server = ServerProcess(argv, cwd=self.workdir, log_path=self.workdir / "daemon.log")
@@ -220,7 +244,13 @@ class Daemon:
             offset = len(self.server.log_text())
             self.config_path.write_text(
                 json.dumps(
-                    daemon_config(self.workdir, "warn", self.settings.journal, self.settings.lane)
+                    daemon_config(
+                        self.workdir,
+                        "warn",
+                        self.settings.journal,
+                        self.settings.lane,
+                        self.extra_config,
+                    )
                 )
             )
             self.server.signal(signal.SIGHUP)
@@ -345,10 +375,18 @@ def _wrk_cpu(run: LoadRun, seconds: float) -> dict[str, float]:
 
 
 def timed(
-    name: str, description: str, job: WrkJob, settings: Settings, readers: tuple[WrkJob, ...] = ()
+    name: str,
+    description: str,
+    job: WrkJob,
+    settings: Settings,
+    readers: tuple[WrkJob, ...] = (),
+    extra_config: dict[str, Any] | None = None,
+    after: Callable[[Daemon], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Warm up, then ``job`` (and ``readers`` beside it) for the scenario's duration."""
-    with Daemon(settings, name) as daemon:
+    """Warm up, then ``job`` (and ``readers`` beside it) for the scenario's duration;
+    ``extra_config``: keys the daemon's config gets for this scenario; ``after``: figures of
+    the scenario's own, asked of the drained daemon and added to the record."""
+    with Daemon(settings, name, extra_config) as daemon:
         if settings.warmup_s:
             daemon.load(settings, [job], settings.warmup_s)
             daemon.api.drain()
@@ -363,6 +401,8 @@ def timed(
                 reader.name: {"path": reader.args["path"], **results[reader.name].summary()}
                 for reader in readers
             }
+        if after is not None:
+            record.update(after(daemon))
     record["daemon_exit"] = daemon.exit_description
     return record
 
@@ -515,6 +555,7 @@ def pages10k(settings: Settings) -> dict[str, Any]:
 
 CEILING_JOBS = (
     SINGLE,
+    BROWSER,
     BATCH100,
     BATCH1000,
     ingest_job("memory", batch=1000, connections=4, pool=0, counter=1),
@@ -583,6 +624,31 @@ def _single(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def _browser_figures(daemon: Daemon) -> dict[str, Any]:
+    # That the hits were counted as browsers' (no crawler drop) from many visitors: every
+    # client address is a visitor, so the estimate is near the pool's distinct visitors.
+    stats = daemon.api.stats()
+    return {
+        "browser": {
+            "unique_visitors_estimate": stats["unique_users"],
+            "dropped": stats.get("browser_events_dropped", {}),
+        }
+    }
+
+
+def _browser(settings: Settings) -> list[dict[str, Any]]:
+    record = timed(
+        "browser",
+        "POST /api/event (Plausible), one hit per request from ~50k client addresses "
+        "(X-Forwarded-For, trusted from 127.0.0.1), 50 connections",
+        BROWSER,
+        settings,
+        extra_config=BROWSER_CONFIG,
+        after=_browser_figures,
+    )
+    return [record]
+
+
 def _batch100(settings: Settings) -> list[dict[str, Any]]:
     return [
         timed(
@@ -619,6 +685,7 @@ def _reads(settings: Settings) -> list[dict[str, Any]]:
 
 SCENARIOS: dict[str, Callable[[Settings], list[dict[str, Any]]]] = {
     "single": _single,
+    "browser": _browser,
     "batch100": _batch100,
     "batch1000": _batch1000,
     "reads": _reads,
