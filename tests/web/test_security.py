@@ -10,6 +10,7 @@ from twisted.internet.testing import StringTransport
 
 from tests.conftest import Daemon, make_daemon
 from tests.helpers import raw_http, site_of
+from twisted_rta.web.edge import ClientAddresses
 
 INGEST_KEY = "ingest-key-0123456789"
 READ_KEY = "read-key-0123456789ab"
@@ -171,6 +172,27 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     # A client spoofing the header without a trusted proxy is just its own address.
     assert request_from(site, "198.51.100.7", "203.0.113.9").startswith(b"HTTP/1.1 200")
     assert request_from(site, "198.51.100.7", "203.0.113.10").startswith(b"HTTP/1.1 429")
+
+
+@pytest.mark.parametrize(
+    ("address", "trusted"),
+    [
+        ("127.0.0.1", True),
+        ("10.2.3.4", True),
+        ("11.0.0.1", False),
+        ("2001:db8::5", True),
+        ("2001:db9::5", False),
+        ("::1", False),
+        ("::ffff:10.0.0.1", False),  # an IPv4-mapped address is IPv6, as ipaddress says
+        ("010.0.0.1", False),  # leading zeros are not an address
+        ("unknown", False),
+        ("10.0.0.1\x00", False),
+        ("", False),
+    ],
+)
+def test_which_addresses_are_trusted_proxies(address: str, trusted: bool) -> None:
+    addresses = ClientAddresses(("127.0.0.1/32", "10.0.0.0/8", "2001:db8::/32"))
+    assert addresses._trusted(address) is trusted
 
 
 @pytest.mark.parametrize("fast_lane", [True, False])

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from typing import cast
 from urllib.parse import unquote_to_bytes
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -67,6 +68,18 @@ class ClientAddresses:
     nearest X-Forwarded-For hop that is not one."""
 
     trusted_proxies: tuple[str, ...]
+    # Each network as (address length in bytes, first, last) integers, parsed once: with
+    # ipaddress objects a check cost ~5 us, two per request (the browser benchmark's
+    # profile: 14% of a Plausible hit); inet_pton and integer comparisons take ~1.8 us.
+    _ranges: tuple[tuple[int, int, int], ...] = field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        ranges = []
+        for text in self.trusted_proxies:
+            network = ipaddress.ip_network(text, strict=False)
+            first, last = int(network.network_address), int(network.broadcast_address)
+            ranges.append((4 if network.version == 4 else 16, first, last))
+        object.__setattr__(self, "_ranges", tuple(ranges))
 
     def of(self, request: Exchange) -> str:
         peer = getattr(request.getClientAddress(), "host", None) or "unknown"
@@ -81,10 +94,12 @@ class ClientAddresses:
 
     def _trusted(self, address: str) -> bool:
         try:
-            parsed = ipaddress.ip_address(address)
-        except ValueError:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            packed = socket.inet_pton(family, address)
+        except (OSError, ValueError):  # not an address (a name, "unknown", a NUL)
             return False
-        return any(parsed in ipaddress.ip_network(net) for net in self.trusted_proxies)
+        value, size = int.from_bytes(packed, "big"), len(packed)
+        return any(size == n and first <= value <= last for n, first, last in self._ranges)
 
 
 @frozen
