@@ -11,9 +11,11 @@ sends is recorded too. Every socket operation is bounded by ``TIMEOUT``.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import re
 import socket
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -553,8 +555,133 @@ def corpus() -> list[Case]:
         Case("unknown path, no key", (request("GET", "/nothing", key=None), Read()), (401,)),
         Case("GET /health", (request("GET", "/health", key=None), Read()), (200,)),
     ]
+    cases += compressed_cases()
     cases += rate_limit_cases()
     return cases
+
+
+def compressed_cases() -> list[Case]:
+    """Content-Encoding on the ingest routes: what is taken, the bomb (10 MB of zeros in
+    ~10 KB: within the limit as sent, 413 once inflated past it, the connection kept), a
+    corrupt stream, codings refused."""
+    bomb = gzip.compress(b"\0" * 10_000_000)
+    assert len(bomb) < MAX_BODY
+    gzip_head = [JSON_TYPE, ("Content-Encoding", "gzip")]
+    plausible_gzip = [TEXT_TYPE, BROWSER, ("Content-Encoding", "gzip")]
+    return [
+        Case(
+            "gzip batch",
+            (request("POST", BATCH_PATH, gzip.compress(BATCH), headers=gzip_head), Read()),
+            (202,),
+        ),
+        Case(
+            "deflate single event",
+            (
+                request(
+                    "POST",
+                    EVENTS,
+                    zlib.compress(ONE),
+                    headers=[JSON_TYPE, ("Content-Encoding", "Deflate")],
+                ),
+                Read(),
+            ),
+            (202,),
+        ),
+        Case(
+            "gzip plausible pageview",
+            (
+                request("POST", "/api/event", gzip.compress(PLAUSIBLE), headers=plausible_gzip),
+                Read(),
+            ),
+            (202,),
+        ),
+        Case(
+            "gzip bomb, then a good request on the same connection",
+            (
+                request("POST", BATCH_PATH, bomb, headers=gzip_head),
+                Read(),
+                post(EVENTS, ONE),
+                Read(),
+            ),
+            (413, 202),
+        ),
+        Case(
+            "gzip bomb, single event",
+            (request("POST", EVENTS, bomb, headers=gzip_head), Read()),
+            (413,),
+        ),
+        Case(
+            "gzip bomb, plausible",
+            (request("POST", "/api/event", bomb, headers=plausible_gzip), Read()),
+            (413,),
+        ),
+        Case(
+            "gzip, chunked, inflating to exactly the limit",
+            (
+                request(
+                    "POST",
+                    BATCH_PATH,
+                    None,
+                    headers=[*gzip_head, ("Transfer-Encoding", "chunked")],
+                )
+                + chunked(gzip.compress(padded_batch(MAX_BODY)), 1000),
+                Read(),
+            ),
+            (202,),
+        ),
+        Case(
+            "gzip header on a plain body",
+            (request("POST", EVENTS, ONE, headers=gzip_head), Read()),
+            (400,),
+        ),
+        Case(
+            "truncated gzip batch",
+            (request("POST", BATCH_PATH, gzip.compress(BATCH)[:-5], headers=gzip_head), Read()),
+            (400,),
+        ),
+        Case(
+            "two gzip members",
+            (
+                request(
+                    "POST",
+                    EVENTS,
+                    gzip.compress(ONE[:5]) + gzip.compress(ONE[5:]),
+                    headers=gzip_head,
+                ),
+                Read(),
+            ),
+            (400,),
+        ),
+        Case(
+            "unknown content coding",
+            (
+                request("POST", BATCH_PATH, BATCH, headers=[JSON_TYPE, ("Content-Encoding", "br")]),
+                Read(),
+            ),
+            (415,),
+        ),
+        Case(
+            "stacked content codings",
+            (
+                request(
+                    "POST",
+                    EVENTS,
+                    gzip.compress(gzip.compress(ONE)),
+                    headers=[*gzip_head, ("Content-Encoding", "gzip")],
+                ),
+                Read(),
+            ),
+            (415,),
+        ),
+        Case(
+            "Content-Encoding: identity",
+            (
+                request("POST", EVENTS, ONE, headers=[JSON_TYPE, ("Content-Encoding", "identity")]),
+                Read(),
+            ),
+            (202,),
+        ),
+    ]
 
 
 # twisted.web's HTTPChannel sends its automatic "100 Continue" after the Request's gotLength

@@ -176,9 +176,9 @@ async def test_both_lanes_answer_the_corpus_alike_and_count_it_alike(
         if name == "rta_http_requests_total"
     }
     # The corpus reached the counted paths on the reference (the comparison is not vacuous).
-    for status in ("202", "400", "401", "403", "405", "413", "429"):
+    for status in ("202", "400", "401", "403", "405", "413", "415", "429"):
         assert requests.get(("/api/v1/events", status), 0) > 0, (status, requests)
-    for status in ("202", "400", "403", "413", "429"):
+    for status in ("202", "400", "403", "413", "415", "429"):
         assert requests.get(("/api/v1/events/batch", status), 0) > 0, (status, requests)
     accepted = counted[0][("rta_events_accepted_total", (("endpoint", "batch"),))]
     assert accepted > corpus.EVENTS_BURST

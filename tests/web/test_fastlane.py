@@ -3,6 +3,7 @@ twisted.web, and the connection rules it owns (order, limits, 100-continue, keep
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -317,6 +318,10 @@ def test_every_fast_lane_answer_keeps_the_openapi_contract() -> None:
         (b"/api/v1/events", ONE, b"Authorization: Bearer " + b"r" * 20 + b"\r\n"),  # 403
         (b"/api/v1/events/batch", b"[" + b",".join([ONE] * 6) + b"]", bearer),  # 413: too many
         (b"/api/v1/events/batch", b"[" + b",".join([ONE] * 4) + b"]", bearer),  # 503 full
+        (b"/api/v1/events", gzip.compress(ONE), bearer + b"Content-Encoding: br\r\n"),  # 415
+        (b"/api/v1/events", ONE, bearer + b"Content-Encoding: gzip\r\n"),  # 400 encoding
+        # 413: 5000 bytes once inflated, over the 4096 limit
+        (b"/api/v1/events", gzip.compress(b" " * 5000), bearer + b"Content-Encoding: gzip\r\n"),
     ]
     seen = set()
     for path, body, extra in cases + [(b"/api/v1/events", ONE, bearer)] * 4:  # then 429
@@ -332,7 +337,7 @@ def test_every_fast_lane_answer_keeps_the_openapi_contract() -> None:
             headers.setdefault(name.lower(), []).append(value)
         check_contract("POST", path.decode(), status, headers, payload)
         seen.add(status)
-    assert seen == {202, 400, 401, 403, 413, 429, 503}
+    assert seen == {202, 400, 401, 403, 413, 415, 429, 503}
 
 
 def test_an_upgrade_request_is_answered_as_a_plain_one_and_http_goes_on() -> None:

@@ -24,7 +24,7 @@ from twisted_rta.web.responses import error_payload, json_body
 from twisted_rta.web.routes import INGEST_CORS, Route, RouteTable
 from twisted_rta.web.site import RTARequest, new_request_id
 
-_ALLOWED_HEADERS = b"Content-Type, Authorization, X-API-Key, X-Request-ID"
+_ALLOWED_HEADERS = b"Content-Type, Content-Encoding, Authorization, X-API-Key, X-Request-ID"
 _EXPOSED_HEADERS = b"X-Request-ID, Retry-After"
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
 

@@ -1,5 +1,6 @@
-"""Ingest: POST /api/v1/events, /api/v1/events/batch and Plausible's /api/event. Events are
-decoded and validated, rate limited per client, and queued all or nothing before the 202.
+"""Ingest: POST /api/v1/events, /api/v1/events/batch and Plausible's /api/event. Bodies are
+inflated when compressed (web/compression.py), events decoded and validated, rate limited per
+client, and queued all or nothing before the 202.
 
 ``IngestHandler`` is the whole of it, framework-neutral: both the Klein routes of
 ``IngestApp`` (mounted by the edge, the declared reference) and the fast lane
@@ -34,6 +35,7 @@ from twisted_rta.web.browser import (
     enriched,
     site_of,
 )
+from twisted_rta.web.compression import decoded_body
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
@@ -90,6 +92,7 @@ class IngestHandler:
         refusal = self.early_refusal(endpoint, len(body))
         if refusal is not None:
             raise self.count_early_refusal(endpoint, refusal)
+        body = self._decoded(request, body, endpoint)
         telemetry = self._telemetry
         telemetry.received(endpoint).inc()
         try:
@@ -114,6 +117,7 @@ class IngestHandler:
         refusal = self.early_refusal(endpoint, len(body))
         if refusal is not None:
             raise self.count_early_refusal(endpoint, refusal)
+        body = self._decoded(request, body, endpoint)
         telemetry = self._telemetry
         try:
             batch = decode_batch(body, now=self._clock.seconds(), limits=self.limits)
@@ -161,6 +165,7 @@ class IngestHandler:
         refusal = self.early_refusal(endpoint, len(body))
         if refusal is not None:
             raise self.count_early_refusal(endpoint, refusal)
+        body = self._decoded(request, body, endpoint)
         telemetry = self._telemetry
         raw_agent = request.getHeader(b"User-Agent")
         user_agent = raw_agent.decode("latin-1") if raw_agent is not None else None
@@ -207,6 +212,18 @@ class IngestHandler:
             )
         self._check_event_rate(request, len(events), endpoint)
         return self._take(events, endpoint, request, None)
+
+    def _decoded(self, request: Exchange, body: bytes, endpoint: str) -> bytes:
+        """The body inflated as its Content-Encoding says, within the body limit (the one
+        the transport holds the bytes on the wire to); a refusal counts as one event, as
+        any unreadable body does. Called after the early refusal, which sizes the body as
+        sent, as the fast lane does from Content-Length."""
+        try:
+            return decoded_body(request.requestHeaders, body, self.limits.max_body_bytes)
+        except ApiError as error:
+            self._telemetry.received(endpoint).inc()
+            self._telemetry.rejected(endpoint, error.code).inc()
+            raise
 
     def _check_event_rate(self, request: Exchange, count: int, endpoint: str) -> None:
         """The events bucket of the client the edge identified (its key, or its address)."""
