@@ -307,7 +307,7 @@ class _Program:
     steps: tuple[_Step, ...]
     grouped: tuple[str, ...]  # the types some selection takes alone
     grouping_all: bool  # whether that is every type of the batch
-    type_count: int  # how many types the batch has
+    types: tuple[str, ...]  # the batch's types: what a selection of every type takes
 
     @classmethod
     def of(cls, plan: BatchPlan, types: tuple[str, ...]) -> _Program:
@@ -335,7 +335,7 @@ class _Program:
             tuple(steps),
             grouped,
             grouping_all=set(grouped) == set(types),
-            type_count=len(types),
+            types=types,
         )
 
 
@@ -378,7 +378,7 @@ class _Gatherer:
             if found is None:
                 if len(taken) == 1:
                     found = groups[taken[0]]
-                elif len(taken) == program.type_count:  # every type of the batch
+                elif taken == program.types:  # every type of the batch
                     found = list(events)
                 else:
                     wanted = set(taken)
@@ -387,10 +387,19 @@ class _Gatherer:
             for condition in match.where:
                 if not found:
                     break
+                first = len(key) == 1
                 key += (condition,)
                 narrowed = shared.get(key)
                 if narrowed is None:
-                    narrowed = shared[key] = _filtered(condition, found)
+                    # A first condition already applied to every event: its survivors of
+                    # these types (none at all, for native events and "has a site").
+                    wider = shared.get((program.types, condition)) if first else None
+                    if wider is not None:
+                        wanted = set(taken)
+                        narrowed = [e for e in wider if e.type in wanted]
+                    else:
+                        narrowed = _filtered(condition, found)
+                    shared[key] = narrowed
                 found = narrowed
             selected.append(found)
         raws: dict[tuple[int, FieldPath], list[Any]] = {}
