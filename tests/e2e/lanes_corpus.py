@@ -10,6 +10,7 @@ sends is recorded too. Every socket operation is bounded by ``TIMEOUT``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import json
@@ -34,6 +35,7 @@ KEYS = {
     "query": ("query-key-0123456789abcdef", ["read"]),
     "events_limited": ("events-limited-0123456789", ["ingest"]),
     "requests_limited": ("requests-limited-0123456789", ["ingest"]),
+    "segment": ("segment-write-key-0123456789", ["ingest"]),  # the Segment cases' own budget
 }
 INGEST_KEY = KEYS["ingest"][0]
 QUERY_KEY = KEYS["query"][0]
@@ -556,8 +558,84 @@ def corpus() -> list[Case]:
         Case("GET /health", (request("GET", "/health", key=None), Read()), (200,)),
     ]
     cases += compressed_cases()
+    cases += segment_cases()
     cases += rate_limit_cases()
     return cases
+
+
+def segment_cases() -> list[Case]:
+    """Segment's HTTP Tracking API: the write key as Basic auth user or in the body, the
+    calls, batches and their aliases, its errors and limits, gzip."""
+    key = KEYS["segment"][0]
+    basic = ("Authorization", "Basic " + base64.b64encode(f"{key}:".encode()).decode())
+
+    def segment(path: str, body: bytes, *extra: tuple[str, str]) -> bytes:
+        return request("POST", f"/v1/{path}", body, key=None, headers=[JSON_TYPE, *extra])
+
+    track = encode({"event": "Signed Up", "userId": "u1", "messageId": "m-1"})
+    batch = encode(
+        {
+            "batch": [
+                {"type": "track", "event": "Clicked", "anonymousId": "a1"},
+                {"type": "page", "userId": "u1", "properties": {"path": "/p"}},
+            ]
+        }
+    )
+    partial = encode({"batch": [{"type": "screen", "userId": "u", "name": "S"}, {"type": "x"}]})
+    big = encode({"event": "big", "userId": "u", "properties": {"s": "x" * 40_000}})
+    bomb = gzip.compress(b"\0" * 10_000_000)
+    gzipped = ("Content-Encoding", "gzip")
+    return [
+        Case("segment track, Basic auth", (segment("track", track, basic), Read()), (200,)),
+        Case(
+            "segment page, writeKey in the body",
+            (segment("page", encode({"userId": "u", "name": "P", "writeKey": key})), Read()),
+            (200,),
+        ),
+        Case(
+            "segment identify, unknown writeKey",
+            (segment("identify", encode({"userId": "u", "writeKey": "nope"})), Read()),
+            (401,),
+        ),
+        Case(
+            "segment track, a read key",
+            (segment("track", track, ("X-API-Key", QUERY_KEY)), Read()),
+            (403,),
+        ),
+        Case(
+            "segment track without event",
+            (segment("track", encode({"userId": "u"}), basic), Read()),
+            (400,),
+        ),
+        Case("segment batch", (segment("batch", batch, basic), Read()), (200,)),
+        Case("segment import", (segment("import", batch, basic), Read()), (200,)),
+        Case("segment b, some invalid", (segment("b", partial, basic), Read()), (200,)),
+        Case(
+            "segment batch, none valid",
+            (segment("batch", encode({"batch": [{"type": "x"}]}), basic), Read()),
+            (400,),
+        ),
+        Case("segment call over 32 KB", (segment("track", big, basic), Read()), (413,)),
+        Case(
+            "gzip segment track",
+            (segment("track", gzip.compress(track), basic, gzipped), Read()),
+            (200,),
+        ),
+        Case("gzip bomb, segment batch", (segment("batch", bomb, basic, gzipped), Read()), (413,)),
+        Case(
+            "segment preflight from an allowed origin",
+            (
+                request(
+                    "OPTIONS",
+                    "/v1/batch",
+                    key=None,
+                    headers=[("Origin", ORIGIN), ("Access-Control-Request-Method", "POST")],
+                ),
+                Read(),
+            ),
+            (204,),
+        ),
+    ]
 
 
 def compressed_cases() -> list[Case]:

@@ -18,6 +18,7 @@ from twisted_rta.web.routes import (
     PLAUSIBLE_PATH,
     PLAUSIBLE_RULE,
     SCRIPT_RULE,
+    SEGMENT_CALLS,
     TRACKER,
     route_table,
 )
@@ -140,6 +141,9 @@ def test_the_fast_lane_answers_every_ingest_path_of_the_table() -> None:
         b"/api/v1/events/batch": "batch",
         b"/api/event": "plausible",
         b"/in/collect": "plausible",
+        **{f"/v1/{call}".encode(): f"segment_{call}" for call in SEGMENT_CALLS},
+        b"/v1/import": "segment_batch",
+        b"/v1/b": "segment_batch",
     }
     assert b"/in/collect" not in fast_paths(route_table())
 

@@ -215,24 +215,36 @@ def event_timestamp(value: Any, index: int | None, rules: Rules) -> float | Even
             seconds = math.inf if value > 0 else -math.inf
     else:
         return _bad_timestamp(index, f"got {describe(value)}")
+    return timestamp_in_range(seconds, index, rules, None if kind is str else value)
 
+
+def timestamp_in_range(
+    seconds: float,
+    index: int | None,
+    rules: Rules,
+    number: float | None = None,
+    field: str = "timestamp",
+) -> float | EventError:
+    """``seconds`` when within the accepted range, else its error (``number``: the numeric
+    timestamp it was read from, for the epoch-seconds hint). Other formats (Segment's, with
+    the clock offset applied) reuse it, so every way in gets the same range and wording."""
     if seconds > rules.newest:
         return EventError(
             index,
-            "timestamp",
+            field,
             "timestamp_in_future",
             f"timestamp may be at most {rules.max_skew:g} seconds ahead of the server clock; "
             f"got {seconds - rules.now:.3f} seconds ahead",
         )
     if seconds < rules.oldest:
         hint = ""
-        if kind is not str:
+        if number is not None:
             hint = "; numeric timestamps are epoch milliseconds"
-            if _SECONDS_LIKE_FROM <= value < _SECONDS_LIKE_TO:
-                hint += f" (got {number_text(value)}, which looks like epoch seconds)"
+            if _SECONDS_LIKE_FROM <= number < _SECONDS_LIKE_TO:
+                hint += f" (got {number_text(number)}, which looks like epoch seconds)"
         return EventError(
             index,
-            "timestamp",
+            field,
             "timestamp_too_old",
             f"timestamp may be at most {rules.max_age:g} seconds old; "
             f"got {rules.now - seconds:.3f} seconds old{hint}",

@@ -3,6 +3,7 @@ request before any route runs, as the route table (web/routes.py) says for its p
 
 from __future__ import annotations
 
+import binascii
 import ipaddress
 import re
 import socket
@@ -27,6 +28,8 @@ from twisted_rta.web.site import RTARequest, new_request_id
 _ALLOWED_HEADERS = b"Content-Type, Content-Encoding, Authorization, X-API-Key, X-Request-ID"
 _EXPOSED_HEADERS = b"X-Request-ID, Retry-After"
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
+_BASIC = re.compile(r"^\s*Basic\s+([A-Za-z0-9+/=]+)\s*$", re.IGNORECASE)
+_WWW_AUTHENTICATE = b'Bearer realm="rta"'
 
 
 def _decoded(path: bytes) -> bytes | None:
@@ -124,13 +127,21 @@ class AccessPolicy:
 
 
 def presented_key(request: Exchange, *, allow_query: bool) -> str | None:
-    """``Authorization: Bearer``, ``X-API-Key``, or (ingest only, for browser beacons that
-    cannot set headers) the ``api_key`` query parameter."""
+    """``Authorization: Bearer``, ``Authorization: Basic`` with the key as the user name
+    (what Segment's SDKs send: their write key, an empty password), ``X-API-Key``, or
+    (ingest only, for browser beacons that cannot set headers) the ``api_key`` query
+    parameter."""
     authorization = request.getHeader(b"Authorization")
     if authorization is not None:
-        bearer = _BEARER.match(authorization.decode("latin-1"))
+        text = authorization.decode("latin-1")
+        bearer = _BEARER.match(text)
         if bearer:
             return bearer.group(1)
+        basic = _BASIC.match(text)
+        if basic:
+            user = _basic_user(basic.group(1))
+            if user:
+                return user
     api_key = request.getHeader(b"X-API-Key")
     if api_key is not None:
         return api_key.decode("latin-1").strip()
@@ -139,6 +150,46 @@ def presented_key(request: Exchange, *, allow_query: bool) -> str | None:
         if values:
             return values[0].decode("utf-8", "replace")
     return None
+
+
+def _basic_user(credentials: str) -> str | None:
+    """The user name of Basic credentials (base64 of ``user:password``), or None."""
+    try:
+        decoded = binascii.a2b_base64(credentials.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, _, _ = decoded.decode("utf-8", "replace").partition(":")
+    return user.strip() or None
+
+
+@frozen
+class KeyRefusal:
+    """Why a key does not admit a request: the status (401 or 403), code and message."""
+
+    status: int
+    code: str
+    message: str
+    headers: Mapping[str, str]
+
+
+def key_refusal(
+    authenticator: Authenticator, presented: str | None, scope: str
+) -> tuple[Caller | None, KeyRefusal | None]:
+    """(the caller, None) when ``presented`` may use ``scope``, else (caller or None, the
+    refusal): the one wording of the edge's 401 and 403, used for a key found in a body too."""
+    caller = authenticator.identify(presented) if presented else None
+    if caller is None:
+        message = (
+            "an API key is required: send Authorization: Bearer <key> or X-API-Key"
+            if presented is None
+            else "unknown API key"
+        )
+        headers = {"WWW-Authenticate": _WWW_AUTHENTICATE.decode("ascii")}
+        return None, KeyRefusal(401, "unauthorized", message, headers)
+    if not caller.may(scope):
+        message = f"the key {caller.name!r} lacks the {scope!r} scope"
+        return caller, KeyRefusal(403, "forbidden", message, {})
+    return caller, None
 
 
 class EdgeResource(Resource):
@@ -199,6 +250,7 @@ class EdgeResource(Resource):
                 error_payload("invalid_path", "the path must be UTF-8 once percent-decoded"),
                 400,
             )
+        request.body_key_check = None  # set by _authenticate when the body has the key
         caller, refusal = self._authenticate(request, route, policy)
         if refusal is not None:
             return refusal
@@ -272,25 +324,20 @@ class EdgeResource(Resource):
         if route.public_option and policy.public_metrics:
             return None, None
         presented = presented_key(request, allow_query=route.key_in_query)
-        caller = authenticator.identify(presented) if presented else None
-        if caller is None:
-            request.setHeader(b"WWW-Authenticate", b'Bearer realm="rta"')
-            message = (
-                "an API key is required: send Authorization: Bearer <key> or X-API-Key"
-                if presented is None
-                else "unknown API key"
-            )
-            return None, json_body(request, error_payload("unauthorized", message), 401)
-        request.caller_name = caller.name
-        if not caller.may(scope):
-            return None, json_body(
-                request,
-                error_payload(
-                    "forbidden",
-                    f"the key {caller.name!r} lacks the {scope!r} scope",
-                ),
-                403,
-            )
+        if presented is None and route.key_in_body:
+            # The key may be in the body (Segment's writeKey), which is not read yet: the
+            # handler checks it, with this authenticator (SIGHUP may replace the policy).
+            request.body_key_check = authenticator
+            return None, None
+        caller, refused = key_refusal(authenticator, presented, scope)
+        if caller is not None:
+            request.caller_name = caller.name
+        if refused is not None:
+            for name, value in refused.headers.items():
+                request.setHeader(name.encode("ascii"), value.encode("ascii"))
+            body = error_payload(refused.code, refused.message)
+            return None, json_body(request, body, refused.status)
+        assert caller is not None  # no refusal: a caller
         if caller.sites is not None and scope == READ:
             refusal = _site_refusal(request, route, caller)
             if refusal is not None:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IAddress
 
+from twisted_rta.web.auth import Authenticator
 from twisted_rta.web.routes import Route
 
 
@@ -40,6 +41,9 @@ class Exchange(ResponseHead, Protocol):
     caller_name: str
     rate_identity: tuple[str, str] | None
     client_address: str  # the client, behind trusted proxies (visitor ids; never logged)
+    # Set by the edge when the key must come from the body (Segment's writeKey): the
+    # authenticator of the moment (SIGHUP may replace it) for the handler to check it with.
+    body_key_check: Authenticator | None
 
     @property
     def requestHeaders(self) -> RawHeaders: ...

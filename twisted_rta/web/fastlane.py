@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 import httptools
@@ -34,12 +35,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import version as SERVER_VERSION
 from zope.interface import implementer
 
+from twisted_rta.web.auth import Authenticator
 from twisted_rta.web.bridge import Bridge, serialised_request
 from twisted_rta.web.edge import EdgeResource
 from twisted_rta.web.errors import internal_error
 from twisted_rta.web.ingest import IngestHandler
 from twisted_rta.web.responses import ApiError
-from twisted_rta.web.routes import INGEST_APP, UNKNOWN, Route, RouteTable
+from twisted_rta.web.routes import INGEST_APP, SEGMENT_CALLS, UNKNOWN, Route, RouteTable
 from twisted_rta.web.site import (
     RTAChannel,
     RTASite,
@@ -54,7 +56,12 @@ failures = Logger(namespace="twisted_rta.web.fastlane")
 
 # What this lane answers itself, by the ingest app's rule: every path the route table gives
 # one of these rules is answered here when POSTed (renamed ones too).
-INGEST_KINDS = {"/events": "single", "/events/batch": "batch", "/event": "plausible"}
+INGEST_KINDS = {
+    "/events": "single",
+    "/events/batch": "batch",
+    "/event": "plausible",
+    **{f"/{call}": f"segment_{call}" for call in SEGMENT_CALLS},
+}
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # twisted.web's own, then it closes
 MAX_LINE_BYTES = 16384  # twisted.web's longest request or header line (HTTPChannel.MAX_LENGTH)
 ABORT_AFTER_CLOSE = 15.0  # twisted.web's abortTimeout for a client that will not read
@@ -121,6 +128,7 @@ class LeanRequest:
         self.caller_name = "-"
         self.rate_identity: tuple[str, str] | None = None
         self.client_address = "unknown"
+        self.body_key_check: Authenticator | None = None
         self.code = 200
         self.reason = b"OK"
         self.response = response
@@ -627,10 +635,11 @@ class FastLane(Factory):
         self.site = site
         self.edge = edge
         self.ingest = ingest
-        self.handlers = {
+        self.handlers: dict[str, Callable[[LeanRequest, bytes], bytes | Deferred[bytes]]] = {
             "single": ingest.single,
             "batch": ingest.batch,
             "plausible": ingest.plausible,
+            **{f"segment_{call}": partial(ingest.segment, call) for call in SEGMENT_CALLS},
         }
         self.clock = clock
         self._spellings: dict[bytes, bytes] = {}

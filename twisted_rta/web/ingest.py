@@ -1,4 +1,5 @@
-"""Ingest: POST /api/v1/events, /api/v1/events/batch and Plausible's /api/event. Bodies are
+"""Ingest: POST /api/v1/events, /api/v1/events/batch, Plausible's /api/event and Segment's
+/v1/<call>. Bodies are
 inflated when compressed (web/compression.py), events decoded and validated, rate limited per
 client, and queued all or nothing before the 202.
 
@@ -25,8 +26,10 @@ from twisted_rta.events.plausible import (
     decode_plausible,
     to_event,
 )
+from twisted_rta.events.segment import BATCH, frame_segment, segment_events
 from twisted_rta.ingest.intake import Intake, Refused
 from twisted_rta.ops.telemetry import Telemetry
+from twisted_rta.web.auth import INGEST, Authenticator
 from twisted_rta.web.browser import (
     ENGAGEMENT,
     MAX_SITES_PER_HIT,
@@ -36,6 +39,7 @@ from twisted_rta.web.browser import (
     site_of,
 )
 from twisted_rta.web.compression import decoded_body
+from twisted_rta.web.edge import key_refusal
 from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
@@ -43,6 +47,7 @@ from twisted_rta.web.responses import ApiError, encoded_json_body, plain_body
 from twisted_rta.web.site import RTARequest
 
 _encode_answer = msgspec.json.Encoder().encode
+SEGMENT_BATCH = f"segment_{BATCH}"  # the endpoint (telemetry label) of /v1/batch
 
 
 class IngestHandler:
@@ -73,7 +78,8 @@ class IngestHandler:
         """The 503 a body of this size would get for want of room, known before decoding it
         (the fast lane asks from Content-Length alone and then skips the body). Every event
         is at most ``max_event_bytes``, so the body holds at least this many; one at least."""
-        count = max(1, body_bytes // self.limits.max_event_bytes) if endpoint == "batch" else 1
+        batch = endpoint in ("batch", SEGMENT_BATCH)
+        count = max(1, body_bytes // self.limits.max_event_bytes) if batch else 1
         refused = self._intake.refusal(count)
         if refused is None:
             return None
@@ -213,6 +219,52 @@ class IngestHandler:
         self._check_event_rate(request, len(events), endpoint)
         return self._take(events, endpoint, request, None)
 
+    def segment(self, call: str, request: Exchange, body: bytes) -> bytes | Deferred[bytes]:
+        """``POST /v1/<call>``: Segment's HTTP Tracking API (events/segment.py), answered
+        200 ``{"success": true}`` as Segment answers. A batch's invalid messages are listed
+        in ``errors`` next to it (Segment says nothing of them); a batch with none valid,
+        or an invalid single call, is a 400. Without a header key, the body's ``writeKey``
+        is checked here, as the edge checks a header's (``body_key_check``)."""
+        endpoint = f"segment_{call}"
+        refusal = self.early_refusal(endpoint, len(body))
+        if refusal is not None:
+            raise self.count_early_refusal(endpoint, refusal)
+        body = self._decoded(request, body, endpoint)
+        telemetry = self._telemetry
+        check = request.body_key_check
+        try:
+            framed = frame_segment(body, call, self.limits)
+        except BodyError as error:
+            if check is not None:  # no key was read: an anonymous client learns nothing more
+                _admit_body_key(request, check, None)
+            telemetry.received(endpoint).inc()
+            telemetry.rejected(endpoint, error.code).inc()
+            raise ApiError(error.status, error.code, error.message) from None
+        if check is not None:
+            _admit_body_key(request, check, framed.write_key)
+        result = segment_events(
+            framed, received=self._clock.seconds(), limits=self.limits, new_id=self._new_id
+        )
+        telemetry.received(endpoint).inc(result.total)
+        for problem in result.errors:
+            telemetry.rejected(endpoint, problem.code).inc()
+        if framed.call is not None and result.errors:  # a single call: its error
+            problem = result.errors[0]
+            raise ApiError(400, problem.code, problem.message, field=problem.field)
+        errors = [problem.as_dict() for problem in result.errors]
+        if not result.events:
+            raise ApiError(
+                400,
+                "no_valid_events",
+                f"none of the {result.total} messages is valid",
+                errors=errors,
+            )
+        self._check_event_rate(request, len(result.events), endpoint)
+        payload: dict[str, Any] = {"success": True}
+        if errors:
+            payload["errors"] = errors
+        return self._take(result.events, endpoint, request, payload, status=200)
+
     def _decoded(self, request: Exchange, body: bytes, endpoint: str) -> bytes:
         """The body inflated as its Content-Encoding says, within the body limit (the one
         the transport holds the bytes on the wire to); a refusal counts as one event, as
@@ -247,6 +299,8 @@ class IngestHandler:
         endpoint: str,
         request: Exchange,
         payload: dict[str, Any] | None,
+        *,
+        status: int = 202,
     ) -> bytes | Deferred[bytes]:
         """All or nothing (``payload`` None: Plausible's plain ``ok``): a 202 promises that
         every listed event will be aggregated, so it is sent only once intake has taken
@@ -269,8 +323,8 @@ class IngestHandler:
         # msgspec writes what json.dumps would for these strings and integers, 4x faster.
         body = _encode_answer(payload)
         if durable is None:
-            return encoded_json_body(request, body, 202)
-        return durable.addCallback(lambda _: encoded_json_body(request, body, 202))
+            return encoded_json_body(request, body, status)
+        return durable.addCallback(lambda _: encoded_json_body(request, body, status))
 
 
 class IngestApp:
@@ -292,6 +346,45 @@ class IngestApp:
     @app.route("/event", methods=["POST"])  # /api/event, Plausible's Events API
     def ingest_plausible(self, request: RTARequest) -> bytes | Deferred[bytes]:
         return self.handler.plausible(request, _body(request))
+
+    # Segment's HTTP Tracking API, below /v1 (/v1/import and /v1/b are /v1/batch's rule).
+    @app.route("/track", methods=["POST"])
+    def segment_track(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.segment("track", request, _body(request))
+
+    @app.route("/page", methods=["POST"])
+    def segment_page(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.segment("page", request, _body(request))
+
+    @app.route("/screen", methods=["POST"])
+    def segment_screen(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.segment("screen", request, _body(request))
+
+    @app.route("/identify", methods=["POST"])
+    def segment_identify(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.segment("identify", request, _body(request))
+
+    @app.route("/group", methods=["POST"])
+    def segment_group(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.segment("group", request, _body(request))
+
+    @app.route("/alias", methods=["POST"])
+    def segment_alias(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.segment("alias", request, _body(request))
+
+    @app.route("/batch", methods=["POST"])
+    def segment_batch(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.segment(BATCH, request, _body(request))
+
+
+def _admit_body_key(request: Exchange, authenticator: Authenticator, key: str | None) -> None:
+    """Let the request on with the body's key, or raise the 401/403 the edge would give."""
+    caller, refused = key_refusal(authenticator, key, INGEST)
+    if caller is not None:
+        request.caller_name = caller.name
+        request.rate_identity = ("key", caller.name)  # its events bucket, as the edge's
+    if refused is not None:
+        raise ApiError(refused.status, refused.code, refused.message, headers=refused.headers)
 
 
 def _body(request: RTARequest) -> bytes:

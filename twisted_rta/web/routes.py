@@ -28,6 +28,9 @@ API_MOUNT = "/api/v1"
 OTHER_LABEL = "other"
 PLAUSIBLE_PATH = "/api/event"  # Plausible's Events API: always served, whatever the config
 PLAUSIBLE_RULE = "/event"  # the ingest app's rule for it (below the /api mount)
+SEGMENT_MOUNT = "/v1"  # Segment's HTTP Tracking API, at the paths its SDKs post to
+SEGMENT_CALLS = ("track", "page", "screen", "identify", "group", "alias", "batch")
+SEGMENT_BATCH_ALIASES = ("import", "b")  # Segment's other names of /v1/batch
 SCRIPT_RULE = "/rta.js"  # the tracker app's one rule: tracker.script_path is served by it
 
 
@@ -52,6 +55,7 @@ class Route:
     rate_limit: str | None = READ  # the request bucket (ratelimit.RequestLimiters); None: none
     public_option: bool = False  # no key needed when auth.public_metrics is true
     key_in_query: bool = False  # may take the key as ?api_key= (browser beacons, EventSource)
+    key_in_body: bool = False  # without a header key, the handler checks the body's (Segment)
     per_site: bool = False  # takes ?site=: the only reads a key bound to sites may make
     spans_segments: bool = False
     mount: str = ""
@@ -200,6 +204,22 @@ def _ingest(template: str) -> Route:
     )
 
 
+def _segment(call: str, *, rule: str | None = None) -> Route:
+    # Segment's SDKs send the write key as Basic auth (server SDKs) or as writeKey in the
+    # body (analytics.js): a request without a header key is let through for the handler.
+    return Route(
+        f"{SEGMENT_MOUNT}/{call}",
+        ("POST",),
+        INGEST_APP,
+        INGEST,
+        cors=INGEST_CORS,
+        rate_limit=INGEST,
+        key_in_body=True,
+        mount=SEGMENT_MOUNT,
+        rule=rule,
+    )
+
+
 def _page(template: str) -> Route:
     # The page, its assets and its icon hold no data: no key, no rate limit.
     return Route(template, ("GET",), DASHBOARD, None, rate_limit=None)
@@ -221,6 +241,8 @@ FIXED_ROUTES = (
     _ingest("/api/v1/events"),
     _ingest("/api/v1/events/batch"),
     _browser(PLAUSIBLE_PATH),  # Plausible's Events API
+    *(_segment(call) for call in SEGMENT_CALLS),
+    *(_segment(alias, rule="/batch") for alias in SEGMENT_BATCH_ALIASES),
     _query("/api/v1/metrics"),
     _query("/api/v1/metrics/{name}", spans_segments=True),
     _query("/api/v1/metrics/{name}/series", spans_segments=True),

@@ -18,6 +18,7 @@ from twisted.web.server import Request, Site
 from twisted_rta.events.ids import new_uuid4
 from twisted_rta.internals import channel_handling_request
 from twisted_rta.ops.telemetry import Telemetry
+from twisted_rta.web.auth import Authenticator
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.responses import encode_json, error_payload
 from twisted_rta.web.routes import UNKNOWN, Route, RouteTable
@@ -69,6 +70,7 @@ class RTARequest(Request):
     caller_name: str = "-"  # the name of the caller's API key, for the access log
     rate_identity: tuple[str, str] | None = None  # ("key", name) or ("address", host)
     client_address: str = "unknown"  # the edge's answer (trusted proxies); never logged
+    body_key_check: Authenticator | None = None  # the key is in the body: check it with this
     _body_bytes: int = 0
     _rejected: bool = False
 

@@ -1,0 +1,401 @@
+"""Segment's HTTP Tracking API (``POST /v1/track``, ``/v1/page``, ``/v1/screen``,
+``/v1/identify``, ``/v1/group``, ``/v1/alias``, ``/v1/batch``): the bodies its SDKs send, and
+the ``Event``s they become. No HTTP here: the write key found in a body is handed back for the
+caller to check.
+
+What maps to what (every event is then judged by our own rules, events/rules.py):
+
+- The type: ``track`` -> the call's ``event`` name; ``page`` -> ``pageview``; ``screen``,
+  ``identify``, ``group``, ``alias`` -> events of those names. In a batch each message names
+  its call in ``type``; on the single-call routes the route is the call.
+- ``messageId`` -> the event id; ``userId``, else ``anonymousId`` -> ``user_id`` (one of them
+  is required, as Segment requires it; a number is taken as its digits).
+- ``properties`` -> properties, as sent. Traits (``traits``, ``context.traits``) are not
+  stored: they describe a user, not an event, and we keep no user profiles.
+- Derived properties, which win over a property of the same name (as Plausible's reserved
+  ones do): ``page`` = ``properties.path``, else the path of ``properties.url``, else
+  ``context.page.path``, else the path of ``context.page.url`` (on a ``page`` call; on the
+  other calls only from ``context.page``); ``referrer`` = ``properties.referrer``, else
+  ``context.page.referrer``; ``utm_campaign``/``utm_source``/``utm_medium``/``utm_term``/
+  ``utm_content`` from ``context.campaign``'s name/source/medium/term/content; ``name`` of a
+  ``page`` or ``screen`` call; ``group_id`` of a ``group`` call; ``previous_id`` of an
+  ``alias`` call. Other context (library, device, IP, title, search...) is not stored.
+- Time: ``timestamp``, else ``originalTimestamp`` (RFC 3339, as the SDKs send ISO 8601 with
+  an offset); with ``sentAt`` (the message's, else the batch's) it is corrected by the client's
+  clock offset, ``timestamp + (received - sentAt)``, Segment's rule; without ``sentAt`` it
+  stands; without a timestamp the event is at its arrival. Out-of-range results get our
+  ``timestamp_too_old``/``timestamp_in_future``.
+- Sizes, Segment's: a call or a batch message at most 32 KB (and ``limits.max_event_bytes``),
+  a batch body at most 500 KB (and ``limits.max_body_bytes``), at most
+  ``limits.max_batch_events`` messages (Segment documents no count).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from attrs import evolve, frozen
+
+from twisted_rta.events.framing import frame_event
+from twisted_rta.events.model import BatchResult, BodyError, Event, EventError, EventLimits
+from twisted_rta.events.rules import (
+    MAX_ID_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    MAX_TYPE_LENGTH,
+    Rules,
+    describe,
+    not_an_object,
+    parse_rfc3339,
+    timestamp_in_range,
+    validate,
+)
+
+PAGEVIEW = "pageview"
+# The calls, with the event type each becomes (track: its ``event`` name).
+CALL_TYPES = {
+    "track": None,
+    "page": PAGEVIEW,
+    "screen": "screen",
+    "identify": "identify",
+    "group": "group",
+    "alias": "alias",
+}
+BATCH = "batch"
+MAX_CALL_BYTES = 32 * 1024  # Segment's bound on one call, and on each message of a batch
+MAX_BATCH_BYTES = 500 * 1024  # Segment's bound on a batch request
+_CAMPAIGN = {
+    "name": "utm_campaign",
+    "source": "utm_source",
+    "medium": "utm_medium",
+    "term": "utm_term",
+    "content": "utm_content",
+}
+# Our names of the fields validate() reports, as the client sent them.
+_FIELD_NAMES = {"type": "event", "id": "messageId"}
+
+# Every code decode raises or reports (400 unless said): the JSON framing's, then ours.
+ERROR_CODES = frozenset(
+    {
+        "empty_body",
+        "invalid_json",
+        "trailing_data",
+        "invalid_body",
+        "too_deep",
+        "event_too_large",  # 413: a call over its bound
+        "body_too_large",  # 413: a batch over its bound
+        "batch_too_large",  # 413: more messages than limits.max_batch_events
+        "empty_batch",
+        "missing_field",
+        "invalid_type",
+        "invalid_field",
+        "empty_field",
+        "too_long",
+        "invalid_unicode",
+        "invalid_number",
+        "too_many_properties",
+        "invalid_timestamp",
+        "timestamp_too_old",
+        "timestamp_in_future",
+        "invalid_amount",
+    }
+)
+
+
+@frozen
+class SegmentBody:
+    """A framed body: its messages (not yet judged), the call of a single-call route (None
+    for a batch: each message names its own), the batch's ``sentAt``, its ``writeKey``."""
+
+    messages: list[Any]
+    call: str | None
+    sent_at: Any
+    write_key: str | None
+    unicode_suspect: bool
+    oversized: dict[int, int]  # index -> size in bytes of a message over its bound
+
+
+def frame_segment(body: bytes, call: str, limits: EventLimits) -> SegmentBody:
+    """The messages of a body POSTed to ``/v1/<call>`` (``batch`` for the batch routes);
+    every problem of the body as a whole raises ``BodyError``."""
+    if call != BATCH:
+        limit = min(MAX_CALL_BYTES, limits.max_event_bytes)
+        obj, suspect = frame_event(body, limit)  # 413 event_too_large over it
+        return SegmentBody([obj], call, None, _write_key(obj), suspect, {})
+    limit = min(MAX_BATCH_BYTES, limits.max_body_bytes)
+    if len(body) > limit:
+        raise BodyError(
+            413,
+            "body_too_large",
+            f"a batch must be at most {limit} bytes; got {len(body)} bytes",
+        )
+    obj, suspect = frame_event(body, len(body))
+    write_key = _write_key(obj)
+    messages = obj.get("batch")
+    if messages is None:
+        raise BodyError(400, "empty_batch", '"batch" is missing or null; expected messages')
+    if type(messages) is not list:
+        raise BodyError(
+            400,
+            "invalid_body",
+            f'"batch" must be an array of messages; got {describe(messages)}',
+        )
+    if not messages:
+        raise BodyError(400, "empty_batch", '"batch" is empty; expected at least one message')
+    if len(messages) > limits.max_batch_events:
+        raise BodyError(
+            413,
+            "batch_too_large",
+            f"a batch may hold at most {limits.max_batch_events} messages; got {len(messages)}",
+        )
+    each = min(MAX_CALL_BYTES, limits.max_event_bytes)
+    oversized: dict[int, int] = {}
+    if len(body) > each:  # else no message can be over: skip the sizing
+        for index, message in enumerate(messages):
+            size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+            if size > each:
+                oversized[index] = size
+    return SegmentBody(messages, None, obj.get("sentAt"), write_key, suspect, oversized)
+
+
+def segment_events(
+    framed: SegmentBody, *, received: float, limits: EventLimits, new_id: Callable[[], str]
+) -> BatchResult:
+    """The events of a framed body received at ``received``; each message is judged on its
+    own (a single call is a batch of one, index 0)."""
+    rules = Rules.build(received, limits, new_id)
+    events: list[Event] = []
+    errors: list[EventError] = []
+    each = min(MAX_CALL_BYTES, limits.max_event_bytes)
+    for index, message in enumerate(framed.messages):
+        if index in framed.oversized:
+            result: Event | EventError = EventError(
+                index,
+                "",
+                "event_too_large",
+                f"a message must be at most {each} bytes; got {framed.oversized[index]} bytes",
+            )
+        else:
+            result = _message(message, index, framed, rules)
+        if type(result) is EventError:
+            errors.append(result)
+        else:
+            events.append(result)  # type: ignore[arg-type]  # not an EventError: an Event
+    return BatchResult(tuple(events), tuple(errors), len(framed.messages))
+
+
+def _write_key(obj: dict[str, Any]) -> str | None:
+    key = obj.get("writeKey")
+    if key is None or type(key) is str:
+        return key or None
+    raise BodyError(400, "invalid_type", f'"writeKey" must be a string; got {describe(key)}')
+
+
+# ---------------------------------------------------------------------------------------------
+# One message
+
+
+def _message(item: Any, index: int, framed: SegmentBody, rules: Rules) -> Event | EventError:
+    if type(item) is not dict:
+        return not_an_object(index, item)
+    call = framed.call or item.get("type")
+    if call not in CALL_TYPES:  # (only a batch message can get here without a call)
+        if call is None:
+            return EventError(
+                index, "type", "missing_field", f"type is required: one of {_calls()}"
+            )
+        shown = describe(call)
+        return EventError(
+            index, "type", "invalid_field", f"type must be one of {_calls()}; got {shown}"
+        )
+    event_type = CALL_TYPES[call] or item.get("event")
+    if type(event_type) is not str or not event_type.strip():
+        return _text_error(index, "event", event_type, "the name of the tracked event")
+    event_type = event_type.strip()
+    if len(event_type) > MAX_TYPE_LENGTH:
+        return EventError(
+            index,
+            "event",
+            "too_long",
+            f"event may be at most {MAX_TYPE_LENGTH} characters; got {len(event_type)}",
+        )
+    message_id = item.get("messageId")
+    if message_id is not None and (type(message_id) is not str or len(message_id) > MAX_ID_LENGTH):
+        return EventError(
+            index,
+            "messageId",
+            "invalid_type" if type(message_id) is not str else "too_long",
+            f"messageId must be a string of at most {MAX_ID_LENGTH} characters; "
+            f"got {describe(message_id)}",
+        )
+    user = _user(item, index)
+    if type(user) is EventError:
+        return user
+    user_key, user_id = user  # type: ignore[misc]  # not an EventError: a pair
+    properties = item.get("properties")
+    if properties is not None and type(properties) is not dict:
+        return EventError(
+            index,
+            "properties",
+            "invalid_type",
+            f"properties must be a JSON object or null; got {describe(properties)}",
+        )
+    derived = _derived(item, call, properties or {}, index)
+    if type(derived) is EventError:
+        return derived
+    timestamp = _timestamp(item, index, framed.sent_at, rules)
+    if type(timestamp) is EventError:
+        return timestamp
+    native = {
+        "type": event_type,
+        "id": message_id,
+        "user_id": user_id,
+        "properties": {**(properties or {}), **derived},  # type: ignore[dict-item]
+    }
+    result = validate(native, index, rules, framed.unicode_suspect)
+    if type(result) is EventError:
+        field = result.field
+        return evolve(
+            result, field=user_key if field == "user_id" else _FIELD_NAMES.get(field, field)
+        )
+    return evolve(result, timestamp=timestamp)  # type: ignore[arg-type]
+
+
+def _user(item: dict[str, Any], index: int) -> tuple[str, str] | EventError:
+    """(the key it came from, user_id): ``userId``, else ``anonymousId``."""
+    for key in ("userId", "anonymousId"):
+        value = item.get(key)
+        if type(value) is int:
+            value = str(value)
+        if value is None or value == "":
+            continue
+        if type(value) is not str or len(value) > MAX_SUBJECT_LENGTH:
+            return EventError(
+                index,
+                key,
+                "invalid_type" if type(value) is not str else "too_long",
+                f"{key} must be a string of at most {MAX_SUBJECT_LENGTH} characters; "
+                f"got {describe(value)}",
+            )
+        return key, value
+    return EventError(index, "userId", "missing_field", "userId or anonymousId is required")
+
+
+def _derived(
+    item: dict[str, Any], call: str, properties: dict[str, Any], index: int
+) -> dict[str, Any] | EventError:
+    """The properties we derive (module notes); they win over properties of their name."""
+    context = item.get("context")
+    if context is not None and type(context) is not dict:
+        return EventError(
+            index, "context", "invalid_type", f"context must be an object; got {describe(context)}"
+        )
+    context = context or {}
+    page_context = _member(context, "page")
+    campaign = _member(context, "campaign")
+    derived: dict[str, Any] = {}
+    page = None
+    if call == "page":
+        page = _text_of(properties, "path") or _path_of(_text_of(properties, "url"))
+    page = page or _text_of(page_context, "path") or _path_of(_text_of(page_context, "url"))
+    if page:
+        derived["page"] = page
+    referrer = _text_of(properties, "referrer") or _text_of(page_context, "referrer")
+    if referrer:
+        derived["referrer"] = referrer
+    for key, name in _CAMPAIGN.items():
+        value = _text_of(campaign, key)
+        if value:
+            derived[name] = value
+    for call_of, key, name in (
+        ("page", "name", "name"),
+        ("screen", "name", "name"),
+        ("group", "groupId", "group_id"),
+        ("alias", "previousId", "previous_id"),
+    ):
+        if call != call_of or item.get(key) is None:
+            continue
+        value = item[key]
+        if type(value) is int:
+            value = str(value)
+        if type(value) is not str:
+            return EventError(
+                index, key, "invalid_type", f"{key} must be a string; got {describe(value)}"
+            )
+        if value:
+            derived[name] = value
+    return derived
+
+
+def _timestamp(
+    item: dict[str, Any], index: int, batch_sent_at: Any, rules: Rules
+) -> float | EventError:
+    key = "timestamp" if item.get("timestamp") is not None else "originalTimestamp"
+    raw = item.get(key)
+    if raw is None:
+        return rules.now
+    seconds = _instant(raw, key, index)
+    if type(seconds) is EventError:
+        return seconds
+    sent_raw = item.get("sentAt")
+    if sent_raw is None:
+        sent_raw = batch_sent_at
+    if sent_raw is not None:
+        sent = _instant(sent_raw, "sentAt", index)
+        if type(sent) is EventError:
+            return sent
+        seconds += rules.now - sent  # type: ignore[operator]  # floats, narrowed above
+    return timestamp_in_range(seconds, index, rules, field=key)  # type: ignore[arg-type]
+
+
+def _instant(raw: Any, key: str, index: int) -> float | EventError:
+    seconds = parse_rfc3339(raw) if type(raw) is str else None
+    if seconds is None:
+        return EventError(
+            index,
+            key,
+            "invalid_timestamp",
+            f'{key} must be an ISO 8601 date-time with an offset (e.g. "2026-01-02T03:04:05Z"); '
+            f"got {describe(raw)}",
+        )
+    return seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _member(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """An object member, or {} (context members of another shape are ignored, not stored)."""
+    value = obj.get(key)
+    return value if type(value) is dict else {}
+
+
+def _text_of(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    return value if type(value) is str and value.strip() else None
+
+
+def _path_of(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:  # e.g. an unclosed IPv6 bracket: no path to take
+        return None
+
+
+def _text_error(index: int, field: str, value: Any, what: str) -> EventError:
+    if value is None:
+        return EventError(index, field, "missing_field", f"{field} is required: {what}")
+    if type(value) is str:
+        return EventError(index, field, "empty_field", f"{field} must not be empty or blank")
+    return EventError(
+        index, field, "invalid_type", f"{field} must be a string ({what}); got {describe(value)}"
+    )
+
+
+def _calls() -> str:
+    return ", ".join(CALL_TYPES)
