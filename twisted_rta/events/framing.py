@@ -127,14 +127,20 @@ def frame_batch(body: bytes, limits: EventLimits) -> BatchElements:
     items: list[Any] = found  # type: ignore[assignment]  # neither None nor str: a list
     if not items:
         raise BodyError(400, "empty_batch", "the batch is empty; expected at least one event")
-    if len(items) > limits.max_batch_events:
+    check_batch_count(len(items), limits, "events")
+    elements.items = items
+    return elements
+
+
+def check_batch_count(count: int, limits: EventLimits, noun: str) -> None:
+    """413 ``batch_too_large`` past ``limits.max_batch_events`` (``noun``: what a batch of
+    this API holds)."""
+    if count > limits.max_batch_events:
         raise BodyError(
             413,
             "batch_too_large",
-            f"a batch may hold at most {limits.max_batch_events} events; got {len(items)}",
+            f"a batch may hold at most {limits.max_batch_events} {noun}; got {count}",
         )
-    elements.items = items
-    return elements
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from attrs import evolve, frozen
 
-from twisted_rta.events.framing import frame_event
+from twisted_rta.events.framing import check_batch_count, frame_event
 from twisted_rta.events.model import BatchResult, BodyError, Event, EventError, EventLimits
 from twisted_rta.events.rules import (
     MAX_ID_LENGTH,
@@ -75,33 +75,6 @@ _CAMPAIGN = {
 }
 # Our names of the fields validate() reports, as the client sent them.
 _FIELD_NAMES = {"type": "event", "id": "messageId"}
-
-# Every code decode raises or reports (400 unless said): the JSON framing's, then ours.
-ERROR_CODES = frozenset(
-    {
-        "empty_body",
-        "invalid_json",
-        "trailing_data",
-        "invalid_body",
-        "too_deep",
-        "event_too_large",  # 413: a call over its bound
-        "body_too_large",  # 413: a batch over its bound
-        "batch_too_large",  # 413: more messages than limits.max_batch_events
-        "empty_batch",
-        "missing_field",
-        "invalid_type",
-        "invalid_field",
-        "empty_field",
-        "too_long",
-        "invalid_unicode",
-        "invalid_number",
-        "too_many_properties",
-        "invalid_timestamp",
-        "timestamp_too_old",
-        "timestamp_in_future",
-        "invalid_amount",
-    }
-)
 
 
 @frozen
@@ -144,12 +117,7 @@ def frame_segment(body: bytes, call: str, limits: EventLimits) -> SegmentBody:
         )
     if not messages:
         raise BodyError(400, "empty_batch", '"batch" is empty; expected at least one message')
-    if len(messages) > limits.max_batch_events:
-        raise BodyError(
-            413,
-            "batch_too_large",
-            f"a batch may hold at most {limits.max_batch_events} messages; got {len(messages)}",
-        )
+    check_batch_count(len(messages), limits, "messages")
     each = min(MAX_CALL_BYTES, limits.max_event_bytes)
     oversized: dict[int, int] = {}
     if len(body) > each:  # else no message can be over: skip the sizing
