@@ -90,6 +90,7 @@ def test_full_event_keeps_every_field() -> None:
         "u1",
         "s1",
         {"amount": 12.5, "tags": ["a", "b"], "meta": {"n": None, "ok": True}},
+        id_given=True,
     )
 
 
@@ -652,7 +653,9 @@ def test_error_as_dict() -> None:
 
 def test_batch_array() -> None:
     result = batch(encode([{"type": "a"}, {"type": "b", "id": "mine"}]))
-    assert result == BatchResult((Event("gen-1", "a", NOW), Event("mine", "b", NOW)), (), total=2)
+    assert result == BatchResult(
+        (Event("gen-1", "a", NOW), Event("mine", "b", NOW, id_given=True)), (), total=2
+    )
 
 
 def test_batch_object_form_ignores_other_keys() -> None:

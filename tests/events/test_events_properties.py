@@ -514,13 +514,15 @@ def test_event_shaped_objects(obj: dict[str, Any], style: Style) -> None:
     sent = json.loads(body)
     assert outcome.type == sent["type"].strip()
     assert outcome.id == (sent.get("id") or GENERATED)
+    assert outcome.id_given == bool(sent.get("id"))
     assert outcome.user_id == (sent.get("user_id") or None)
     assert outcome.session_id == (sent.get("session_id") or None)
     assert outcome.properties == (sent.get("properties") or {})
     assert outcome.timestamp == expected_timestamp(sent.get("timestamp"))
-    # Accepted events are accepted again when sent back (milliseconds may round the time).
+    # Accepted events are accepted again when sent back (milliseconds may round the time;
+    # the id goes back with them, so it is given then).
     again = decode_event(reencode(outcome), now=NOW, limits=LIMITS, new_id=constant_id)
-    assert attrs.evolve(again, timestamp=outcome.timestamp) == outcome
+    assert attrs.evolve(again, timestamp=outcome.timestamp) == attrs.evolve(outcome, id_given=True)
     assert math.isclose(again.timestamp, outcome.timestamp, rel_tol=0, abs_tol=1e-6)
 
 
@@ -614,7 +616,14 @@ def valid_events(draw: DrawFn) -> tuple[dict[str, Any], Event]:
         obj["properties"] = properties
     if not draw(st.integers(0, 3)):
         obj["context"] = draw(json_values(st.text(max_size=8), finite_floats, max_leaves=4))
-    expected = Event(event_id or "", type_, timestamp, properties=properties or {}, **subjects)
+    expected = Event(
+        event_id or "",
+        type_,
+        timestamp,
+        properties=properties or {},
+        id_given=bool(event_id),
+        **subjects,
+    )
     return obj, expected
 
 
@@ -742,6 +751,7 @@ def events(draw: DrawFn) -> Event:
         user_id=draw(st.one_of(st.none(), valid_subjects)),
         session_id=draw(st.one_of(st.none(), valid_subjects)),
         properties=draw(valid_properties),
+        id_given=True,  # event_json sends the id
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
 
 from twisted_rta.config import LimitsConfig
@@ -50,7 +51,8 @@ def assert_valid_by_our_rules(event: Event, limits: LimitsConfig = LIMITS) -> No
         "user_id": event.user_id,
         "properties": dict(event.properties),
     }
-    assert decode_event(body(sent), now=event.timestamp, limits=limits) == event
+    decoded = decode_event(body(sent), now=event.timestamp, limits=limits)
+    assert decoded == attrs.evolve(event, id_given=True)  # (sent with its id)
 
 
 # -- what the tracker sends ---------------------------------------------------------------------

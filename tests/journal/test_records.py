@@ -122,3 +122,18 @@ _EVENT = st.builds(
 @given(st.lists(_EVENT, max_size=5))
 def test_any_events_round_trip(events: list[Event]) -> None:
     assert_exact(decode_events(encode_events(events)), tuple(events))
+
+
+def test_whether_the_client_gave_the_id_survives_the_journal() -> None:
+    events = (
+        Event("m-1", "track", 1.5, "u", None, {"a": 1}, id_given=True),
+        Event("drawn", "track", 2.5),
+    )
+    assert_exact(decode_events(encode_events(events)), events)
+
+
+def test_a_payload_written_before_id_given_reads_with_it_false() -> None:
+    old = msgspec.msgpack.encode([["m-1", "track", 1.5, "u", None, {"a": 1}]])
+    assert decode_events(old) == (Event("m-1", "track", 1.5, "u", None, {"a": 1}),)
+    with pytest.raises(msgspec.ValidationError):
+        decode_events(msgspec.msgpack.encode([["m-1", "track"]]))

@@ -235,4 +235,5 @@ def _judge(item: _JsonEvent, index: int, rules: Rules) -> Event | EventError:
         user_id or None,
         session_id or None,
         {} if properties is None else properties,
+        bool(event_id),
     )

@@ -16,7 +16,9 @@ class Event:
     """One validated, normalised analytics event.
 
     ``timestamp`` is POSIX seconds (UTC). ``properties`` is the decoded JSON object;
-    nobody mutates it after validation.
+    nobody mutates it after validation. ``id_given``: the client sent ``id`` (ours,
+    Segment's ``messageId``, PostHog's ``uuid``), so a resend of it may be deduplicated;
+    an id we drew is unique already and never checked.
     """
 
     id: str
@@ -25,6 +27,7 @@ class Event:
     user_id: str | None = None
     session_id: str | None = None
     properties: Mapping[str, Any] = {}
+    id_given: bool = False
 
 
 class EventLimits(Protocol):

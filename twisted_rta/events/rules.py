@@ -161,6 +161,7 @@ def validate(
         user_id or None,
         session_id or None,
         properties,
+        bool(event_id),
     )
     if unicode_suspect:
         where = _unpaired_surrogate(event)

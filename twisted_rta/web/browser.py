@@ -91,4 +91,12 @@ def enriched(
         extra = [k for k in ENRICHED if k in properties]
         for key in (custom[::-1] + extra[::-1])[:excess]:
             del properties[key]
-    return Event(event.id, event.type, event.timestamp, event.user_id, visit.visit_id, properties)
+    return Event(
+        event.id,
+        event.type,
+        event.timestamp,
+        event.user_id,
+        visit.visit_id,
+        properties,
+        event.id_given,
+    )
