@@ -33,6 +33,7 @@ from twisted_rta.config import (
 )
 from twisted_rta.durability.node_state import claim_node_state
 from twisted_rta.durability.opening import Durability, RunInThread, open_durability
+from twisted_rta.ingest.dedup import RecentIds
 from twisted_rta.ingest.intake import Intake
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
@@ -172,6 +173,8 @@ def build_daemon(
     """
     notifier = notifier or SystemdNotifier(None)
     aggregator = new_aggregator(config, reactor.seconds())
+    dedup = config.dedup
+    recent_ids = RecentIds(dedup.horizon, dedup.max_ids) if dedup.enabled else None
     durability = None
     if config.journal.enabled:
         slots = 1 if config.store.node_id else DEFAULT_NODE_ID_SLOTS
@@ -184,6 +187,7 @@ def build_daemon(
             aggregator,
             clock=reactor,
             run_in_thread=run_in_thread or _thread_pool_runner(reactor),
+            recent_ids=recent_ids,
         )
     else:
         log.warn(
@@ -201,7 +205,14 @@ def build_daemon(
 
     telemetry = Telemetry()
     pipeline = build_pipeline(
-        config, reactor, store, telemetry, aggregator, durability, on_fatal=fatal
+        config,
+        reactor,
+        store,
+        telemetry,
+        aggregator,
+        durability,
+        recent_ids=recent_ids,
+        on_fatal=fatal,
     )
     monitors = build_monitors(config, reactor, pipeline, telemetry)
     browser = BrowserPolicy(
@@ -225,6 +236,7 @@ def build_daemon(
         load=monitors.load,
         durability=durability,
         browser_drops=browser.drops,
+        recent_ids=recent_ids,
     )
     telemetry.registry.register(
         DaemonCollector(
@@ -303,6 +315,7 @@ def build_pipeline(
     aggregator: Aggregator,
     durability: Durability | None,
     *,
+    recent_ids: RecentIds | None = None,
     on_fatal: Callable[[str], None],
 ) -> Pipeline:
     resolutions = config.windows.resolutions
@@ -355,6 +368,7 @@ def build_pipeline(
         queue,
         durability.journal if durability is not None else None,
         lambda: flush.backlogged,
+        recent_ids,
     )
     return Pipeline(aggregator, queue, store_service, flush, retention, workers, intake)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import struct
 import zlib
 
+import msgspec
 import pytest
+from attrs import evolve
 
 from tests.aggregation.factories import T0, event
 from twisted_rta.aggregation.aggregator import Aggregator
@@ -23,7 +25,10 @@ from twisted_rta.checkpoint.codec import (
     _frame,
     decode_checkpoint,
     encode_checkpoint,
+    encode_checkpoint_and_publication,
 )
+from twisted_rta.events.model import Event
+from twisted_rta.ingest.dedup import RecentIds, id_digest
 
 
 def busy_aggregator() -> Aggregator:
@@ -108,16 +113,37 @@ def test_trailing_bytes_are_detected() -> None:
 
 
 def test_another_version_is_refused() -> None:
+    future = CHECKPOINT_VERSION + 1
     data = bytearray(encode_checkpoint(checkpoint()))
-    struct.pack_into("<H", data, 8, 2)
+    struct.pack_into("<H", data, 8, future)
     with pytest.raises(CorruptCheckpoint):  # the checksum covers the version
         decode_checkpoint(bytes(data))
     # a well-formed frame of a future version names it
     payload = bytes(data[22:])
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<HQ", 2, len(payload))))
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<HQ", future, len(payload))))
     struct.pack_into("<I", data, 10, crc)
-    with pytest.raises(CorruptCheckpoint, match="version 2"):
+    with pytest.raises(CorruptCheckpoint, match=f"version {future}"):
         decode_checkpoint(bytes(data))
+
+
+def test_recent_ids_round_trip_and_stay_out_of_the_publication() -> None:
+    recent = RecentIds(3600.0, 100)
+    recent.remember([id_digest("m1"), id_digest("m2")], T0)
+    original = evolve(checkpoint(), recent_ids=recent.export())
+    data, publication = encode_checkpoint_and_publication(original)
+    assert decode_checkpoint(data) == original
+    assert decode_checkpoint(publication) == evolve(original, recent_ids=())
+    restored = RecentIds(3600.0, 100)
+    restored.restore(decode_checkpoint(data).recent_ids, T0 + 1)
+    resent = Event("m2", "x", T0, id_given=True)
+    assert restored.count == 2 and restored.screen([resent], T0 + 1).duplicates == 1
+
+
+def test_a_version_1_checkpoint_reads_as_one_without_recent_ids() -> None:
+    original = checkpoint()
+    wire = msgspec.msgpack.decode(encode_checkpoint(original)[22:])
+    version_1 = _frame(_CHECKPOINT_MAGIC, 1, msgspec.msgpack.encode(wire[:-1]))  # 7 fields
+    assert decode_checkpoint(version_1) == original
 
 
 def test_a_well_framed_payload_of_the_wrong_shape_is_corrupt() -> None:

@@ -185,7 +185,7 @@ def test_listen_accepts_a_single_string() -> None:
         (
             {"procesing": {}},
             "procesing: unknown key (expected one of server, logging, processing, windows, "
-            "limits, store, journal, cors, auth, rate_limits, metrics, privacy, tracker)",
+            "limits, store, journal, dedup, cors, auth, rate_limits, metrics, privacy, tracker)",
         ),
         ({"windows": ["size"]}, "windows: must be a mapping of keys, got ['size']"),
         (["server"], "must be a mapping of keys, got ['server']"),
@@ -294,7 +294,7 @@ def test_every_error_is_reported_at_once() -> None:
     messages = [str(error) for error in caught.value.errors]
     assert messages == [
         "typo: unknown key (expected one of server, logging, processing, windows, limits, "
-        "store, journal, cors, auth, rate_limits, metrics, privacy, tracker)",
+        "store, journal, dedup, cors, auth, rate_limits, metrics, privacy, tracker)",
         "logging.level: must be one of debug, info, warn, error, got 'loud'",
         "processing.worker_count: must be an integer between 1 and 256, got 0",
         "processing.buffer_size: must be an integer >= 1, got 'big'",

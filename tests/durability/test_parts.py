@@ -12,6 +12,7 @@ from tests.helpers import NOW
 from twisted_rta.durability.node_state import claim_node_state
 from twisted_rta.durability.progress import AppliedProgress
 from twisted_rta.events.model import Event
+from twisted_rta.ingest.dedup import RecentIds
 from twisted_rta.ingest.intake import Intake, Refused
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.journal.log import JournalFull, JournalWriteError
@@ -71,10 +72,10 @@ def test_intake_journals_before_it_queues_and_refuses_whole() -> None:
     queue = IntakeQueue(capacity=3)
     journal = FakeJournal()
     intake = Intake(queue, journal, lambda: False)
-    assert intake.take(EVENTS) is None
+    assert intake.take(EVENTS, NOW).durable is None
     assert journal.records == [EVENTS] and queue.depth == 2
     with pytest.raises(Refused) as refused:
-        intake.take(EVENTS)  # no room in the queue: not journalled either
+        intake.take(EVENTS, NOW)  # no room in the queue: not journalled either
     assert refused.value.code == "queue_full" and journal.records == [EVENTS]
 
 
@@ -91,7 +92,7 @@ def test_a_journal_that_cannot_take_the_events_refuses_them(
 ) -> None:
     queue = IntakeQueue(capacity=10)
     with pytest.raises(Refused) as refused:
-        Intake(queue, journal, lambda: False).take(EVENTS)
+        Intake(queue, journal, lambda: False).take(EVENTS, NOW)
     assert refused.value.code == code and refused.value.retry_after > 0
     assert queue.depth == 0
 
@@ -99,12 +100,48 @@ def test_a_journal_that_cannot_take_the_events_refuses_them(
 def test_under_always_the_answer_waits_for_the_fsync() -> None:
     journal = FakeJournal()
     journal.waiting = Deferred()
-    waiting = Intake(IntakeQueue(capacity=10), journal, lambda: False).take(EVENTS)
+    waiting = Intake(IntakeQueue(capacity=10), journal, lambda: False).take(EVENTS, NOW).durable
     assert waiting is journal.waiting and not waiting.called
 
 
 def test_a_backlogged_store_refuses_before_anything_is_written() -> None:
     journal = FakeJournal()
     with pytest.raises(Refused) as refused:
-        Intake(IntakeQueue(capacity=10), journal, lambda: True).take(EVENTS)
+        Intake(IntakeQueue(capacity=10), journal, lambda: True).take(EVENTS, NOW)
     assert refused.value.code == "store_unavailable" and journal.records == []
+
+
+GIVEN = (
+    Event(id="m1", type="x", timestamp=NOW, id_given=True),
+    Event(id="drawn", type="x", timestamp=NOW),
+    Event(id="m1", type="x", timestamp=NOW, id_given=True),  # resent within the request
+)
+
+
+def test_resent_events_are_left_out_before_the_journal_and_counted() -> None:
+    queue, journal = IntakeQueue(capacity=10), FakeJournal()
+    intake = Intake(queue, journal, lambda: False, RecentIds(3600.0, 1000))
+    taken = intake.take(GIVEN, NOW)
+    assert taken.duplicates == 1 and journal.records == [list(GIVEN[:2])]
+    again = intake.take((GIVEN[0], Event(id="drawn", type="x", timestamp=NOW)), NOW + 1)
+    # The given id is known now; a drawn id is never checked, even when it repeats.
+    assert again.duplicates == 1 and journal.records[-1] == [GIVEN[1]]
+    assert queue.depth == 3
+
+
+def test_a_refused_request_leaves_no_id_behind_so_its_resend_counts() -> None:
+    recent = RecentIds(3600.0, 1000)
+    journal = FakeJournal(room=False)
+    with pytest.raises(Refused):
+        Intake(IntakeQueue(capacity=10), journal, lambda: False, recent).take(GIVEN, NOW)
+    assert recent.count == 0
+    retry = Intake(IntakeQueue(capacity=10), FakeJournal(), lambda: False, recent)
+    assert retry.take(GIVEN, NOW).duplicates == 1  # only the copy inside the request
+
+
+def test_a_request_of_resends_only_takes_nothing_and_needs_no_room() -> None:
+    recent = RecentIds(3600.0, 1000)
+    Intake(IntakeQueue(capacity=10), FakeJournal(), lambda: False, recent).take(GIVEN[:1], NOW)
+    full = Intake(IntakeQueue(capacity=10), FakeJournal(room=False), lambda: False, recent)
+    taken = full.take(GIVEN[:1], NOW)
+    assert (taken.durable, taken.duplicates) == (None, 1)

@@ -172,6 +172,17 @@ class JournalConfig:
 
 
 @frozen
+class DedupConfig:
+    """De-duplication of resent events by their client-given id (ingest/dedup.py)."""
+
+    enabled: bool = setting(True, boolean)
+    # An id taken within this long before is acknowledged and not counted again.
+    horizon: float = setting(86_400.0, duration(minimum=60.0, maximum=30 * 86_400.0))
+    # Ids remembered at most (about 90 bytes each); when full the oldest go first.
+    max_ids: int = setting(1_000_000, integer(minimum=1_000, maximum=100_000_000))
+
+
+@frozen
 class IngestCorsConfig:
     allowed_origins: tuple[str, ...] = setting(("*",), string_list())
 
@@ -350,6 +361,7 @@ class Config:
     limits: LimitsConfig = section(LimitsConfig, reload=True)
     store: StoreConfig = section(StoreConfig)
     journal: JournalConfig = section(JournalConfig)
+    dedup: DedupConfig = section(DedupConfig)
     cors: CorsConfig = section(CorsConfig, reload=True)
     auth: AuthConfig = section(AuthConfig, reload=True)
     rate_limits: RateLimitsConfig = section(RateLimitsConfig, reload=True)

@@ -20,9 +20,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.state import export_aggregator, export_closed
 from twisted_rta.aggregation.windows import ClosedWindow
-from twisted_rta.checkpoint.codec import Checkpoint, encode_checkpoint
+from twisted_rta.checkpoint.codec import Checkpoint, encode_checkpoint_and_publication
 from twisted_rta.checkpoint.files import CheckpointFiles
 from twisted_rta.durability.progress import AppliedProgress
+from twisted_rta.ingest.dedup import RecentIds
 from twisted_rta.journal.log import Journal
 
 Tagged = tuple[int, ClosedWindow]  # (tag, window): tag 0 until a checkpoint holds it
@@ -46,6 +47,7 @@ class Checkpointer:
     journal: Journal
     node_id: str
     clock: IReactorTime
+    recent_ids: RecentIds | None = None  # kept in the checkpoint, not the publication
     mark: int = 0
     last_checkpoint_at: float | None = None
     # covers_seq of the last two checkpoints the store has taken: the journal is released
@@ -67,15 +69,17 @@ class Checkpointer:
             taken_at=now,
             aggregator=export_aggregator(self.aggregator),
             pending=tuple((tag, state) for (tag, _), state in zip(tagged, closed, strict=True)),
+            recent_ids=self.recent_ids.export() if self.recent_ids is not None else (),
         )
-        data = encode_checkpoint(checkpoint)
+        data, publication = encode_checkpoint_and_publication(checkpoint)
         await self.files.save(data, mark)
         self.mark = mark
         self.last_checkpoint_at = now
-        # The checkpoint is also this node's publication: another node restores it into a
-        # scratch aggregator and asks that for live windows (cheaper here than exporting
-        # merged live windows every flush; the reader caches it per publication).
-        return FlushPlan(mark, checkpoint.covers_seq, data, now), tagged
+        # The checkpoint (less the recent ids) is also this node's publication: another
+        # node restores it into a scratch aggregator and asks that for live windows
+        # (cheaper here than exporting merged live windows every flush; the reader caches
+        # it per publication).
+        return FlushPlan(mark, checkpoint.covers_seq, publication, now), tagged
 
     def stored(self, plan: FlushPlan) -> None:
         """The store holds what checkpoint ``plan.mark`` held for it: release the journal."""

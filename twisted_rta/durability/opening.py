@@ -18,6 +18,7 @@ from twisted_rta.durability.checkpointer import Checkpointer
 from twisted_rta.durability.node_state import NodeState
 from twisted_rta.durability.progress import AppliedProgress
 from twisted_rta.durability.recovery import Recovered, recover
+from twisted_rta.ingest.dedup import RecentIds
 from twisted_rta.journal.log import Journal
 
 log = Logger()
@@ -54,6 +55,7 @@ def open_durability(
     *,
     clock: IReactorTime,
     run_in_thread: RunInThread,
+    recent_ids: RecentIds | None = None,
 ) -> Durability:
     """Open the journal (cutting a torn tail), load the newest checkpoint into the fresh
     ``aggregator`` and replay the journal after it."""
@@ -69,7 +71,9 @@ def open_durability(
     files = CheckpointFiles(node.checkpoint_directory, run_in_thread=run_in_thread, clock=clock)
     progress = AppliedProgress()
     checkpoint = files.load_latest()
-    recovered = recover(aggregator, progress, checkpoint, journal.replay, clock.seconds())
+    recovered = recover(
+        aggregator, progress, checkpoint, journal.replay, clock.seconds(), recent_ids
+    )
     log.info(
         "recovered node {node_id}: {source}; replayed {records} journal records "
         "({events} events); {pending} closed windows wait for the store",
@@ -85,6 +89,13 @@ def open_durability(
         # already taken in): number new records after them, or replay would skip them.
         journal.release_through(held)
     checkpointer = Checkpointer(
-        aggregator, progress, files, journal, node.node_id, clock, mark=recovered.mark
+        aggregator,
+        progress,
+        files,
+        journal,
+        node.node_id,
+        clock,
+        recent_ids=recent_ids,
+        mark=recovered.mark,
     )
     return Durability(node, journal, files, progress, checkpointer, recovered)

@@ -3,6 +3,8 @@
 Runs once, synchronously, before the daemon serves. The aggregator comes out holding every
 event answered 202 that the store does not hold yet, once: records the checkpoint holds
 (``covers_seq`` and ``applied_beyond``) are skipped, the rest applied in journal order.
+The recent event ids come back the same way: the checkpoint's, then those of every record
+replayed (remembered as of now, so a little longer than the horizon asked).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from twisted_rta.aggregation.windows import ClosedWindow
 from twisted_rta.checkpoint.codec import Checkpoint
 from twisted_rta.durability.progress import AppliedProgress
 from twisted_rta.events.model import Event
+from twisted_rta.ingest.dedup import RecentIds
 
 log = Logger()
 
@@ -40,9 +43,10 @@ def recover(
     checkpoint: Checkpoint | None,
     replay: Callable[[int], Iterable[tuple[int, tuple[Event, ...]]]],
     now: float,
+    recent_ids: RecentIds | None = None,
 ) -> Recovered:
-    """Load ``checkpoint`` into the fresh ``aggregator``, then apply every journal record
-    ``replay(after_seq)`` yields that the checkpoint does not hold."""
+    """Load ``checkpoint`` into the fresh ``aggregator`` (and ``recent_ids``), then apply
+    every journal record ``replay(after_seq)`` yields that the checkpoint does not hold."""
     pending: tuple[tuple[int, ClosedWindow], ...] = ()
     mark = 0
     if checkpoint is not None:
@@ -51,11 +55,15 @@ def recover(
         windows = restore_closed([state for _, state in checkpoint.pending])
         pending = tuple(zip((tag for tag, _ in checkpoint.pending), windows, strict=True))
         mark = checkpoint.mark
+        if recent_ids is not None:
+            recent_ids.restore(checkpoint.recent_ids, now)
     records = events = 0
     for seq, batch in replay(progress.covers_seq):
         if progress.holds(seq):
             continue
         aggregator.add_many(batch, now)
+        if recent_ids is not None:
+            recent_ids.remember_events(batch, now)
         progress.applied(seq)
         records += 1
         events += len(batch)

@@ -4,6 +4,11 @@ Taking means, in this order: room in the queue, room in the journal, the journal
 written (to the OS, or fsynced under ``journal.fsync: always``), then the queue. Only then
 may the HTTP layer answer 202, so a 202 always names events that will be aggregated, even
 across a kill -9. A refusal takes nothing.
+
+Before all of it, events whose client-given id this node already took within the dedup
+horizon are left out (ingest/dedup.py): they are acknowledged with the rest, never journalled
+or counted again. Their ids are remembered only once the events are taken, so a refused
+request may be resent.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from attrs import frozen
 from twisted.internet.defer import Deferred
 
 from twisted_rta.events.model import Event
+from twisted_rta.ingest.dedup import RecentIds
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.journal.log import JournalFull, JournalWriteError
 
@@ -41,10 +47,20 @@ class EventJournal(Protocol):
 
 
 @frozen
+class Taken:
+    """What ``take`` did: ``durable`` fires when the 202 may be sent (None: it may be now);
+    ``duplicates`` events were resends, left out."""
+
+    durable: Deferred[None] | None
+    duplicates: int = 0
+
+
+@frozen
 class Intake:
     queue: IntakeQueue
     journal: EventJournal | None
     store_backlogged: Callable[[], bool]
+    recent_ids: RecentIds | None = None  # None: dedup.enabled is false
 
     def refusal(self, count: int) -> Refused | None:
         """Why ``count`` events could not be taken now, or None: the checks of ``take``
@@ -74,9 +90,19 @@ class Intake:
             return _journal_full()
         return None
 
-    def take(self, events: Sequence[Event]) -> Deferred[None] | None:
-        """Take ``events`` whole, or raise Refused; a Deferred when the 202 must wait for
-        the journal's fsync, None when the events are taken already."""
+    def take(self, events: Sequence[Event], now: float) -> Taken:
+        """Take ``events`` (those not resent) whole at ``now``, or raise Refused."""
+        recent = self.recent_ids
+        if recent is None:
+            return Taken(self._take(events))
+        screened = recent.screen(events, now)
+        durable = self._take(screened.events)
+        recent.remember(screened.digests, now)
+        return Taken(durable, screened.duplicates)
+
+    def _take(self, events: Sequence[Event]) -> Deferred[None] | None:
+        """A Deferred when the 202 must wait for the journal's fsync, None when the events
+        are taken already."""
         if not events:
             return None
         refused = self.refusal(len(events))

@@ -120,6 +120,21 @@ def self_metrics(status: DaemonStatus) -> Iterator[Metric]:
         dropped.add_metric([reason], count)
     yield dropped
     yield _gauge("rta_uptime_seconds", "Seconds since the daemon started", status.uptime_seconds)
+    dedup = status.dedup
+    if dedup is not None:
+        yield _gauge("rta_dedup_ids", "Client-given event ids remembered for dedup", dedup.ids)
+        yield _gauge("rta_dedup_max_ids", "dedup.max_ids", dedup.max_ids)
+        yield _counter(
+            "rta_dedup_evicted_ids",
+            "Event ids forgotten before dedup.horizon because dedup.max_ids was reached",
+            dedup.evicted,
+        )
+        yield _gauge(
+            "rta_dedup_oldest_id_seconds",
+            "Age of the oldest remembered slice of event ids (ids arrive in slices of "
+            "dedup.horizon / 24): the dedup horizon in effect",
+            dedup.oldest_age,
+        )
     journal = status.journal
     if journal is not None:
         yield _gauge("rta_journal_bytes", "Bytes in the journal's segment files", journal.bytes)

@@ -14,6 +14,7 @@ from attrs import define, field, frozen
 
 from twisted_rta.aggregation.aggregator import Aggregator, AggregatorStats
 from twisted_rta.durability.opening import Durability
+from twisted_rta.ingest.dedup import RecentIds
 from twisted_rta.ingest.queue import IntakeQueue
 from twisted_rta.ingest.workers import WorkerPool
 from twisted_rta.store.flush import FlushService
@@ -51,6 +52,16 @@ class JournalStatus:
 
 
 @frozen
+class DedupStatus:
+    """The recent event ids (ingest/dedup.py)."""
+
+    ids: int
+    max_ids: int
+    evicted: int  # forgotten before the horizon because max_ids was reached
+    oldest_age: float  # seconds: the horizon in effect (shorter than asked after evictions)
+
+
+@frozen
 class DaemonStatus:
     """Everything an operator-facing view says about this node, at one instant."""
 
@@ -82,6 +93,7 @@ class DaemonStatus:
     load: float
     aggregation: AggregatorStats
     journal: JournalStatus | None = None  # None: journal.enabled is false
+    dedup: DedupStatus | None = None  # None: dedup.enabled is false
     # Browser events answered 202 and not counted, by reason (bot, dnt), since the start.
     browser_dropped: Mapping[str, int] = field(factory=dict)
 
@@ -105,6 +117,7 @@ class StatusSource:
     load: Any  # LoadMonitor: anything with a ``load`` share
     durability: Durability | None = None
     browser_drops: BrowserDrops | None = None
+    recent_ids: RecentIds | None = None
 
     def snapshot(self, now: float) -> DaemonStatus:
         workers, flush, store = self.workers, self.flush, self.store_service
@@ -138,7 +151,14 @@ class StatusSource:
             aggregation=self.aggregator.stats(now),
             journal=self._journal(now),
             browser_dropped=dict(self.browser_drops.counts) if self.browser_drops else {},
+            dedup=self._dedup(now),
         )
+
+    def _dedup(self, now: float) -> DedupStatus | None:
+        recent = self.recent_ids
+        if recent is None:
+            return None
+        return DedupStatus(recent.count, recent.max_ids, recent.evicted, recent.oldest_age(now))
 
     def _journal(self, now: float) -> JournalStatus | None:
         durability = self.durability

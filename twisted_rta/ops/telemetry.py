@@ -36,6 +36,13 @@ class Telemetry:
             ["endpoint"],
             registry=registry,
         )
+        self.events_deduplicated = Counter(
+            "rta_events_deduplicated",
+            "Events acknowledged but not counted again: their client-given id was already "
+            "taken within dedup.horizon",
+            ["endpoint"],
+            registry=registry,
+        )
         self.events_rejected = Counter(
             "rta_events_rejected",
             "Events refused, by reason (error code)",
@@ -82,6 +89,9 @@ class Telemetry:
 
     def accepted(self, endpoint: str) -> Any:
         return self._child(self.events_accepted, endpoint)
+
+    def deduplicated(self, endpoint: str) -> Any:
+        return self._child(self.events_deduplicated, endpoint)
 
     def rejected(self, endpoint: str, reason: str) -> Any:
         """The counter of events refused by ``endpoint`` for ``reason`` (an error code)."""

@@ -304,9 +304,11 @@ class IngestHandler:
     ) -> bytes | Deferred[bytes]:
         """All or nothing (``payload`` None: Plausible's plain ``ok``): a 202 promises that
         every listed event will be aggregated, so it is sent only once intake has taken
-        them (journalled, and queued)."""
+        them (journalled, and queued). A resent event (its id taken before, ingest/dedup.py)
+        is acknowledged like the rest, as Segment and PostHog acknowledge one, and counted
+        only in ``rta_events_deduplicated_total``."""
         try:
-            durable = self._intake.take(events)
+            taken = self._intake.take(events, self._clock.seconds())
         except Refused as refused:
             self._telemetry.rejected(endpoint, refused.code).inc(len(events))
             raise ApiError(
@@ -315,7 +317,10 @@ class IngestHandler:
                 refused.message,
                 headers={"Retry-After": str(refused.retry_after)},
             ) from None
-        self._telemetry.accepted(endpoint).inc(len(events))
+        durable = taken.durable
+        if taken.duplicates:
+            self._telemetry.deduplicated(endpoint).inc(taken.duplicates)
+        self._telemetry.accepted(endpoint).inc(len(events) - taken.duplicates)
         if payload is None:  # Plausible's answer
             if durable is None:
                 return plain_body(request, b"ok", 202)
