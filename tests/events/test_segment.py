@@ -11,7 +11,7 @@ import pytest
 
 from twisted_rta.config import config_from_mapping
 from twisted_rta.events.model import BatchResult, BodyError, Event, EventError
-from twisted_rta.events.segment import frame_segment, segment_events
+from twisted_rta.events.segment import BATCH, frame_segment, segment_events
 
 NOW = 1_795_748_400.0
 LIMITS = config_from_mapping({}).limits
@@ -237,3 +237,49 @@ def test_the_write_key_is_handed_back() -> None:
     framed = frame_segment(json.dumps({"batch": [{}], "writeKey": "k"}).encode(), "batch", LIMITS)
     assert framed.write_key == "k"
     assert frame_segment(b'{"writeKey": ""}', "track", LIMITS).write_key is None
+
+
+def test_a_large_batch_with_a_lone_surrogate_escape_rejects_that_message_not_the_request() -> None:
+    filler = {"type": "track", "event": "e", "userId": "u", "properties": {"pad": "x" * 40_000}}
+    body = json.dumps({"batch": [filler]})[:-2] + ', {"type": "track", "event": "\\ud800", '
+    body += '"userId": "u"}]}'
+    result = decode(BATCH, body.encode())
+    assert [(e.index, e.code) for e in result.errors] == [
+        (0, "event_too_large"),
+        (1, "invalid_unicode"),
+    ]
+
+
+def test_a_batch_context_applies_under_each_message_own() -> None:
+    campaign = {"campaign": {"source": "news"}, "page": {"path": "/from-batch"}}
+    result = decode(
+        BATCH,
+        {
+            "context": campaign,
+            "batch": [
+                {"type": "page", "userId": "u"},
+                {"type": "page", "userId": "u", "context": {"page": {"path": "/own"}}},
+            ],
+        },
+    )
+    first, second = result.events
+    assert (first.properties["page"], first.properties["utm_source"]) == ("/from-batch", "news")
+    assert (second.properties["page"], second.properties["utm_source"]) == ("/own", "news")
+    with pytest.raises(BodyError) as refused:
+        decode(BATCH, {"context": [1], "batch": [{"type": "page", "userId": "u"}]})
+    assert (refused.value.status, refused.value.code) == (400, "invalid_type")
+
+
+def test_paths_are_percent_decoded_as_the_tracker_reports_them() -> None:
+    page = one("page", {"userId": "u", "properties": {"path": "/caf%C3%A9 "}})
+    assert page.properties["page"] == "/café"
+    url = one("page", {"userId": "u", "properties": {"url": "https://e.com/a%20b?x=1"}})
+    assert url.properties["page"] == "/a b"
+
+
+def test_a_batch_message_whose_type_is_no_string_is_its_error() -> None:
+    result = decode(BATCH, {"batch": [{"type": {"a": 1}, "userId": "u"}, {"type": [1]}]})
+    assert [(e.index, e.field, e.code) for e in result.errors] == [
+        (0, "type", "invalid_field"),
+        (1, "type", "invalid_field"),
+    ]

@@ -20,6 +20,7 @@ What maps to what (every event is then judged by our own rules, events/rules.py)
   ``utm_content`` from ``context.campaign``'s name/source/medium/term/content; ``name`` of a
   ``page`` or ``screen`` call; ``group_id`` of a ``group`` call; ``previous_id`` of an
   ``alias`` call. Other context (library, device, IP, title, search...) is not stored.
+- A batch's ``context`` applies to each of its messages, under the message's own members.
 - Time: ``timestamp``, else ``originalTimestamp`` (RFC 3339, as the SDKs send ISO 8601 with
   an offset); with ``sentAt`` (the message's, else the batch's) it is corrected by the client's
   clock offset, ``timestamp + (received - sentAt)``, Segment's rule; without ``sentAt`` it
@@ -35,11 +36,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
 from twisted_rta.events.framing import check_batch_count, frame_event
+from twisted_rta.events.members import instant, page_of, path_of, text_error, text_of
 from twisted_rta.events.model import BatchResult, BodyError, Event, EventError, EventLimits
 from twisted_rta.events.rules import (
     MAX_ID_LENGTH,
@@ -48,7 +49,6 @@ from twisted_rta.events.rules import (
     Rules,
     describe,
     not_an_object,
-    parse_rfc3339,
     timestamp_in_range,
     validate,
 )
@@ -88,6 +88,7 @@ class SegmentBody:
     write_key: str | None
     unicode_suspect: bool
     oversized: dict[int, int]  # index -> size in bytes of a message over its bound
+    context: dict[str, Any] = field(factory=dict)  # a batch's: under its messages' own
 
 
 def frame_segment(body: bytes, call: str, limits: EventLimits) -> SegmentBody:
@@ -122,10 +123,22 @@ def frame_segment(body: bytes, call: str, limits: EventLimits) -> SegmentBody:
     oversized: dict[int, int] = {}
     if len(body) > each:  # else no message can be over: skip the sizing
         for index, message in enumerate(messages):
-            size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+            size = len(
+                json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
+                    "utf-8",
+                    "surrogatepass",  # a lone surrogate escape: judged later, not a crash
+                )
+            )
             if size > each:
                 oversized[index] = size
-    return SegmentBody(messages, None, obj.get("sentAt"), write_key, suspect, oversized)
+    context = obj.get("context")
+    if context is not None and type(context) is not dict:
+        raise BodyError(
+            400, "invalid_type", f'"context" must be an object; got {describe(context)}'
+        )
+    return SegmentBody(
+        messages, None, obj.get("sentAt"), write_key, suspect, oversized, context or {}
+    )
 
 
 def segment_events(
@@ -169,7 +182,7 @@ def _message(item: Any, index: int, framed: SegmentBody, rules: Rules) -> Event 
     if type(item) is not dict:
         return not_an_object(index, item)
     call = framed.call or item.get("type")
-    if call not in CALL_TYPES:  # (only a batch message can get here without a call)
+    if type(call) is not str or call not in CALL_TYPES:  # (only a batch message's may be)
         if call is None:
             return EventError(
                 index, "type", "missing_field", f"type is required: one of {_calls()}"
@@ -180,7 +193,7 @@ def _message(item: Any, index: int, framed: SegmentBody, rules: Rules) -> Event 
         )
     event_type = CALL_TYPES[call] or item.get("event")
     if type(event_type) is not str or not event_type.strip():
-        return _text_error(index, "event", event_type, "the name of the tracked event")
+        return text_error(index, "event", event_type, "the name of the tracked event")
     event_type = event_type.strip()
     if len(event_type) > MAX_TYPE_LENGTH:
         return EventError(
@@ -210,7 +223,7 @@ def _message(item: Any, index: int, framed: SegmentBody, rules: Rules) -> Event 
             "invalid_type",
             f"properties must be a JSON object or null; got {describe(properties)}",
         )
-    derived = _derived(item, call, properties or {}, index)
+    derived = _derived(item, call, properties or {}, index, framed.context)
     if type(derived) is EventError:
         return derived
     timestamp = _timestamp(item, index, framed.sent_at, rules)
@@ -252,7 +265,11 @@ def _user(item: dict[str, Any], index: int) -> tuple[str, str] | EventError:
 
 
 def _derived(
-    item: dict[str, Any], call: str, properties: dict[str, Any], index: int
+    item: dict[str, Any],
+    call: str,
+    properties: dict[str, Any],
+    index: int,
+    batch_context: dict[str, Any],
 ) -> dict[str, Any] | EventError:
     """The properties we derive (module notes); they win over properties of their name."""
     context = item.get("context")
@@ -260,21 +277,22 @@ def _derived(
         return EventError(
             index, "context", "invalid_type", f"context must be an object; got {describe(context)}"
         )
-    context = context or {}
+    # A batch's context applies to every message; a message's own members win over it.
+    context = {**batch_context, **context} if context else batch_context
     page_context = _member(context, "page")
     campaign = _member(context, "campaign")
     derived: dict[str, Any] = {}
     page = None
     if call == "page":
-        page = _text_of(properties, "path") or _path_of(_text_of(properties, "url"))
-    page = page or _text_of(page_context, "path") or _path_of(_text_of(page_context, "url"))
+        page = page_of(text_of(properties, "path")) or path_of(text_of(properties, "url"))
+    page = page or page_of(text_of(page_context, "path")) or path_of(text_of(page_context, "url"))
     if page:
         derived["page"] = page
-    referrer = _text_of(properties, "referrer") or _text_of(page_context, "referrer")
+    referrer = text_of(properties, "referrer") or text_of(page_context, "referrer")
     if referrer:
         derived["referrer"] = referrer
     for key, name in _CAMPAIGN.items():
-        value = _text_of(campaign, key)
+        value = text_of(campaign, key)
         if value:
             derived[name] = value
     for call_of, key, name in (
@@ -304,31 +322,18 @@ def _timestamp(
     raw = item.get(key)
     if raw is None:
         return rules.now
-    seconds = _instant(raw, key, index)
+    seconds = instant(raw, key, index)
     if type(seconds) is EventError:
         return seconds
     sent_raw = item.get("sentAt")
     if sent_raw is None:
         sent_raw = batch_sent_at
     if sent_raw is not None:
-        sent = _instant(sent_raw, "sentAt", index)
+        sent = instant(sent_raw, "sentAt", index)
         if type(sent) is EventError:
             return sent
         seconds += rules.now - sent  # type: ignore[operator]  # floats, narrowed above
     return timestamp_in_range(seconds, index, rules, field=key)  # type: ignore[arg-type]
-
-
-def _instant(raw: Any, key: str, index: int) -> float | EventError:
-    seconds = parse_rfc3339(raw) if type(raw) is str else None
-    if seconds is None:
-        return EventError(
-            index,
-            key,
-            "invalid_timestamp",
-            f'{key} must be an ISO 8601 date-time with an offset (e.g. "2026-01-02T03:04:05Z"); '
-            f"got {describe(raw)}",
-        )
-    return seconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,30 +344,6 @@ def _member(obj: dict[str, Any], key: str) -> dict[str, Any]:
     """An object member, or {} (context members of another shape are ignored, not stored)."""
     value = obj.get(key)
     return value if type(value) is dict else {}
-
-
-def _text_of(obj: dict[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    return value if type(value) is str and value.strip() else None
-
-
-def _path_of(url: str | None) -> str | None:
-    if url is None:
-        return None
-    try:
-        return urlsplit(url).path or "/"
-    except ValueError:  # e.g. an unclosed IPv6 bracket: no path to take
-        return None
-
-
-def _text_error(index: int, field: str, value: Any, what: str) -> EventError:
-    if value is None:
-        return EventError(index, field, "missing_field", f"{field} is required: {what}")
-    if type(value) is str:
-        return EventError(index, field, "empty_field", f"{field} must not be empty or blank")
-    return EventError(
-        index, field, "invalid_type", f"{field} must be a string ({what}); got {describe(value)}"
-    )
 
 
 def _calls() -> str:
