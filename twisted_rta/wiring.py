@@ -425,6 +425,7 @@ def build_http(
         telemetry=telemetry,
         limiters=limiters,
         browser=browser,
+        history_age=max(resolution.retention for resolution in config.windows.resolutions),
     )
     queries = QueryApp(clock=reactor, query=query, resolutions=resolutions)
     routes = route_table(config.tracker)  # the tracker's paths are the config's

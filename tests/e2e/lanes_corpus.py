@@ -36,6 +36,7 @@ KEYS = {
     "events_limited": ("events-limited-0123456789", ["ingest"]),
     "requests_limited": ("requests-limited-0123456789", ["ingest"]),
     "segment": ("segment-write-key-0123456789", ["ingest"]),  # the Segment cases' own budget
+    "posthog": ("phc_posthog-project-key-0123456789", ["ingest"]),  # the PostHog cases' own
 }
 INGEST_KEY = KEYS["ingest"][0]
 QUERY_KEY = KEYS["query"][0]
@@ -559,6 +560,7 @@ def corpus() -> list[Case]:
     ]
     cases += compressed_cases()
     cases += segment_cases()
+    cases += posthog_cases()
     cases += rate_limit_cases()
     return cases
 
@@ -610,6 +612,7 @@ def segment_cases() -> list[Case]:
         Case("segment batch", (segment("batch", batch, basic), Read()), (200,)),
         Case("segment import", (segment("import", batch, basic), Read()), (200,)),
         Case("segment b, some invalid", (segment("b", partial, basic), Read()), (200,)),
+        Case("segment t (analytics-next)", (segment("t", track, basic), Read()), (200,)),
         Case(
             "segment batch, none valid",
             (segment("batch", encode({"batch": [{"type": "x"}]}), basic), Read()),
@@ -634,6 +637,66 @@ def segment_cases() -> list[Case]:
                 Read(),
             ),
             (204,),
+        ),
+    ]
+
+
+def posthog_cases() -> list[Case]:
+    """PostHog's capture routes: the key in the body or a header, the body shapes, gzip-js,
+    a resent uuid, its errors and limits."""
+    key = KEYS["posthog"][0]
+
+    def capture(path: str, body: bytes, *extra: tuple[str, str]) -> bytes:
+        return request("POST", path, body, key=None, headers=[JSON_TYPE, *extra])
+
+    one = encode(
+        {
+            "api_key": key,
+            "event": "$pageview",
+            "distinct_id": "d1",
+            "uuid": "ph-1",
+            "properties": {"$current_url": "https://e.example/a", "$session_id": "s"},
+        }
+    )
+    batch = encode({"api_key": key, "batch": [{"event": "x", "distinct_id": "d"}] * 2})
+    array = encode([{"event": "y", "properties": {"token": key, "distinct_id": "d"}}])
+    partial = encode({"api_key": key, "batch": [{"event": "x"}, {"event": "z", "distinct_id": 7}]})
+    return [
+        Case("posthog capture", (capture("/capture/", one), Read()), (200,)),
+        Case("posthog capture, the same uuid again", (capture("/capture", one), Read()), (200,)),
+        Case("posthog batch", (capture("/batch/", batch), Read()), (200,)),
+        Case("posthog e, an array", (capture("/e/", array), Read()), (200,)),
+        Case(
+            "posthog i/v0/e, gzip-js",
+            (capture("/i/v0/e/?compression=gzip-js&_=1", gzip.compress(array)), Read()),
+            (200,),
+        ),
+        Case(
+            "posthog e, gzip said only by its bytes",
+            (capture("/e/", gzip.compress(array)), Read()),
+            (200,),
+        ),
+        Case("posthog batch, some invalid", (capture("/batch", partial), Read()), (200,)),
+        Case(
+            "posthog batch, none valid",
+            (capture("/batch", encode({"api_key": key, "batch": [{"event": "x"}]})), Read()),
+            (400,),
+        ),
+        Case(
+            "posthog capture, an unknown key",
+            (capture("/capture", encode({"api_key": "nope", "event": "x"})), Read()),
+            (401,),
+        ),
+        Case(
+            "posthog capture, a read key header",
+            (capture("/e", array, ("X-API-Key", QUERY_KEY)), Read()),
+            (403,),
+        ),
+        Case("posthog, unreadable and no key", (capture("/e/", b"{nope"), Read()), (401,)),
+        Case(
+            "posthog, gzip-js that is not gzip",
+            (capture("/e/?compression=gzip-js", array), Read()),
+            (400,),
         ),
     ]
 

@@ -211,3 +211,20 @@ def test_a_gzip_body_is_taken(daemon: Daemon) -> None:
     reply = send(daemon, "track", body, headers={"Content-Encoding": "gzip"})
     assert reply.status == 200
     assert value(daemon, "events_by_type:Zipped") == 1
+
+
+def test_analytics_next_one_letter_paths_are_the_calls(daemon: Daemon) -> None:
+    bodies = {
+        "t": {"event": "Short", "userId": "u"},
+        "p": {"userId": "u", "properties": {"path": "/short"}},
+        "s": {"userId": "u", "name": "Home"},
+        "i": {"userId": "u"},
+        "g": {"userId": "u", "groupId": "g"},
+        "a": {"userId": "u", "previousId": "p"},
+    }
+    for path, body in bodies.items():
+        assert send(daemon, path, body).json == {"success": True}, path
+    assert value(daemon, "events_by_type:Short") == 1
+    assert value(daemon, "page_views:/short") == 1
+    for kind in ("screen", "identify", "group", "alias"):
+        assert value(daemon, f"events_by_type:{kind}") == 1, kind

@@ -17,10 +17,14 @@ from twisted_rta.web.fastlane import fast_paths
 from twisted_rta.web.routes import (
     PLAUSIBLE_PATH,
     PLAUSIBLE_RULE,
+    POSTHOG_PATHS,
     SCRIPT_RULE,
     SEGMENT_CALLS,
     TRACKER,
     route_table,
+)
+from twisted_rta.web.routes import (
+    SEGMENT_CALL_ALIASES as SHORT_CALLS,
 )
 from twisted_rta.web.tracker import TrackerApp, etag_matches, tracker_script
 
@@ -142,8 +146,9 @@ def test_the_fast_lane_answers_every_ingest_path_of_the_table() -> None:
         b"/api/event": "plausible",
         b"/in/collect": "plausible",
         **{f"/v1/{call}".encode(): f"segment_{call}" for call in SEGMENT_CALLS},
-        b"/v1/import": "segment_batch",
         b"/v1/b": "segment_batch",
+        **{f"/v1/{short}".encode(): f"segment_{call}" for short, call in SHORT_CALLS.items()},
+        **{f"{path}{slash}".encode(): "posthog" for path in POSTHOG_PATHS for slash in ("", "/")},
     }
     assert b"/in/collect" not in fast_paths(route_table())
 

@@ -89,11 +89,16 @@ def inflate(body: bytes, wbits: int, limit: int) -> bytes:
     return b"".join(pieces)
 
 
-def decoded_body(headers: RawHeaders, body: bytes, limit: int) -> bytes:
+def decoded_body(
+    headers: RawHeaders, body: bytes, limit: int, *, gzip_without_header: bool = False
+) -> bytes:
     """The body as its ``Content-Encoding`` says to read it, within ``limit`` bytes once
     inflated (the same limit as the bytes on the wire: what the decoder is handed is bounded
-    alike whichever way it came)."""
+    alike whichever way it came). ``gzip_without_header``: a body sent without the header
+    is gzip (PostHog's ``?compression=gzip-js``: posthog-js names it in the query)."""
     wbits = content_coding(headers.getRawHeaders(b"Content-Encoding"))
+    if wbits is None and gzip_without_header:
+        wbits = GZIP
     if wbits is None:
         return body
     inflated = inflate(body, wbits, limit)

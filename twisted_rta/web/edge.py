@@ -17,7 +17,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from twisted_rta.config import Config
-from twisted_rta.web.auth import READ, Authenticator, Caller
+from twisted_rta.web.auth import ADMIN, READ, Authenticator, Caller
 from twisted_rta.web.errors import not_found
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
@@ -319,6 +319,8 @@ class EdgeResource(Resource):
         """(caller, None) when the request may go on, else (None, the error body)."""
         authenticator = policy.authenticator
         scope = route.scope
+        # Without keys every caller may do everything, history imports included.
+        request.history_allowed = not authenticator.enabled
         if scope is None or not authenticator.enabled:
             return None, None
         if route.public_option and policy.public_metrics:
@@ -332,6 +334,7 @@ class EdgeResource(Resource):
         caller, refused = key_refusal(authenticator, presented, scope)
         if caller is not None:
             request.caller_name = caller.name
+            request.history_allowed = caller.may(ADMIN)
         if refused is not None:
             for name, value in refused.headers.items():
                 request.setHeader(name.encode("ascii"), value.encode("ascii"))

@@ -44,6 +44,10 @@ class Exchange(ResponseHead, Protocol):
     # Set by the edge when the key must come from the body (Segment's writeKey): the
     # authenticator of the moment (SIGHUP may replace it) for the handler to check it with.
     body_key_check: Authenticator | None
+    # Set by the edge: the caller may import history (events older than limits.max_event_age,
+    # for Segment's /v1/import and PostHog's historical_migration): an admin key, or no
+    # keys configured.
+    history_allowed: bool
 
     @property
     def requestHeaders(self) -> RawHeaders: ...

@@ -39,9 +39,16 @@ from twisted_rta.web.auth import Authenticator
 from twisted_rta.web.bridge import Bridge, serialised_request
 from twisted_rta.web.edge import EdgeResource
 from twisted_rta.web.errors import internal_error
-from twisted_rta.web.ingest import IngestHandler
+from twisted_rta.web.ingest import POSTHOG, IngestHandler
 from twisted_rta.web.responses import ApiError
-from twisted_rta.web.routes import INGEST_APP, SEGMENT_CALLS, UNKNOWN, Route, RouteTable
+from twisted_rta.web.routes import (
+    INGEST_APP,
+    POSTHOG_RULE,
+    SEGMENT_CALLS,
+    UNKNOWN,
+    Route,
+    RouteTable,
+)
 from twisted_rta.web.site import (
     RTAChannel,
     RTASite,
@@ -61,6 +68,7 @@ INGEST_KINDS = {
     "/events/batch": "batch",
     "/event": "plausible",
     **{f"/{call}": f"segment_{call}" for call in SEGMENT_CALLS},
+    POSTHOG_RULE: POSTHOG,
 }
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # twisted.web's own, then it closes
 MAX_LINE_BYTES = 16384  # twisted.web's longest request or header line (HTTPChannel.MAX_LENGTH)
@@ -129,6 +137,7 @@ class LeanRequest:
         self.rate_identity: tuple[str, str] | None = None
         self.client_address = "unknown"
         self.body_key_check: Authenticator | None = None
+        self.history_allowed = False
         self.code = 200
         self.reason = b"OK"
         self.response = response
@@ -640,6 +649,7 @@ class FastLane(Factory):
             "batch": ingest.batch,
             "plausible": ingest.plausible,
             **{f"segment_{call}": partial(ingest.segment, call) for call in SEGMENT_CALLS},
+            POSTHOG: ingest.posthog,
         }
         self.clock = clock
         self._spellings: dict[bytes, bytes] = {}

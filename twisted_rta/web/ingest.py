@@ -1,5 +1,5 @@
-"""Ingest: POST /api/v1/events, /api/v1/events/batch, Plausible's /api/event and Segment's
-/v1/<call>. Bodies are
+"""Ingest: POST /api/v1/events, /api/v1/events/batch, Plausible's /api/event, Segment's
+/v1/<call> and PostHog's capture routes. Bodies are
 inflated when compressed (web/compression.py), events decoded and validated, rate limited per
 client, and queued all or nothing before the 202.
 
@@ -10,26 +10,29 @@ client, and queued all or nothing before the 202.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+from attrs import evolve
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from twisted_rta.config import LimitsConfig
 from twisted_rta.events.decode import decode_batch, decode_event
 from twisted_rta.events.ids import new_uuid4
-from twisted_rta.events.model import BodyError, Event, EventLimits, RejectedEvent
+from twisted_rta.events.model import BatchResult, BodyError, Event, EventLimits, RejectedEvent
 from twisted_rta.events.plausible import (
     PAGEVIEW,
     RESERVED_PROPERTIES,
     decode_plausible,
     to_event,
 )
+from twisted_rta.events.posthog import frame_posthog, posthog_events
 from twisted_rta.events.segment import BATCH, frame_segment, segment_events
 from twisted_rta.ingest.intake import Intake, Refused
 from twisted_rta.ops.telemetry import Telemetry
-from twisted_rta.web.auth import INGEST, Authenticator
+from twisted_rta.web.auth import ADMIN, INGEST, Authenticator
 from twisted_rta.web.browser import (
     ENGAGEMENT,
     MAX_SITES_PER_HIT,
@@ -44,10 +47,16 @@ from twisted_rta.web.errors import add_json_error_handlers
 from twisted_rta.web.exchange import Exchange
 from twisted_rta.web.ratelimit import RequestLimiters, retry_after
 from twisted_rta.web.responses import ApiError, encoded_json_body, plain_body
+from twisted_rta.web.routes import POSTHOG_RULE
 from twisted_rta.web.site import RTARequest
 
 _encode_answer = msgspec.json.Encoder().encode
 SEGMENT_BATCH = f"segment_{BATCH}"  # the endpoint (telemetry label) of /v1/batch
+SEGMENT_IMPORT = "import"  # /v1/import: a batch, historical for a key that may import
+POSTHOG = "posthog"  # the endpoint of PostHog's capture routes
+_BATCH_ENDPOINTS = frozenset({"batch", SEGMENT_BATCH, f"segment_{SEGMENT_IMPORT}", POSTHOG})
+_FORM = b"application/x-www-form-urlencoded"
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class IngestHandler:
@@ -65,6 +74,7 @@ class IngestHandler:
         limiters: RequestLimiters | None = None,
         browser: BrowserPolicy | None = None,
         new_id: Callable[[], str] = new_uuid4,
+        history_age: float | None = None,
     ) -> None:
         self._clock = clock
         self._intake = intake
@@ -73,12 +83,15 @@ class IngestHandler:
         self._limiters = limiters
         self._browser = browser
         self._new_id = new_id
+        # How far back a historical import may go: the longest window retention (older
+        # events would land in windows already deleted). None: no older than the limits.
+        self._history_age = history_age
 
     def early_refusal(self, endpoint: str, body_bytes: int) -> ApiError | None:
         """The 503 a body of this size would get for want of room, known before decoding it
         (the fast lane asks from Content-Length alone and then skips the body). Every event
         is at most ``max_event_bytes``, so the body holds at least this many; one at least."""
-        batch = endpoint in ("batch", SEGMENT_BATCH)
+        batch = endpoint in _BATCH_ENDPOINTS
         count = max(1, body_bytes // self.limits.max_event_bytes) if batch else 1
         refused = self._intake.refusal(count)
         if refused is None:
@@ -221,34 +234,105 @@ class IngestHandler:
 
     def segment(self, call: str, request: Exchange, body: bytes) -> bytes | Deferred[bytes]:
         """``POST /v1/<call>``: Segment's HTTP Tracking API (events/segment.py), answered
-        200 ``{"success": true}`` as Segment answers. A batch's invalid messages are listed
-        in ``errors`` next to it (Segment says nothing of them); a batch with none valid,
-        or an invalid single call, is a 400. Without a header key, the body's ``writeKey``
-        is checked here, as the edge checks a header's (``body_key_check``)."""
+        200 ``{"success": true}`` as Segment answers. ``/v1/import`` is a batch whose events
+        may be as old as the windows kept, for a key that may import history (``admin``;
+        with another key it is ``/v1/batch``). Without a header key, the body's
+        ``writeKey`` is checked here, as the edge checks a header's (``body_key_check``)."""
         endpoint = f"segment_{call}"
         refusal = self.early_refusal(endpoint, len(body))
         if refusal is not None:
             raise self.count_early_refusal(endpoint, refusal)
         body = self._decoded(request, body, endpoint)
-        telemetry = self._telemetry
         check = request.body_key_check
         try:
-            framed = frame_segment(body, call, self.limits)
+            framed = frame_segment(body, BATCH if call == SEGMENT_IMPORT else call, self.limits)
         except BodyError as error:
-            if check is not None:  # no key was read: an anonymous client learns nothing more
-                _admit_body_key(request, check, None)
-            telemetry.received(endpoint).inc()
-            telemetry.rejected(endpoint, error.code).inc()
-            raise ApiError(error.status, error.code, error.message) from None
+            raise self._unreadable(request, endpoint, error) from None
         if check is not None:
             _admit_body_key(request, check, framed.write_key)
+        limits = self._limits(request, historical=call == SEGMENT_IMPORT)
         result = segment_events(
-            framed, received=self._clock.seconds(), limits=self.limits, new_id=self._new_id
+            framed, received=self._clock.seconds(), limits=limits, new_id=self._new_id
         )
+        return self._take_sdk(
+            request, endpoint, result, framed.call is not None, {"success": True}, "messages"
+        )
+
+    def posthog(self, request: Exchange, body: bytes) -> bytes | Deferred[bytes]:
+        """``POST /capture``, ``/batch``, ``/e``, ``/i/v0/e`` (a trailing slash or not):
+        PostHog's capture API (events/posthog.py), answered 200 ``{"status": 1}`` as
+        PostHog answers. A body without Content-Encoding is gzip when
+        ``?compression=gzip-js`` says so or its first bytes do (posthog-js); a form body's
+        ``data`` holds the events; ``?_=`` is posthog-js's send time in milliseconds.
+        ``historical_migration`` lets a key that may import history send events as old as
+        the windows kept. The project key (``api_key``, ``token``) is checked here when no
+        header has one."""
+        endpoint = POSTHOG
+        refusal = self.early_refusal(endpoint, len(body))
+        if refusal is not None:
+            raise self.count_early_refusal(endpoint, refusal)
+        args = request.args
+        # posthog-js names gzip in the query, or (recent versions) not at all: a JSON or
+        # form body never starts with gzip's magic bytes.
+        gzip_js = _arg(args, b"compression") == b"gzip-js" or body[:2] == _GZIP_MAGIC
+        body = self._decoded(request, body, endpoint, gzip_without_header=gzip_js)
+        content_type = request.getHeader(b"Content-Type") or b""
+        form = content_type.split(b";", 1)[0].strip().lower() == _FORM
+        sent_at_ms = _arg(args, b"_")
+        check = request.body_key_check
+        try:
+            framed = frame_posthog(
+                body,
+                self.limits,
+                form=form,
+                sent_at_ms=sent_at_ms.decode("latin-1") if sent_at_ms is not None else None,
+            )
+        except BodyError as error:
+            raise self._unreadable(request, endpoint, error) from None
+        if check is not None:
+            _admit_body_key(request, check, framed.api_key)
+        limits = self._limits(request, historical=framed.historical)
+        result = posthog_events(
+            framed, received=self._clock.seconds(), limits=limits, new_id=self._new_id
+        )
+        return self._take_sdk(request, endpoint, result, framed.single, {"status": 1}, "events")
+
+    def _unreadable(self, request: Exchange, endpoint: str, error: BodyError) -> ApiError:
+        """The error of a body that could not be read; with the key still in it unread, a
+        client without one gets the 401 first (an anonymous client learns nothing more)."""
+        check = request.body_key_check
+        if check is not None:
+            _admit_body_key(request, check, None)
+        self._telemetry.received(endpoint).inc()
+        self._telemetry.rejected(endpoint, error.code).inc()
+        return ApiError(error.status, error.code, error.message)
+
+    def _limits(self, request: Exchange, *, historical: bool) -> EventLimits:
+        """The limits of a request: for a historical import by a caller that may import
+        history, events may be as old as the longest window retention."""
+        age = self._history_age
+        if not historical or not request.history_allowed or age is None:
+            return self.limits
+        limits = cast(LimitsConfig, self.limits)
+        return evolve(limits, max_event_age=max(age, limits.max_event_age))
+
+    def _take_sdk(
+        self,
+        request: Exchange,
+        endpoint: str,
+        result: BatchResult,
+        single: bool,
+        payload: dict[str, Any],
+        what: str,
+    ) -> bytes | Deferred[bytes]:
+        """An SDK's events, taken as its service answers (``payload``, 200). A batch's
+        invalid events are listed in ``errors`` next to it (the services say nothing of
+        them); a batch with none valid, or an invalid single event, is a 400."""
+        telemetry = self._telemetry
         telemetry.received(endpoint).inc(result.total)
         for problem in result.errors:
             telemetry.rejected(endpoint, problem.code).inc()
-        if framed.call is not None and result.errors:  # a single call: its error
+        if single and result.errors:
             problem = result.errors[0]
             raise ApiError(400, problem.code, problem.message, field=problem.field)
         errors = [problem.as_dict() for problem in result.errors]
@@ -256,22 +340,28 @@ class IngestHandler:
             raise ApiError(
                 400,
                 "no_valid_events",
-                f"none of the {result.total} messages is valid",
+                f"none of the {result.total} {what} is valid",
                 errors=errors,
             )
         self._check_event_rate(request, len(result.events), endpoint)
-        payload: dict[str, Any] = {"success": True}
         if errors:
-            payload["errors"] = errors
+            payload = {**payload, "errors": errors}
         return self._take(result.events, endpoint, request, payload, status=200)
 
-    def _decoded(self, request: Exchange, body: bytes, endpoint: str) -> bytes:
+    def _decoded(
+        self, request: Exchange, body: bytes, endpoint: str, *, gzip_without_header: bool = False
+    ) -> bytes:
         """The body inflated as its Content-Encoding says, within the body limit (the one
         the transport holds the bytes on the wire to); a refusal counts as one event, as
         any unreadable body does. Called after the early refusal, which sizes the body as
         sent, as the fast lane does from Content-Length."""
         try:
-            return decoded_body(request.requestHeaders, body, self.limits.max_body_bytes)
+            return decoded_body(
+                request.requestHeaders,
+                body,
+                self.limits.max_body_bytes,
+                gzip_without_header=gzip_without_header,
+            )
         except ApiError as error:
             self._telemetry.received(endpoint).inc()
             self._telemetry.rejected(endpoint, error.code).inc()
@@ -381,6 +471,20 @@ class IngestApp:
     def segment_batch(self, request: RTARequest) -> bytes | Deferred[bytes]:
         return self.handler.segment(BATCH, request, _body(request))
 
+    @app.route("/import", methods=["POST"])
+    def segment_import(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.segment(SEGMENT_IMPORT, request, _body(request))
+
+    # PostHog's capture API: every path of it is served by this one rule (web/routes.py).
+    @app.route(POSTHOG_RULE, methods=["POST"])
+    def posthog_capture(self, request: RTARequest) -> bytes | Deferred[bytes]:
+        return self.handler.posthog(request, _body(request))
+
+
+def _arg(args: dict[bytes, list[bytes]], name: bytes) -> bytes | None:
+    values = args.get(name)
+    return values[0] if values else None
+
 
 def _admit_body_key(request: Exchange, authenticator: Authenticator, key: str | None) -> None:
     """Let the request on with the body's key, or raise the 401/403 the edge would give."""
@@ -388,6 +492,7 @@ def _admit_body_key(request: Exchange, authenticator: Authenticator, key: str | 
     if caller is not None:
         request.caller_name = caller.name
         request.rate_identity = ("key", caller.name)  # its events bucket, as the edge's
+        request.history_allowed = caller.may(ADMIN)
     if refused is not None:
         raise ApiError(refused.status, refused.code, refused.message, headers=refused.headers)
 

@@ -29,8 +29,21 @@ OTHER_LABEL = "other"
 PLAUSIBLE_PATH = "/api/event"  # Plausible's Events API: always served, whatever the config
 PLAUSIBLE_RULE = "/event"  # the ingest app's rule for it (below the /api mount)
 SEGMENT_MOUNT = "/v1"  # Segment's HTTP Tracking API, at the paths its SDKs post to
-SEGMENT_CALLS = ("track", "page", "screen", "identify", "group", "alias", "batch")
-SEGMENT_BATCH_ALIASES = ("import", "b")  # Segment's other names of /v1/batch
+SEGMENT_CALLS = ("track", "page", "screen", "identify", "group", "alias", "batch", "import")
+SEGMENT_BATCH_ALIASES = ("b",)  # Segment's other name of /v1/batch
+# The one-letter paths analytics.js (analytics-next) posts each call to by default.
+SEGMENT_CALL_ALIASES = {
+    "t": "track",
+    "p": "page",
+    "s": "screen",
+    "i": "identify",
+    "g": "group",
+    "a": "alias",
+}
+# PostHog's capture API, at the paths its SDKs post to (with the trailing slash they add or
+# without), every one served by the ingest app's one PostHog rule.
+POSTHOG_PATHS = ("/capture", "/batch", "/e", "/i/v0/e")
+POSTHOG_RULE = "/posthog"
 SCRIPT_RULE = "/rta.js"  # the tracker app's one rule: tracker.script_path is served by it
 
 
@@ -220,6 +233,22 @@ def _segment(call: str, *, rule: str | None = None) -> Route:
     )
 
 
+def _posthog(path: str) -> Route:
+    # PostHog's SDKs send the project key in the body (api_key, token): a request without
+    # a header key is let through for the handler, as Segment's are.
+    return Route(
+        path,
+        ("POST",),
+        INGEST_APP,
+        INGEST,
+        cors=INGEST_CORS,
+        rate_limit=INGEST,
+        key_in_body=True,
+        rule=POSTHOG_RULE,
+        label=path.rstrip("/"),  # one label for both spellings
+    )
+
+
 def _page(template: str) -> Route:
     # The page, its assets and its icon hold no data: no key, no rate limit.
     return Route(template, ("GET",), DASHBOARD, None, rate_limit=None)
@@ -243,6 +272,8 @@ FIXED_ROUTES = (
     _browser(PLAUSIBLE_PATH),  # Plausible's Events API
     *(_segment(call) for call in SEGMENT_CALLS),
     *(_segment(alias, rule="/batch") for alias in SEGMENT_BATCH_ALIASES),
+    *(_segment(alias, rule=f"/{call}") for alias, call in SEGMENT_CALL_ALIASES.items()),
+    *(_posthog(path + slash) for path in POSTHOG_PATHS for slash in ("", "/")),
     _query("/api/v1/metrics"),
     _query("/api/v1/metrics/{name}", spans_segments=True),
     _query("/api/v1/metrics/{name}/series", spans_segments=True),

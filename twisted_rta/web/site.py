@@ -71,6 +71,7 @@ class RTARequest(Request):
     rate_identity: tuple[str, str] | None = None  # ("key", name) or ("address", host)
     client_address: str = "unknown"  # the edge's answer (trusted proxies); never logged
     body_key_check: Authenticator | None = None  # the key is in the body: check it with this
+    history_allowed: bool = False  # the caller may import history (Exchange)
     _body_bytes: int = 0
     _rejected: bool = False
 
