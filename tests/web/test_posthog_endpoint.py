@@ -155,6 +155,14 @@ def test_a_client_clock_an_hour_fast_is_corrected_by_sent_at(daemon: Daemon) -> 
     assert (uncorrected.status, uncorrected.json["code"]) == (400, "no_valid_events")
     assert uncorrected.json["errors"][0]["code"] == "timestamp_in_future"
     assert value(daemon, "events_by_type:skewed") == 1
+    # In the window of its real time (the server's now), not an hour ahead.
+    minute = NOW - NOW % 60
+    query = f"from={quote(iso(minute))}&to={quote(iso(minute + 7200))}&resolution=1m"
+    reply = daemon.http.get(
+        f"/api/v1/metrics/events_by_type:skewed/series?{query}", headers={"X-API-Key": READ_KEY}
+    )
+    points = {point["start"]: point["metric"]["value"] for point in reply.json["data"]["points"]}
+    assert points == {iso(minute).replace("+00:00", ".000Z"): 1}
 
 
 def test_historical_migration_is_for_keys_that_may_import(daemon: Daemon) -> None:

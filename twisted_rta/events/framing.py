@@ -143,6 +143,38 @@ def check_batch_count(count: int, limits: EventLimits, noun: str) -> None:
         )
 
 
+def batch_member(obj: dict[str, Any], limits: EventLimits, noun: str) -> list[Any]:
+    """The ``batch`` array of an SDK's batch object (Segment's, PostHog's), at least one
+    and at most ``limits.max_batch_events`` of them; else the body's error."""
+    messages = obj.get("batch")
+    if messages is None:
+        raise BodyError(400, "empty_batch", f'"batch" is missing or null; expected {noun}')
+    if type(messages) is not list:
+        raise BodyError(
+            400,
+            "invalid_body",
+            f'"batch" must be an array of {noun}; got {describe(messages)}',
+        )
+    if not messages:
+        raise BodyError(400, "empty_batch", f'"batch" is empty; expected {noun}')
+    check_batch_count(len(messages), limits, noun)
+    return messages
+
+
+def oversized_members(messages: list[Any], body_bytes: int, limit: int) -> dict[int, int]:
+    """index -> size in bytes (as compact JSON) of each of ``messages`` over ``limit``, read
+    from a body of ``body_bytes``: none can be over when the body is not."""
+    oversized: dict[int, int] = {}
+    if body_bytes <= limit:
+        return oversized
+    for index, message in enumerate(messages):
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        size = len(text.encode("utf-8", "surrogatepass"))  # a lone surrogate: judged later
+        if size > limit:
+            oversized[index] = size
+    return oversized
+
+
 # ---------------------------------------------------------------------------------------------
 # JSON values and spans
 

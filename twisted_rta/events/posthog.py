@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -57,17 +56,24 @@ from urllib.parse import parse_qsl
 
 from attrs import evolve, frozen
 
-from twisted_rta.events.framing import check_batch_count, frame_batch, frame_event
-from twisted_rta.events.members import instant, page_of, path_of, text_error, text_of
+from twisted_rta.events.framing import batch_member, frame_batch, frame_event, oversized_members
+from twisted_rta.events.members import (
+    event_name,
+    first_subject,
+    id_error,
+    instant,
+    judge_each,
+    page_of,
+    path_of,
+    text_of,
+)
 from twisted_rta.events.model import BatchResult, BodyError, Event, EventError, EventLimits
 from twisted_rta.events.rules import (
-    MAX_ID_LENGTH,
-    MAX_SUBJECT_LENGTH,
-    MAX_TYPE_LENGTH,
     Rules,
     describe,
     limits_breach,
     not_an_object,
+    properties_type_error,
     timestamp_in_range,
     validate,
 )
@@ -134,26 +140,9 @@ def frame_posthog(
         if len(data) > limits.max_event_bytes:
             frame_event(data, limits.max_event_bytes)  # raises its 413 event_too_large
         return PostHogBody([obj], True, _api_key(obj, obj), historical, sent_at, suspect, {})
-    messages = obj[BATCH]
-    if messages is None:
-        raise BodyError(400, "empty_batch", '"batch" is null; expected events')
-    if type(messages) is not list:
-        raise BodyError(
-            400,
-            "invalid_body",
-            f'"batch" must be an array of events; got {describe(messages)}',
-        )
-    if not messages:
-        raise BodyError(400, "empty_batch", '"batch" is empty; expected at least one event')
-    check_batch_count(len(messages), limits, "events")
+    messages = batch_member(obj, limits, "events")
     api_key = _api_key(obj, messages[0])
-    oversized: dict[int, int] = {}
-    if len(data) > limits.max_event_bytes:  # else no message can be over: skip the sizing
-        for index, message in enumerate(messages):
-            text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-            size = len(text.encode("utf-8", "surrogatepass"))  # lone surrogates are judged later
-            if size > limits.max_event_bytes:
-                oversized[index] = size
+    oversized = oversized_members(messages, len(data), limits.max_event_bytes)
     return PostHogBody(messages, False, api_key, historical, sent_at, suspect, oversized)
 
 
@@ -163,24 +152,13 @@ def posthog_events(
     """The events of a framed body received at ``received``; each is judged on its own (a
     single event is a batch of one, index 0)."""
     rules = Rules.build(received, limits, new_id)
-    events: list[Event] = []
-    errors: list[EventError] = []
-    for index, message in enumerate(framed.messages):
-        if index in framed.oversized:
-            result: Event | EventError = EventError(
-                index,
-                "",
-                "event_too_large",
-                f"an event must be at most {limits.max_event_bytes} bytes; "
-                f"got {framed.oversized[index]} bytes",
-            )
-        else:
-            result = _message(message, index, framed, rules)
-        if type(result) is EventError:
-            errors.append(result)
-        else:
-            events.append(result)  # type: ignore[arg-type]  # not an EventError: an Event
-    return BatchResult(tuple(events), tuple(errors), len(framed.messages))
+    return judge_each(
+        framed.messages,
+        framed.oversized,
+        limits.max_event_bytes,
+        "an event",
+        lambda message, index: _message(message, index, framed, rules),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,36 +235,19 @@ def _sent_at_ms(raw: str | None) -> float | None:
 def _message(item: Any, index: int, framed: PostHogBody, rules: Rules) -> Event | EventError:
     if type(item) is not dict:
         return not_an_object(index, item)
-    name = item.get("event")
-    if type(name) is not str or not name.strip():
-        return text_error(index, "event", name, "the name of the captured event")
-    name = name.strip()
-    if len(name) > MAX_TYPE_LENGTH:
-        return EventError(
-            index,
-            "event",
-            "too_long",
-            f"event may be at most {MAX_TYPE_LENGTH} characters; got {len(name)}",
-        )
-    event_type = EVENT_TYPES.get(name, name)
+    name = event_name(item.get("event"), "event", index, "the name of the captured event")
+    if type(name) is EventError:
+        return name
+    event_type = EVENT_TYPES.get(name, name)  # type: ignore[arg-type]  # a str
     uuid = item.get("uuid")
-    if uuid is not None and (type(uuid) is not str or len(uuid) > MAX_ID_LENGTH):
-        return EventError(
-            index,
-            "uuid",
-            "invalid_type" if type(uuid) is not str else "too_long",
-            f"uuid must be a string of at most {MAX_ID_LENGTH} characters; got {describe(uuid)}",
-        )
+    wrong_id = id_error(uuid, "uuid", index)
+    if wrong_id is not None:
+        return wrong_id
     properties = item.get("properties")
     if properties is None:
         properties = {}
     elif type(properties) is not dict:
-        return EventError(
-            index,
-            "properties",
-            "invalid_type",
-            f"properties must be a JSON object or null; got {describe(properties)}",
-        )
+        return properties_type_error(index, properties)
     user = _user(item, properties, index)
     if type(user) is EventError:
         return user
@@ -315,29 +276,19 @@ def _user(
     item: dict[str, Any], properties: dict[str, Any], index: int
 ) -> tuple[str, str] | EventError:
     """(the field it came from, user_id): ``distinct_id``, else ``properties.distinct_id``."""
-    for key, value in (
+    candidates = (
         ("distinct_id", item.get("distinct_id")),
         ("properties.distinct_id", properties.get("distinct_id")),
-    ):
-        if type(value) is int:
-            value = str(value)
-        if value is None or value == "":
-            continue
-        if type(value) is not str or len(value) > MAX_SUBJECT_LENGTH:
-            return EventError(
-                index,
-                key,
-                "invalid_type" if type(value) is not str else "too_long",
-                f"{key} must be a string of at most {MAX_SUBJECT_LENGTH} characters; "
-                f"got {describe(value)}",
-            )
-        return key, value
-    return EventError(
-        index,
-        "distinct_id",
-        "missing_field",
-        "distinct_id is required: the id of the person the event is about",
     )
+    found = first_subject(candidates, index)
+    if found is None:
+        return EventError(
+            index,
+            "distinct_id",
+            "missing_field",
+            "distinct_id is required: the id of the person the event is about",
+        )
+    return found
 
 
 def _derived(event_type: str, properties: dict[str, Any], rules: Rules) -> dict[str, Any]:

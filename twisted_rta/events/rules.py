@@ -138,12 +138,7 @@ def validate(
     if properties is None:
         properties = {}
     elif type(properties) is not dict:
-        return EventError(
-            index,
-            "properties",
-            "invalid_type",
-            f"properties must be a JSON object or null; got {describe(properties)}",
-        )
+        return properties_type_error(index, properties)
     elif properties:
         problem = _properties_problem(properties, index, rules)
         if problem is not None:
@@ -174,6 +169,16 @@ def validate(
                 "strings must be valid Unicode",
             )
     return event
+
+
+def properties_type_error(index: int | None, properties: Any) -> EventError:
+    """The error of a ``properties`` member that is neither an object nor null."""
+    return EventError(
+        index,
+        "properties",
+        "invalid_type",
+        f"properties must be a JSON object or null; got {describe(properties)}",
+    )
 
 
 def not_an_object(index: int, item: Any) -> EventError:

@@ -33,22 +33,28 @@ What maps to what (every event is then judged by our own rules, events/rules.py)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from attrs import evolve, field, frozen
 
-from twisted_rta.events.framing import check_batch_count, frame_event
-from twisted_rta.events.members import instant, page_of, path_of, text_error, text_of
+from twisted_rta.events.framing import batch_member, frame_event, oversized_members
+from twisted_rta.events.members import (
+    event_name,
+    first_subject,
+    id_error,
+    instant,
+    judge_each,
+    page_of,
+    path_of,
+    text_of,
+)
 from twisted_rta.events.model import BatchResult, BodyError, Event, EventError, EventLimits
 from twisted_rta.events.rules import (
-    MAX_ID_LENGTH,
-    MAX_SUBJECT_LENGTH,
-    MAX_TYPE_LENGTH,
     Rules,
     describe,
     not_an_object,
+    properties_type_error,
     timestamp_in_range,
     validate,
 )
@@ -107,30 +113,8 @@ def frame_segment(body: bytes, call: str, limits: EventLimits) -> SegmentBody:
         )
     obj, suspect = frame_event(body, len(body))
     write_key = _write_key(obj)
-    messages = obj.get("batch")
-    if messages is None:
-        raise BodyError(400, "empty_batch", '"batch" is missing or null; expected messages')
-    if type(messages) is not list:
-        raise BodyError(
-            400,
-            "invalid_body",
-            f'"batch" must be an array of messages; got {describe(messages)}',
-        )
-    if not messages:
-        raise BodyError(400, "empty_batch", '"batch" is empty; expected at least one message')
-    check_batch_count(len(messages), limits, "messages")
-    each = min(MAX_CALL_BYTES, limits.max_event_bytes)
-    oversized: dict[int, int] = {}
-    if len(body) > each:  # else no message can be over: skip the sizing
-        for index, message in enumerate(messages):
-            size = len(
-                json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
-                    "utf-8",
-                    "surrogatepass",  # a lone surrogate escape: judged later, not a crash
-                )
-            )
-            if size > each:
-                oversized[index] = size
+    messages = batch_member(obj, limits, "messages")
+    oversized = oversized_members(messages, len(body), min(MAX_CALL_BYTES, limits.max_event_bytes))
     context = obj.get("context")
     if context is not None and type(context) is not dict:
         raise BodyError(
@@ -147,24 +131,13 @@ def segment_events(
     """The events of a framed body received at ``received``; each message is judged on its
     own (a single call is a batch of one, index 0)."""
     rules = Rules.build(received, limits, new_id)
-    events: list[Event] = []
-    errors: list[EventError] = []
-    each = min(MAX_CALL_BYTES, limits.max_event_bytes)
-    for index, message in enumerate(framed.messages):
-        if index in framed.oversized:
-            result: Event | EventError = EventError(
-                index,
-                "",
-                "event_too_large",
-                f"a message must be at most {each} bytes; got {framed.oversized[index]} bytes",
-            )
-        else:
-            result = _message(message, index, framed, rules)
-        if type(result) is EventError:
-            errors.append(result)
-        else:
-            events.append(result)  # type: ignore[arg-type]  # not an EventError: an Event
-    return BatchResult(tuple(events), tuple(errors), len(framed.messages))
+    return judge_each(
+        framed.messages,
+        framed.oversized,
+        min(MAX_CALL_BYTES, limits.max_event_bytes),
+        "a message",
+        lambda message, index: _message(message, index, framed, rules),
+    )
 
 
 def _write_key(obj: dict[str, Any]) -> str | None:
@@ -191,38 +164,24 @@ def _message(item: Any, index: int, framed: SegmentBody, rules: Rules) -> Event 
         return EventError(
             index, "type", "invalid_field", f"type must be one of {_calls()}; got {shown}"
         )
-    event_type = CALL_TYPES[call] or item.get("event")
-    if type(event_type) is not str or not event_type.strip():
-        return text_error(index, "event", event_type, "the name of the tracked event")
-    event_type = event_type.strip()
-    if len(event_type) > MAX_TYPE_LENGTH:
-        return EventError(
-            index,
-            "event",
-            "too_long",
-            f"event may be at most {MAX_TYPE_LENGTH} characters; got {len(event_type)}",
-        )
+    event_type = event_name(
+        CALL_TYPES[call] or item.get("event"), "event", index, "the name of the tracked event"
+    )
+    if type(event_type) is EventError:
+        return event_type
     message_id = item.get("messageId")
-    if message_id is not None and (type(message_id) is not str or len(message_id) > MAX_ID_LENGTH):
-        return EventError(
-            index,
-            "messageId",
-            "invalid_type" if type(message_id) is not str else "too_long",
-            f"messageId must be a string of at most {MAX_ID_LENGTH} characters; "
-            f"got {describe(message_id)}",
-        )
-    user = _user(item, index)
+    wrong_id = id_error(message_id, "messageId", index)
+    if wrong_id is not None:
+        return wrong_id
+    user = first_subject(((key, item.get(key)) for key in ("userId", "anonymousId")), index)
+    if user is None:
+        return EventError(index, "userId", "missing_field", "userId or anonymousId is required")
     if type(user) is EventError:
         return user
     user_key, user_id = user  # type: ignore[misc]  # not an EventError: a pair
     properties = item.get("properties")
     if properties is not None and type(properties) is not dict:
-        return EventError(
-            index,
-            "properties",
-            "invalid_type",
-            f"properties must be a JSON object or null; got {describe(properties)}",
-        )
+        return properties_type_error(index, properties)
     derived = _derived(item, call, properties or {}, index, framed.context)
     if type(derived) is EventError:
         return derived
@@ -242,26 +201,6 @@ def _message(item: Any, index: int, framed: SegmentBody, rules: Rules) -> Event 
             result, field=user_key if field == "user_id" else _FIELD_NAMES.get(field, field)
         )
     return evolve(result, timestamp=timestamp)  # type: ignore[arg-type]
-
-
-def _user(item: dict[str, Any], index: int) -> tuple[str, str] | EventError:
-    """(the key it came from, user_id): ``userId``, else ``anonymousId``."""
-    for key in ("userId", "anonymousId"):
-        value = item.get(key)
-        if type(value) is int:
-            value = str(value)
-        if value is None or value == "":
-            continue
-        if type(value) is not str or len(value) > MAX_SUBJECT_LENGTH:
-            return EventError(
-                index,
-                key,
-                "invalid_type" if type(value) is not str else "too_long",
-                f"{key} must be a string of at most {MAX_SUBJECT_LENGTH} characters; "
-                f"got {describe(value)}",
-            )
-        return key, value
-    return EventError(index, "userId", "missing_field", "userId or anonymousId is required")
 
 
 def _derived(
