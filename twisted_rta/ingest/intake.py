@@ -55,6 +55,9 @@ class Taken:
     duplicates: int = 0
 
 
+_TAKEN = Taken(None)
+
+
 @frozen
 class Intake:
     queue: IntakeQueue
@@ -93,8 +96,11 @@ class Intake:
     def take(self, events: Sequence[Event], now: float) -> Taken:
         """Take ``events`` (those not resent) whole at ``now``, or raise Refused."""
         recent = self.recent_ids
-        if recent is None:
-            return Taken(self._take(events))
+        if recent is None or not any(event.id_given for event in events):
+            # Most requests: nothing to screen (and under fsync "interval", nothing to wait
+            # for: the one answer is shared rather than made per request).
+            durable = self._take(events)
+            return _TAKEN if durable is None else Taken(durable)
         screened = recent.screen(events, now)
         durable = self._take(screened.events)
         recent.remember(screened.digests, now)
