@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.service import IServiceMaker
@@ -11,6 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 
 from twisted_rta import tap, wiring
+from twisted_rta.ops.logs import STDOUT, LogOutput
 from twisted_rta.service import RTAService
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +123,7 @@ def test_make_service_registers_the_log_observer_on_twistds_application(
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))  # the journal and store go there
     stream = io.StringIO()
-    monkeypatch.setattr(tap, "_log_stream", lambda options: stream)
+    monkeypatch.setattr(tap, "_log_output", lambda options: LogOutput(STDOUT, stream))
     options = parse("--listen", "tcp:0:interface=127.0.0.1", "--log-format", "json")
     service = tap.makeService(options)
     application = Application("rta")
@@ -138,25 +140,6 @@ def test_make_service_registers_the_log_observer_on_twistds_application(
         }
     )
     assert '"message":"hello ops"' in stream.getvalue()
-
-
-def test_log_stream_follows_twistd_options(tmp_path: Path) -> None:
-    import sys
-
-    class FakeTwistd(dict):  # twistd's ServerOptions behaves like a dict
-        pass
-
-    options = tap.Options()
-    options.parent = FakeTwistd(nodaemon=True, logfile=None)
-    assert tap._log_stream(options) is sys.stdout
-    options.parent = FakeTwistd(nodaemon=False, logfile="-")
-    assert tap._log_stream(options) is sys.stdout
-    logfile = tmp_path / "rta.log"
-    options.parent = FakeTwistd(nodaemon=False, logfile=str(logfile))
-    stream = tap._log_stream(options)
-    stream.write("line\n")
-    stream.close()
-    assert logfile.read_text() == "line\n"
 
 
 def test_reuseport_endpoint_string_is_available_to_twistd() -> None:
@@ -421,7 +404,7 @@ def test_make_service_with_processes_builds_the_supervisor_and_claims_nothing(
     from twisted_rta.ops.supervisor import SupervisorService
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
-    monkeypatch.setattr(tap, "_log_stream", lambda options: io.StringIO())
+    monkeypatch.setattr(tap, "_log_output", lambda options: LogOutput(STDOUT, io.StringIO()))
     options = parse("--processes", "3", "--listen", "tcp:8123:interface=127.0.0.1")
     service = tap.makeService(options)
     assert isinstance(service, SupervisorService)
@@ -431,3 +414,139 @@ def test_make_service_with_processes_builds_the_supervisor_and_claims_nothing(
         f"{__import__('socket').gethostname()}:8123/3",
     ]
     assert list(tmp_path.iterdir()) == []  # no journal, no store: the children own them
+
+
+def test_print_config_prints_the_effective_config_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from twisted_rta.config import config_from_mapping, load_config
+
+    config = tmp_path / "rta.yaml"
+    config.write_text("windows:\n  grace: 90s\nauth:\n  keys: []\n")
+    with pytest.raises(SystemExit) as caught:
+        parse("--print-config", "-c", str(config), "--listen", "tcp:9001", "--log-level", "warn")
+    assert caught.value.code == 0
+    printed = capsys.readouterr().out
+    assert "  grace: 90s\n" in printed
+    # The overrides given with it are part of the effective config.
+    fed_back = config_from_mapping(yaml.safe_load(printed))
+    assert fed_back.server.listen == ("tcp:9001",)
+    assert fed_back.logging.level == "warn"
+    expected = parse("-c", str(config), "--listen", "tcp:9001", "--log-level", "warn").config
+    assert fed_back == expected != load_config(config)
+
+
+def test_print_config_of_a_bad_config_is_the_usual_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rta.yaml"
+    config.write_text("processing:\n  worker_count: 0\n")
+    with pytest.raises(SystemExit) as caught:
+        parse("--print-config", "-c", str(config))
+    assert str(caught.value.code).startswith(
+        "twistd rta: config error: processing.worker_count: must be an integer"
+    )
+    assert capsys.readouterr().out == ""
+
+
+def test_print_config_lists_the_keys_without_effect_as_comments(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from twisted_rta.config import Config
+
+    notices = ("storage.redis: no effect (twisted-rta needs no Redis)",)
+    monkeypatch.setattr(tap, "load_config_and_notices", lambda path: (Config(), notices))
+    with pytest.raises(SystemExit):
+        parse("--print-config")
+    assert "\n#   storage.redis: no effect (twisted-rta needs no Redis)\n" in (
+        capsys.readouterr().out
+    )
+
+
+def logged_by_tap(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    from twisted.logger import Logger
+
+    events: list[dict[str, object]] = []
+    monkeypatch.setattr(tap, "log", Logger(observer=events.append))
+    return events
+
+
+def test_the_config_notices_are_logged_once_each_as_warnings_before_the_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from twisted.logger import formatEvent
+
+    from twisted_rta.config import Config
+
+    notices = (
+        "storage.redis: no effect (twisted-rta needs no Redis)",
+        "server.mode: no effect (a Gin setting)",
+    )
+    monkeypatch.setattr(tap, "load_config_and_notices", lambda path: (Config(), notices))
+    monkeypatch.setattr(tap, "_log_output", lambda options: LogOutput(STDOUT, io.StringIO()))
+    monkeypatch.setattr(tap, "build_daemon", lambda *args, **kwargs: pytest.fail("started"))
+    monkeypatch.delenv(tap.NOTICES_LOGGED, raising=False)
+    events = logged_by_tap(monkeypatch)
+    options = parse()
+    assert options.notices == notices
+    with pytest.raises(pytest.fail.Exception):
+        tap.makeService(options)  # the notices come before anything is built
+    assert [(e["log_level"].name, formatEvent(e)) for e in events] == [
+        ("warn", notice) for notice in notices
+    ]
+
+
+def test_a_supervisors_children_leave_the_notices_to_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from twisted_rta.config import Config
+
+    notices = ("storage.redis: no effect (twisted-rta needs no Redis)",)
+    monkeypatch.setattr(tap, "load_config_and_notices", lambda path: (Config(), notices))
+    monkeypatch.setattr(tap, "_log_output", lambda options: LogOutput(STDOUT, io.StringIO()))
+    monkeypatch.setattr(tap.signal, "signal", lambda signum, handler: None)
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    monkeypatch.delenv(tap.NOTICES_LOGGED, raising=False)
+    events = logged_by_tap(monkeypatch)
+
+    class Supervisor:
+        def __init__(self, **kwargs: Any) -> None:
+            self.environ = kwargs["environ"]
+
+        def reload(self) -> None:
+            pass
+
+    monkeypatch.setattr(tap, "SupervisorService", Supervisor)
+    supervisor = tap.makeService(parse("--processes", "2", "--listen", "tcp:0"))
+    assert [e["notice"] for e in events if "notice" in e] == list(notices)
+    # Its children get the mark in their environment, and so log none.
+    assert isinstance(supervisor, Supervisor)
+    assert supervisor.environ[tap.NOTICES_LOGGED] == "1"
+    monkeypatch.setenv(tap.NOTICES_LOGGED, "1")
+    events.clear()
+    monkeypatch.setattr(tap, "build_daemon", lambda *args, **kwargs: pytest.fail("started"))
+    with pytest.raises(pytest.fail.Exception):
+        tap.makeService(parse())
+    assert [e for e in events if "notice" in e] == []
+
+
+def test_metrics_listen_is_overridden_and_handed_to_children_after_the_api_sockets() -> None:
+    options = parse("--metrics-listen", "tcp:9191:interface=127.0.0.1", "--processes", "2")
+    assert options.config.server.metrics_listen == ("tcp:9191:interface=127.0.0.1",)
+    argv = tap.child_command(
+        options,
+        "n",
+        ["inherited:fd=3:domain=INET"],
+        executable="py",
+        metrics_listen=["inherited:fd=4:domain=INET"],
+    )
+    assert argv[-6:] == [
+        "--listen",
+        "inherited:fd=3:domain=INET",
+        "--metrics-listen",
+        "inherited:fd=4:domain=INET",
+        "--node-id",
+        "n",
+    ]

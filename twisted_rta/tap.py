@@ -1,5 +1,5 @@
-"""The twistd glue: options, the log stream, SIGHUP, and makeService (the only place that
-imports the global reactor; the composition itself is in wiring.py)."""
+"""The twistd glue: options, --print-config, the log output, SIGHUP, and makeService (the
+only place that imports the global reactor; the composition itself is in wiring.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import IO, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 from twisted.application.service import IService
@@ -20,14 +20,16 @@ from twisted_rta.config import (
     Config,
     ConfigError,
     choice,
+    config_yaml,
     load_config,
     text,
 )
 from twisted_rta.config.endpoints import check_endpoint
+from twisted_rta.config.loading import load_config_and_notices
 from twisted_rta.ops.child_readiness import ChildReadiness
 from twisted_rta.ops.file_limit import HEADROOM, FileLimit, raise_file_limit
 from twisted_rta.ops.handover import HandoverSockets, refusal
-from twisted_rta.ops.logs import make_observer
+from twisted_rta.ops.logs import STDERR, STDOUT, LogOutput, make_observer
 from twisted_rta.ops.notify_receiver import NotifyReceiver
 from twisted_rta.ops.supervisor import (
     RESTART_INITIAL,
@@ -43,6 +45,9 @@ from twisted_rta.wiring import build_daemon, configured_node_id, exit_status
 
 log = Logger()
 
+# Set by a supervisor (--processes) for its children: it logged the config's notices once.
+NOTICES_LOGGED = "RTA_CONFIG_NOTICES_LOGGED"
+
 
 class Options(usage.Options):
     synopsis = "[options]"
@@ -50,6 +55,14 @@ class Options(usage.Options):
         "Run the twisted-rta real-time analytics daemon. Without --config the built-in "
         "defaults apply (config/rta.yaml in the source tree documents every key)."
     )
+    optFlags = [
+        [
+            "print-config",
+            None,
+            "Print the effective config (file, defaults and the overrides given here) as "
+            "YAML in twisted-rta's own vocabulary, secrets redacted, and exit.",
+        ],
+    ]
     optParameters = [
         ["config", "c", None, "Path to the YAML config file."],
         ["log-level", None, None, "Override logging.level: debug, info, warn or error."],
@@ -67,12 +80,19 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["metrics-listen"] = []
         self.config = Config()
         self.processes = 1
+        # Lines about keys of the file that have no effect (the Go service's vocabulary).
+        self.notices: tuple[str, ...] = ()
 
     def opt_listen(self, endpoint: str) -> None:
         """Twisted endpoint to listen on (repeatable; replaces server.listen), e.g. tcp:8080:interface=127.0.0.1 or systemd:domain=INET:name=http."""  # noqa: E501
         self["listen"].append(endpoint)
+
+    def opt_metrics_listen(self, endpoint: str) -> None:
+        """Twisted endpoint serving /metrics only (repeatable; replaces server.metrics_listen)."""
+        self["metrics-listen"].append(endpoint)
 
     def opt_version(self) -> None:
         """Print the twisted-rta version and exit."""
@@ -88,11 +108,14 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         try:
-            config = load_config(self["config"])
+            config, notices = load_config_and_notices(self["config"])
             config = _apply_overrides(config, self)
             processes = process_count(self["processes"])
         except ConfigError as error:
             raise usage.UsageError(f"config error: {error}") from None
+        if self["print-config"]:
+            sys.stdout.write(config_yaml(config, notices=notices, source=self["config"]))
+            raise SystemExit(0)
         if processes > 1:
             for endpoint in config.server.listen:
                 refused = refusal(endpoint, processes)
@@ -100,6 +123,7 @@ class Options(usage.Options):
                     raise usage.UsageError(refused)
         self.config = config
         self.processes = processes
+        self.notices = notices
 
 
 def process_count(value: str, cpus: Sequence[int] | None = None) -> int:
@@ -124,21 +148,67 @@ def _apply_overrides(config: Config, options: Options) -> Config:
     if options["listen"]:
         listen = tuple(check_endpoint(endpoint, "--listen") for endpoint in options["listen"])
         server = attrs.evolve(server, listen=listen)
+    if options["metrics-listen"]:
+        metrics_listen = tuple(
+            check_endpoint(endpoint, "--metrics-listen") for endpoint in options["metrics-listen"]
+        )
+        server = attrs.evolve(server, metrics_listen=metrics_listen)
     store = config.store
     if options["node-id"] is not None:
         store = attrs.evolve(store, node_id=text(options["node-id"], "--node-id"))
     return attrs.evolve(config, logging=logging, server=server, store=store)
 
 
-def _log_stream(options: Options) -> IO[str]:
-    """Where twistd would log: stdout with -n or --logfile=-, else the log file."""
+def log_destination(options: Options) -> str:
+    """Where the log lines go: ``stdout``, ``stderr`` or a file path.
+
+    twistd's own ``--logfile`` wins when given (``-``: stdout), as ``--listen`` replaces
+    ``server.listen``; else ``logging.output``. A daemonised twistd (no ``-n``) has no
+    stdout or stderr: there ``stdout``/``stderr`` mean twistd's own default, ``twistd.log``.
+    """
+    output = options.config.logging.output
     twistd = getattr(options, "parent", None)
     if twistd is None:
-        return sys.stdout
+        return output
     logfile = twistd.get("logfile")
-    if logfile == "-" or (not logfile and twistd.get("nodaemon")):
-        return sys.stdout
-    return open(logfile or "twistd.log", "a", encoding="utf-8", buffering=1)
+    if logfile:
+        return STDOUT if logfile == "-" else str(logfile)
+    if output in (STDOUT, STDERR) and not twistd.get("nodaemon"):
+        return "twistd.log"
+    return output
+
+
+def _log_output(options: Options) -> LogOutput:
+    destination = log_destination(options)
+    try:
+        return LogOutput.open(destination)
+    except OSError as error:
+        twistd = getattr(options, "parent", None)
+        key = "--logfile" if twistd is not None and twistd.get("logfile") else "logging.output"
+        raise SystemExit(
+            f"cannot start: {key}: cannot open {destination!r} for appending: "
+            f"{error.strerror or error}"
+        ) from None
+
+
+def _log_notices(options: Options) -> None:
+    """Each notice of the config file once, as its own warning (a supervisor's children
+    leave them to it)."""
+    if os.environ.get(NOTICES_LOGGED):
+        return
+    for notice in options.notices:
+        log.warn("{notice}", notice=notice)
+
+
+def _on_sighup(reactor: Any, output: LogOutput, then: Callable[[], object]) -> None:
+    """SIGHUP: reopen the log file (logrotate moved it), then ``then`` (a reload). The
+    handler only schedules: both run on the reactor thread."""
+
+    def hangup() -> None:
+        output.reopen()
+        then()
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(hangup))
 
 
 def makeService(options: Options) -> IService:
@@ -147,11 +217,12 @@ def makeService(options: Options) -> IService:
     reactor: Any = global_reactor
 
     config = options.config
-    observer = make_observer(
-        _log_stream(options), log_format=config.logging.format, level=config.logging.level
-    )
+    output = _log_output(options)
+    observer = make_observer(output, log_format=config.logging.format, level=config.logging.level)
+    # Logged before anything starts; twistd replays them to the observer once it is set.
+    _log_notices(options)
     if options.processes > 1:
-        return _make_supervisor(options, reactor, observer)
+        return _make_supervisor(options, reactor, observer, output)
     try:
         daemon = build_daemon(
             config,
@@ -170,17 +241,20 @@ def makeService(options: Options) -> IService:
         # The journal or checkpoint directory cannot be made or read.
         raise SystemExit(f"cannot start: the node's state directory: {error}") from None
     _report_file_limit(raise_file_limit(config.server.max_connections))
-    reload = daemon.reloader.reload
-    # The handler only schedules: the reload itself runs on the reactor thread.
-    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))
+    _on_sighup(reactor, output, daemon.reloader.reload)
     return daemon.service
 
 
 def child_command(
-    options: Options, node_id: str, listen: Sequence[str], executable: str = sys.executable
+    options: Options,
+    node_id: str,
+    listen: Sequence[str],
+    executable: str = sys.executable,
+    metrics_listen: Sequence[str] = (),
 ) -> list[str]:
     """One supervised child: ``twistd -n rta`` with the same config file and overrides, the
-    handed-over sockets as its listen endpoints, its slot's node id, and no --processes."""
+    handed-over sockets as its listen (and metrics) endpoints, its slot's node id, and no
+    --processes."""
     # twistd from the same interpreter, wherever the twistd script is installed.
     twistd = [executable, "-m", "twisted_rta.ops.child_main", "--nodaemon", "--pidfile="]
     logfile = _child_logfile(options)
@@ -194,24 +268,28 @@ def child_command(
             rta += [f"--{name}", options[name]]
     for endpoint in listen:
         rta += ["--listen", endpoint]
+    for endpoint in metrics_listen:
+        rta += ["--metrics-listen", endpoint]
     return [*twistd, *rta, "--node-id", node_id]
 
 
 def _child_logfile(options: Options) -> str | None:
-    """The supervisor's log file for its children, or None when it logs to stdout (which
-    the children then share)."""
-    twistd = getattr(options, "parent", None)
-    if twistd is None:
-        return None
-    logfile = twistd.get("logfile")
-    if logfile == "-" or (not logfile and twistd.get("nodaemon")):
-        return None
-    return os.path.abspath(logfile or "twistd.log")
+    """The ``--logfile`` that gives a child (run with -n) the supervisor's log destination:
+    its file (absolute: the child may run elsewhere), ``-`` for stdout where the child's
+    own config would say otherwise, or None when the child's config gives the same (the
+    children then share the supervisor's stdout or stderr)."""
+    destination = log_destination(options)
+    if destination not in (STDOUT, STDERR):
+        return os.path.abspath(destination)
+    if destination != options.config.logging.output:
+        return "-"
+    return None
 
 
-def _make_supervisor(options: Options, reactor: Any, observer: Any) -> IService:
+def _make_supervisor(options: Options, reactor: Any, observer: Any, output: LogOutput) -> IService:
     config = options.config
     base = config.store.node_id or configured_node_id(config)
+    api_sockets = len(config.server.listen)
     errors: list[str] = []
     readiness = ChildReadiness(
         SystemdNotifier.from_environ(os.environ),
@@ -221,10 +299,18 @@ def _make_supervisor(options: Options, reactor: Any, observer: Any) -> IService:
     )
     supervisor = SupervisorService(
         reactor=reactor,
-        sockets=HandoverSockets(config.server.listen, config.server.listen_backlog),
+        # The metrics ports are handed over too, after the API's: each child serves both.
+        sockets=HandoverSockets(
+            (*config.server.listen, *config.server.metrics_listen), config.server.listen_backlog
+        ),
         node_ids=node_id_candidates(base, options.processes),
-        command=lambda node_id, listen: child_command(options, node_id, listen),
-        environ=dict(os.environ),
+        command=lambda node_id, endpoints: child_command(
+            options,
+            node_id,
+            endpoints[:api_sockets],
+            metrics_listen=endpoints[api_sockets:],
+        ),
+        environ={**os.environ, NOTICES_LOGGED: "1"},
         readiness=readiness,
         receiver=NotifyReceiver(reactor, readiness.received),
         shutdown_timeout=config.server.shutdown_timeout,
@@ -234,8 +320,7 @@ def _make_supervisor(options: Options, reactor: Any, observer: Any) -> IService:
         log_observer=observer,
         errors=errors,
     )
-    # The handler only schedules: the forwarding runs on the reactor thread.
-    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(supervisor.reload))
+    _on_sighup(reactor, output, supervisor.reload)
     reactor.addSystemEventTrigger("after", "shutdown", exit_status, reactor, errors)
     return supervisor
 

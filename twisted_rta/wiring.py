@@ -44,7 +44,7 @@ from twisted_rta.ops.logs import LineObserver
 from twisted_rta.ops.notify import NotifyService, StatusLine
 from twisted_rta.ops.reactor_lag import ReactorLagMonitor
 from twisted_rta.ops.reload import Reloader
-from twisted_rta.ops.status import Lifecycle, ListenerState, StatusSource
+from twisted_rta.ops.status import ConnectionCounts, Lifecycle, ListenerState, StatusSource
 from twisted_rta.ops.systemd import SystemdNotifier
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.query.peers import PeerWindows
@@ -67,6 +67,7 @@ from twisted_rta.web.fastlane import FastLane
 from twisted_rta.web.ingest import IngestApp, IngestHandler
 from twisted_rta.web.listeners import HTTPListener
 from twisted_rta.web.live import LiveFeed, LiveFigures
+from twisted_rta.web.metrics_port import metrics_edge as metrics_edge_of
 from twisted_rta.web.ops import OpsApp
 from twisted_rta.web.queries import QueryApp
 from twisted_rta.web.ratelimit import RequestLimiters
@@ -141,7 +142,10 @@ class Http:
     ingest: IngestHandler  # its event limits are swapped on reload
     limiters: RequestLimiters
     feed: LiveFeed
-    listeners: tuple[HTTPListener, ...]
+    listeners: tuple[HTTPListener, ...]  # server.listen's, then server.metrics_listen's
+    # /metrics alone, on server.metrics_listen (None without such endpoints).
+    metrics_site: RTASite | None = None
+    metrics_edge: EdgeResource | None = None
 
 
 @frozen
@@ -224,6 +228,8 @@ def build_daemon(
     salts = SaltRotation(pipeline.store_service, browser.visitors, clock=reactor)
     lifecycle = Lifecycle()
     listener_states = tuple(ListenerState(endpoint) for endpoint in config.server.listen)
+    metrics_states = tuple(ListenerState(endpoint) for endpoint in config.server.metrics_listen)
+    connections = ConnectionCounts()
     status = StatusSource(
         aggregator=pipeline.aggregator,
         queue=pipeline.queue,
@@ -232,11 +238,12 @@ def build_daemon(
         store_service=pipeline.store_service,
         retention=pipeline.retention,
         lifecycle=lifecycle,
-        listeners=listener_states,
+        listeners=(*listener_states, *metrics_states),
         load=monitors.load,
         durability=durability,
         browser_drops=browser.drops,
         recent_ids=recent_ids,
+        connections=connections,
     )
     telemetry.registry.register(
         DaemonCollector(
@@ -246,7 +253,17 @@ def build_daemon(
             reserved=frozenset(family.name for family in telemetry.registry.collect()),
         )
     )
-    http = build_http(config, reactor, pipeline, status, telemetry, listener_states, browser)
+    http = build_http(
+        config,
+        reactor,
+        pipeline,
+        status,
+        telemetry,
+        listener_states,
+        browser,
+        metrics_states=metrics_states,
+        connections=connections,
+    )
     notify = NotifyService(
         notifier,
         clock=reactor,
@@ -362,6 +379,7 @@ def build_pipeline(
         aggregator,
         clock=reactor,
         worker_count=config.processing.worker_count,
+        coalesce_requests=config.processing.coalesce_requests,
         on_applied=durability.progress.applied if durability is not None else lambda seq: None,
     )
     intake = Intake(
@@ -395,6 +413,9 @@ def build_http(
     telemetry: Telemetry,
     listener_states: tuple[ListenerState, ...],
     browser: BrowserPolicy | None = None,
+    *,
+    metrics_states: tuple[ListenerState, ...] = (),
+    connections: ConnectionCounts | None = None,
 ) -> Http:
     resolutions = config.windows.resolutions
     flush = pipeline.flush
@@ -427,7 +448,13 @@ def build_http(
         browser=browser,
         history_age=max(resolution.retention for resolution in config.windows.resolutions),
     )
-    queries = QueryApp(clock=reactor, query=query, resolutions=resolutions)
+    queries = QueryApp(
+        clock=reactor,
+        query=query,
+        resolutions=resolutions,
+        figures=config.windows.figures,
+        sliding=config.windows.sliding,
+    )
     routes = route_table(config.tracker)  # the tracker's paths are the config's
     edge = EdgeResource(
         {
@@ -442,17 +469,24 @@ def build_http(
         limiters=limiters,
         clock=reactor,
     )
-    site = RTASite(
-        edge,
-        routes=routes,
-        clock=reactor,
-        max_body_bytes=config.limits.max_body_bytes,
-        access_log=config.logging.access_log,
-        telemetry=telemetry,
-        request_timeout=config.server.request_timeout,
-        idle_timeout=config.server.idle_timeout,
-        max_connections=config.server.max_connections,
-    )
+    connections = connections if connections is not None else ConnectionCounts()
+
+    def new_site(edge: EdgeResource) -> RTASite:
+        return RTASite(
+            edge,
+            routes=edge.routes,
+            clock=reactor,
+            max_body_bytes=config.limits.max_body_bytes,
+            access_log=config.logging.access_log,
+            telemetry=telemetry,
+            request_timeout=config.server.request_timeout,
+            write_timeout=config.server.write_timeout,
+            idle_timeout=config.server.idle_timeout,
+            max_connections=config.server.max_connections,
+            connections=connections,
+        )
+
+    site = new_site(edge)
     # The fast lane answers ingest itself and hands the rest to the site; off, the site
     # (twisted.web) answers everything.
     factory: IProtocolFactory = (
@@ -460,18 +494,27 @@ def build_http(
         if config.server.fast_lane
         else site
     )
+    # Prometheus on its own ports: twisted.web alone (no ingest there), its own connection cap.
+    metrics_edge = metrics_site = None
+    if metrics_states:
+        metrics_edge = metrics_edge_of(
+            ops.app.resource(), edge.policy, routes=routes, limiters=limiters, clock=reactor
+        )
+        metrics_site = new_site(metrics_edge)
     listeners = tuple(
         HTTPListener(
             reactor,
             state.description,
-            factory,
+            served_by,
             state,
             backlog=config.server.listen_backlog,
             on_accept_error=lambda reason: telemetry.accept_errors.labels(reason=reason).inc(),
         )
-        for state in listener_states
+        for states, served_by in ((listener_states, factory), (metrics_states, metrics_site))
+        if served_by is not None
+        for state in states
     )
-    return Http(site, edge, ingest, limiters, feed, listeners)
+    return Http(site, edge, ingest, limiters, feed, listeners, metrics_site, metrics_edge)
 
 
 def _peer_windows(config: Config, reactor: Any, store_service: StoreService) -> PeerWindows | None:
@@ -504,9 +547,14 @@ def build_reloader(
         """Swap in what may change while running (the schema marks it reloadable)."""
         if log_observer is not None:
             log_observer.configure(log_format=new.logging.format, level=new.logging.level)
-        http.site.access_log = new.logging.access_log
-        http.site.max_body_bytes = new.limits.max_body_bytes
-        http.edge.policy = AccessPolicy.from_config(new)
+        policy = AccessPolicy.from_config(new)
+        for site in (http.site, http.metrics_site):
+            if site is not None:
+                site.access_log = new.logging.access_log
+                site.max_body_bytes = new.limits.max_body_bytes
+        for edge in (http.edge, http.metrics_edge):
+            if edge is not None:
+                edge.policy = policy
         http.limiters.configure(new.rate_limits)
         http.ingest.limits = new.limits
 

@@ -152,3 +152,35 @@ async def test_processes_serve_one_port_restart_a_killed_child_and_stop_together
     assert not [r for r in supervisor.records if r.get("level") in ("error", "critical")], [
         r for r in supervisor.records if r.get("level") in ("error", "critical")
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_processes_share_the_metrics_port_too(tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    config = tmp_path / "rta.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"data_dir": str(tmp_path / "data")},
+                "server": {"metrics_listen": [f"tcp:{metrics_port}:interface=127.0.0.1"]},
+                "logging": {"access_log": False},
+            }
+        )
+    )
+    supervisor = DaemonProcess.spawn(
+        ["-c", str(config), "--listen", f"tcp:{port}:interface=127.0.0.1", "--processes", "2"],
+        tmp_path,
+    )
+    try:
+        # Both children bind nothing themselves: they adopt the supervisor's sockets, the
+        # metrics port's too, so the second does not fail on a port in use.
+        await supervisor.wait_for(lambda r: r.get("message") == "all 2 processes are ready")
+        for _ in range(4):
+            response = await treq.get(
+                f"http://127.0.0.1:{metrics_port}/metrics", persistent=False
+            ).addTimeout(TIMEOUT, reactor)
+            text = (await treq.content(response).addTimeout(TIMEOUT, reactor)).decode()
+            assert response.code == 200 and "rta_uptime_seconds" in text
+    finally:
+        reason = await supervisor.terminate()
+    assert clean_exit(reason), supervisor.output_text()

@@ -232,7 +232,7 @@ def test_the_connection_cap_counts_fast_lane_connections() -> None:
     factory = daemon.service.listeners[0].factory
     first = Connection(daemon)
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001)) is None
-    assert site_of(factory).refused_connections == 1
+    assert site_of(factory).connections.refused == 1
     first.protocol.connectionLost(None)
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002)) is not None
 

@@ -211,7 +211,7 @@ def test_a_slow_client_is_disconnected_after_the_request_timeout(fast_lane: bool
     assert not transport.disconnected
     daemon.reactor.advance(0.6)
     assert transport.disconnected  # aborted
-    assert site_of(site).slow_clients == 1
+    assert site_of(site).connections.slow_requests == 1
 
 
 @pytest.mark.parametrize("fast_lane", [True, False])
@@ -223,7 +223,7 @@ def test_a_complete_request_cancels_the_deadline(fast_lane: bool) -> None:
     written, closed = raw_http(site, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert written.startswith(b"HTTP/1.1 200") and not closed
     daemon.reactor.advance(5.0)
-    assert site_of(site).slow_clients == 0
+    assert site_of(site).connections.slow_requests == 0
 
 
 @pytest.mark.parametrize("fast_lane", [True, False])
@@ -238,7 +238,7 @@ def test_connections_beyond_the_cap_are_refused(fast_lane: bool) -> None:
         channel.makeConnection(StringTransport())
         channels.append(channel)
     assert site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001)) is None
-    assert site_of(site).refused_connections == 1
+    assert site_of(site).connections.refused == 1
     channels[0].connectionLost(None)
     assert site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002)) is not None
 
@@ -288,7 +288,7 @@ def test_a_new_connection_that_sends_nothing_is_closed_at_the_request_timeout(
     assert not transport.disconnected
     daemon.reactor.advance(0.1)  # not idle_timeout (60 s): the request deadline
     assert transport.disconnected
-    assert site_of(site).slow_clients == 1
+    assert site_of(site).connections.slow_requests == 1
 
 
 @pytest.mark.parametrize("fast_lane", [True, False])
@@ -314,7 +314,7 @@ def test_a_kept_alive_connection_waits_for_the_idle_timeout_after_a_response(
     assert transport.value().startswith(b"HTTP/1.1 200")
     daemon.reactor.advance(5.0)  # past request_timeout: a kept-alive connection stays
     assert not transport.disconnecting and not transport.disconnected
-    assert site_of(site).slow_clients == 0
+    assert site_of(site).connections.slow_requests == 0
     daemon.reactor.advance(5.0)  # idle_timeout after the response
     assert transport.disconnecting or transport.disconnected
-    assert site_of(site).slow_clients == 0
+    assert site_of(site).connections.slow_requests == 0

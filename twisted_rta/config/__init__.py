@@ -1,21 +1,24 @@
 """The daemon's configuration: YAML -> frozen attrs Config; every error names its key path.
 
 ``parsers`` parse one value, ``schema`` declares the sections and keys (and which a reload may
-change), ``loading`` builds a Config from a file or mapping, ``reloadable`` derives what a reload
-applies, ``summary`` flattens it for the log.
+change), ``go_vocabulary`` translates the Go service's keys into ours, ``loading`` builds a
+Config from a file or mapping, ``reloadable`` derives what a reload applies, ``summary``
+flattens it for the log, ``printing`` writes it back as YAML (``--print-config``).
 """
 
 from twisted_rta.config.loading import (
-    ConfigErrors,
+    config_and_notices_from_mapping,
     config_from_mapping,
     data_directory,
     default_node_id,
     load_config,
+    load_config_and_notices,
     store_url,
 )
 from twisted_rta.config.metric_rules import rules_of
 from twisted_rta.config.parsers import (
     ConfigError,
+    ConfigErrors,
     Parser,
     boolean,
     byte_size,
@@ -29,6 +32,7 @@ from twisted_rta.config.parsers import (
     string_list,
     text,
 )
+from twisted_rta.config.printing import config_mapping, config_yaml
 from twisted_rta.config.reloadable import merge_reloadable, reloadable_keys
 from twisted_rta.config.schema import (
     DEFAULT_RESOLUTIONS,
@@ -83,12 +87,16 @@ __all__ = [
     "boolean",
     "byte_size",
     "choice",
+    "config_and_notices_from_mapping",
     "config_from_mapping",
+    "config_mapping",
+    "config_yaml",
     "data_directory",
     "default_node_id",
     "duration",
     "integer",
     "load_config",
+    "load_config_and_notices",
     "merge_reloadable",
     "network",
     "number",

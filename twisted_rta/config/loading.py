@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import yaml
 
-from twisted_rta.config.parsers import ConfigError, integer, shown, text
+from twisted_rta.config.parsers import ConfigError, integer, raise_errors, shown, text
 from twisted_rta.config.schema import Config, ServerConfig, StoreConfig, relation_errors
 
 
@@ -97,35 +97,29 @@ def _build(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
     return None if errors else cls(**values)
 
 
-class ConfigErrors(ConfigError):
-    """Several problems in one config; ``errors`` lists each, the message joins them."""
-
-    def __init__(self, errors: list[ConfigError]) -> None:
-        ValueError.__init__(self, "; ".join(str(error) for error in errors))
-        self.path = errors[0].path
-        self.errors = errors
-
-
-def raise_errors(errors: list[ConfigError]) -> None:
-    """Raise the one error, or all of them as ConfigErrors; nothing when the list is empty."""
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise ConfigErrors(errors)
-
-
 def config_from_mapping(raw: Any) -> Config:
+    return config_and_notices_from_mapping(raw)[0]
+
+
+def config_and_notices_from_mapping(raw: Any) -> tuple[Config, tuple[str, ...]]:
+    """The Config of a raw mapping, with the lines saying which keys have no effect (none
+    yet: every key we take has one)."""
     errors: list[ConfigError] = []
     config = _build(Config, raw, "", errors)
     raise_errors(errors)
     raise_errors(relation_errors(config))
-    return config
+    return config, ()
 
 
 def load_config(path: str | Path | None) -> Config:
     """Load and validate a YAML file; ``None`` gives the built-in defaults."""
+    return load_config_and_notices(path)[0]
+
+
+def load_config_and_notices(path: str | Path | None) -> tuple[Config, tuple[str, ...]]:
+    """``load_config``, with the lines to log once at start about keys without effect."""
     if path is None:
-        return Config()
+        return Config(), ()
     try:
         source = Path(path).read_text(encoding="utf-8")
     except OSError as error:
@@ -136,7 +130,7 @@ def load_config(path: str | Path | None) -> Config:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError("", f"config file {str(path)!r} is not valid YAML{where}") from None
-    return config_from_mapping(raw)
+    return config_and_notices_from_mapping(raw)
 
 
 def default_node_id(listen: tuple[str, ...], hostname: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -43,6 +43,23 @@ _SIZE_UNITS = MappingProxyType(
         "GiB": 1024**3,
     }
 )
+
+
+class ConfigErrors(ConfigError):
+    """Several problems in one config; ``errors`` lists each, the message joins them."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        ValueError.__init__(self, "; ".join(str(error) for error in errors))
+        self.path = errors[0].path
+        self.errors = errors
+
+
+def raise_errors(errors: list[ConfigError]) -> None:
+    """Raise the one error, or all of them as ConfigErrors; nothing when the list is empty."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def shown(value: Any) -> str:
@@ -176,6 +193,29 @@ def optional(parse: Parser) -> Parser:
         return None if value is None else parse(value, path)
 
     return parse_optional
+
+
+def mapping_list(
+    value: Any, path: str, keys: tuple[str, ...], required: tuple[str, ...]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """(where, item) of a list of mappings with only ``keys``, each with ``required``."""
+    if not isinstance(value, list):
+        raise ConfigError(path, f"must be a list of {{{', '.join(keys)}}}, got {shown(value)}")
+    entries = []
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(where, f"must be a mapping with {', '.join(keys)}, got {shown(item)}")
+        unknown = set(item) - set(keys)
+        if unknown:
+            raise ConfigError(
+                f"{where}.{sorted(unknown)[0]}", f"unknown key (expected {', '.join(keys)})"
+            )
+        for key in required:
+            if key not in item:
+                raise ConfigError(f"{where}.{key}", "is required")
+        entries.append((where, item))
+    return entries
 
 
 def string_list(item: Parser = text, *, allow_empty: bool = True) -> Parser:

@@ -20,12 +20,20 @@ from twisted_rta.config.parsers import (
     choice,
     duration,
     integer,
+    mapping_list,
     network,
     number,
     optional,
     shown,
     string_list,
     text,
+)
+from twisted_rta.query.figures import (
+    DEFAULT_FIGURES_OF,
+    SLIDING_FIGURES,
+    WINDOW_FIGURES,
+    SlidingFigures,
+    WindowFigures,
 )
 
 
@@ -55,12 +63,16 @@ class ServerConfig:
     shutdown_timeout: float = setting(10.0, duration(minimum=0.1))
     # A request's head and body must arrive within this (slowloris defence).
     request_timeout: float = setting(30.0, duration(minimum=0.1))
+    # A response must be taken by the client within this once written (slow readers).
+    write_timeout: float = setting(30.0, duration(minimum=0.1))
     # A kept-alive connection with no request for this long is closed.
     idle_timeout: float = setting(60.0, duration(minimum=0.1))
     max_connections: int = setting(10_000, integer(minimum=1))
     # POST /api/v1/events and /events/batch parsed by httptools and answered without
     # twisted.web (every other request is bridged to it); false: twisted.web answers all.
     fast_lane: bool = setting(True, boolean)
+    # Endpoints that serve /metrics only (Prometheus on its own port), with its auth rules.
+    metrics_listen: tuple[str, ...] = setting((), string_list(item=check_endpoint))
     # Peers whose X-Forwarded-For is believed (addresses or CIDR networks).
     trusted_proxies: tuple[str, ...] = setting(
         (), string_list(item=lambda v, p: network(v, p)), reload=True
@@ -72,12 +84,16 @@ class LoggingConfig:
     level: str = setting("info", choice("debug", "info", "warn", "error"))
     format: str = setting("console", choice("console", "json"))
     access_log: bool = setting(True, boolean)
+    # stdout, stderr, or a file path (appended to; reopened on SIGHUP for logrotate).
+    output: str = setting("stdout", text, reload=False)
 
 
 @frozen
 class ProcessingConfig:
     worker_count: int = setting(2, integer(minimum=1, maximum=256))
     buffer_size: int = setting(100_000, integer(minimum=1))
+    # How many waiting requests a worker takes in one pass (and at most 1000 events).
+    coalesce_requests: int = setting(1000, integer(minimum=1, maximum=100_000))
 
 
 DEFAULT_RESOLUTIONS = (
@@ -120,9 +136,52 @@ def resolutions(value: Any, path: str) -> tuple[Resolution, ...]:
     return tuple(parsed)
 
 
+def _figures_list(value: Any, path: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    figures = string_list()(value, path)
+    for index, figure in enumerate(figures):
+        if figure not in allowed:
+            raise ConfigError(
+                f"{path}[{index}]", f"must be one of {', '.join(allowed)}, got {shown(figure)}"
+            )
+    if not figures:
+        raise ConfigError(path, f"must name at least one of {', '.join(allowed)}")
+    return tuple(dict.fromkeys(figures))
+
+
+def window_figures(value: Any, path: str) -> tuple[WindowFigures, ...]:
+    """``[{size, figures, of}]``: what the windows of a resolution report (query/figures.py);
+    each size once (that it is a resolution is checked with the resolutions)."""
+    parsed: list[WindowFigures] = []
+    for where, item in mapping_list(value, path, ("size", "figures", "of"), ("size", "figures")):
+        size = duration(minimum=1.0)(item["size"], f"{where}.size")
+        if any(entry.size == size for entry in parsed):
+            raise ConfigError(f"{where}.size", f"{shown(item['size'])} is listed twice")
+        figures = _figures_list(item["figures"], f"{where}.figures", WINDOW_FIGURES)
+        of = text(item.get("of", DEFAULT_FIGURES_OF), f"{where}.of")
+        parsed.append(WindowFigures(size, figures, of))
+    return tuple(parsed)
+
+
+def sliding_figures(value: Any, path: str) -> tuple[SlidingFigures, ...]:
+    """``[{size, step, figures}]``: figures over the last ``size``, every ``step``."""
+    parsed: list[SlidingFigures] = []
+    for where, item in mapping_list(value, path, ("size", "step", "figures"), ("size", "step")):
+        size = duration(minimum=1.0, maximum=86400.0)(item["size"], f"{where}.size")
+        step = duration(minimum=1.0, maximum=size)(item["step"], f"{where}.step")
+        figures = _figures_list(
+            item.get("figures", list(SLIDING_FIGURES)), f"{where}.figures", SLIDING_FIGURES
+        )
+        parsed.append(SlidingFigures(size, step, figures))
+    return tuple(parsed)
+
+
 @frozen
 class WindowsConfig:
     resolutions: tuple[Resolution, ...] = setting(DEFAULT_RESOLUTIONS, resolutions)
+    # What the windows of a resolution report on /api/v1/windows (count, sum, avg, p95, p99).
+    figures: tuple[WindowFigures, ...] = setting((), window_figures)
+    # Figures over the last size, every step, from the finest windows (rate, unique).
+    sliding: tuple[SlidingFigures, ...] = setting((), sliding_figures)
     flush_interval: float = setting(5.0, duration(minimum=0.05, maximum=3600.0))
     grace: float = setting(10.0, duration(minimum=0.0, maximum=86400.0))
     keep_closed: int = setting(60, integer(minimum=0, maximum=100_000))
@@ -370,6 +429,33 @@ class Config:
     tracker: TrackerConfig = section(TrackerConfig)
 
 
+def _figure_errors(windows: WindowsConfig) -> list[ConfigError]:
+    """Figures name resolutions that exist; sliding ones are made of the finest windows."""
+    errors: list[ConfigError] = []
+    sizes = [resolution.size for resolution in windows.resolutions]
+    for index, figures in enumerate(windows.figures):
+        if figures.size not in sizes:
+            listed = ", ".join(f"{size:g}s" for size in sizes)
+            errors.append(
+                ConfigError(
+                    f"windows.figures[{index}].size",
+                    f"must be one of windows.resolutions' sizes ({listed}); got {figures.size:g}s",
+                )
+            )
+    finest = sizes[0]
+    for index, sliding in enumerate(windows.sliding):
+        for key, seconds in (("size", sliding.size), ("step", sliding.step)):
+            if seconds % finest:
+                errors.append(
+                    ConfigError(
+                        f"windows.sliding[{index}].{key}",
+                        f"must be a whole multiple of the finest window ({finest:g}s); "
+                        f"got {seconds:g}s",
+                    )
+                )
+    return errors
+
+
 def relation_errors(config: Config) -> list[ConfigError]:
     """Rules between keys of different sections, checked on every Config that will run."""
     errors: list[ConfigError] = []
@@ -384,6 +470,7 @@ def relation_errors(config: Config) -> list[ConfigError]:
                 f"could never be queued; got {buffer_size}",
             )
         )
+    errors.extend(_figure_errors(config.windows))
     try:
         rules_of(config.metrics.builtin, config.metrics.rules, web=config.metrics.web)
     except ConfigError as error:

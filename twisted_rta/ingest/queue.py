@@ -52,18 +52,20 @@ class IntakeQueue:
         """A Deferred for the next request; cancelling it leaves the queue untouched."""
         return self._items.get().addCallback(self._taken)
 
-    def take_ready(self, max_events: int) -> list[Accepted]:
-        """Remove requests that are already waiting, up to about ``max_events`` events,
-        without waiting (a worker coalesces many one-event requests into one pass)."""
+    def take_ready(self, max_events: int, max_requests: int) -> list[Accepted]:
+        """Remove requests that are already waiting, without waiting (a worker coalesces many
+        small requests into one pass): at most ``max_requests`` of them, and no more once
+        ``max_events`` events are taken (whole requests: the last may pass it)."""
         pending = self._items.pending
-        taken: list[Accepted] = []
-        count = 0
-        while pending and count < max_events:
-            item = pending.pop(0)
-            taken.append(item)
-            count += len(item.events)
+        limit = min(len(pending), max_requests)
+        taken = count = 0
+        while taken < limit and count < max_events:
+            count += len(pending[taken].events)
+            taken += 1
+        items: list[Accepted] = pending[:taken]
+        del pending[:taken]  # one move of the rest, not one per request taken
         self.depth -= count
-        return taken
+        return items
 
     def close(self) -> None:
         """Refuse every later offer (shutdown has begun)."""

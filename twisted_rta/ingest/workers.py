@@ -21,7 +21,10 @@ class WorkerPool(Service):
 
     Each batch is aggregated in slices of ``slice_size`` events; between slices the
     cooperator hands the reactor back (its time budget per tick is ~10 ms), which keeps
-    ``/health`` answering while large batches are processed.
+    ``/health`` answering while large batches are processed. A pass takes the request it
+    waited for and the ones already waiting behind it: at most ``coalesce_requests`` requests
+    in all (``processing.coalesce_requests``), and no more once ``coalesce_events`` events
+    are taken.
     """
 
     name = "workers"
@@ -35,6 +38,7 @@ class WorkerPool(Service):
         worker_count: int,
         slice_size: int = 200,
         coalesce_events: int = 1000,
+        coalesce_requests: int = 1000,
         cooperator: Cooperator | None = None,
         on_applied: Callable[[int], None] = lambda seq: None,
     ) -> None:
@@ -44,6 +48,7 @@ class WorkerPool(Service):
         self.worker_count = worker_count
         self._slice_size = slice_size
         self._coalesce_events = coalesce_events
+        self._coalesce_requests = coalesce_requests
         self._cooperator = cooperator or Cooperator(
             scheduler=lambda work: clock.callLater(0, work), started=False
         )
@@ -79,7 +84,12 @@ class WorkerPool(Service):
                 self._waiting.pop(index, None)
             # One pass over many small requests: the per-batch costs (a cooperative task, the
             # aggregator's batch summary) are paid once, not per request.
-            items = [first, *self._queue.take_ready(self._coalesce_events - len(first.events))]
+            items = [
+                first,
+                *self._queue.take_ready(
+                    self._coalesce_events - len(first.events), self._coalesce_requests - 1
+                ),
+            ]
             self.busy += 1
             try:
                 await self._cooperator.cooperate(self._steps(items)).whenDone()

@@ -120,6 +120,20 @@ def self_metrics(status: DaemonStatus) -> Iterator[Metric]:
         dropped.add_metric([reason], count)
     yield dropped
     yield _gauge("rta_uptime_seconds", "Seconds since the daemon started", status.uptime_seconds)
+    yield _counter(
+        "rta_http_connections_refused",
+        "Connections closed at once: server.max_connections were open",
+        status.connections_refused,
+    )
+    aborted = CounterMetricFamily(
+        "rta_http_connections_aborted",
+        "Connections aborted: a request not received within server.request_timeout "
+        "(request_timeout), a response not taken within server.write_timeout (write_timeout)",
+        labels=["reason"],
+    )
+    aborted.add_metric(["request_timeout"], status.slow_requests)
+    aborted.add_metric(["write_timeout"], status.slow_readers)
+    yield aborted
     dedup = status.dedup
     if dedup is not None:
         yield _gauge("rta_dedup_ids", "Client-given event ids remembered for dedup", dedup.ids)

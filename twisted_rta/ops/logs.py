@@ -1,14 +1,19 @@
-"""Log observer factory: readable console lines or one compact JSON object per line."""
+"""Log lines: readable console lines or one compact JSON object per line, a level filter,
+and where they go (stdout, stderr, or a file reopened on demand for logrotate)."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+from attrs import define
 from twisted.logger import (
     ILogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     PredicateResult,
@@ -17,6 +22,12 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from twisted_rta.timefmt import iso_utc
+
+log = Logger()
+
+#: ``logging.output`` values that name a standard stream rather than a file.
+STDOUT = "stdout"
+STDERR = "stderr"
 
 # Keys of a twisted.logger event that are bookkeeping, not the caller's structured fields.
 _INTERNAL_KEYS = frozenset(
@@ -123,6 +134,72 @@ FORMATTERS: Mapping[str, Callable[[dict[str, Any]], str]] = MappingProxyType(
 )
 
 
+class TextSink(Protocol):
+    """What a LineObserver writes to: a text stream, or a ``LogOutput``."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> Any: ...
+
+
+@define
+class LogOutput:
+    """Where the log lines go: stdout, stderr, or a file appended to (``target`` is then
+    its absolute path), which ``reopen`` opens again by name: after logrotate moved it
+    away, the lines go to a new file of that name."""
+
+    target: str
+    _stream: IO[str]
+
+    @classmethod
+    def open(cls, output: str) -> LogOutput:
+        """``stdout``, ``stderr`` or a file path: the file is created if missing (not its
+        directory) and appended to. Raises OSError when it cannot be opened."""
+        if output == STDOUT:
+            return cls(STDOUT, sys.stdout)
+        if output == STDERR:
+            return cls(STDERR, sys.stderr)
+        # Absolute now: twistd changes to its --rundir after this, and reopen goes by name.
+        path = os.path.abspath(output)
+        return cls(path, _append(path))
+
+    @property
+    def is_file(self) -> bool:
+        return self.target not in (STDOUT, STDERR)
+
+    def write(self, text: str) -> None:
+        self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def reopen(self) -> None:
+        """Open the file again by name (SIGHUP): nothing for stdout and stderr. If it cannot
+        be opened, the lines keep going to the old file and an error says why."""
+        if not self.is_file:
+            return
+        try:
+            stream = _append(self.target)
+        except OSError as error:
+            log.error(
+                "cannot reopen the log file {path}: {reason}; still writing to the old one",
+                path=self.target,
+                reason=error.strerror or str(error),
+            )
+            return
+        old, self._stream = self._stream, stream
+        old.close()
+
+    def close(self) -> None:
+        if self.is_file:
+            self._stream.close()
+
+
+def _append(path: str) -> IO[str]:
+    # Line-buffered: each log line reaches the file when it is written.
+    return open(path, "a", encoding="utf-8", buffering=1)
+
+
 @implementer(ILogObserver)
 class LineObserver:
     """Writes each event at or above ``level`` as one formatted line to a stream.
@@ -130,7 +207,7 @@ class LineObserver:
     ``configure`` swaps the format and level while running (SIGHUP reload).
     """
 
-    def __init__(self, stream: IO[str], *, log_format: str, level: str) -> None:
+    def __init__(self, stream: TextSink, *, log_format: str, level: str) -> None:
         self._stream = stream
         self.configure(log_format=log_format, level=level)
 
@@ -145,6 +222,6 @@ class LineObserver:
         self._stream.flush()
 
 
-def make_observer(stream: IO[str], *, log_format: str, level: str) -> LineObserver:
+def make_observer(stream: TextSink, *, log_format: str, level: str) -> LineObserver:
     """An observer that drops events below ``level`` and writes the rest in ``log_format``."""
     return LineObserver(stream, log_format=log_format, level=level)

@@ -40,6 +40,16 @@ class ListenerState:
     address: str | None = None
 
 
+@define
+class ConnectionCounts:
+    """HTTP connections ended or refused by the daemon since its start, on every port;
+    written by the sites and the fast lane that share it."""
+
+    refused: int = 0  # over server.max_connections
+    slow_requests: int = 0  # aborted: a request not received within server.request_timeout
+    slow_readers: int = 0  # aborted: a response not taken within server.write_timeout
+
+
 @frozen
 class JournalStatus:
     """The journal and the last checkpoint: how much acknowledged data is not in the store."""
@@ -96,6 +106,9 @@ class DaemonStatus:
     dedup: DedupStatus | None = None  # None: dedup.enabled is false
     # Browser events answered 202 and not counted, by reason (bot, dnt), since the start.
     browser_dropped: Mapping[str, int] = field(factory=dict)
+    connections_refused: int = 0
+    slow_requests: int = 0
+    slow_readers: int = 0
 
     @property
     def uptime_seconds(self) -> float:
@@ -118,6 +131,7 @@ class StatusSource:
     durability: Durability | None = None
     browser_drops: BrowserDrops | None = None
     recent_ids: RecentIds | None = None
+    connections: ConnectionCounts | None = None
 
     def snapshot(self, now: float) -> DaemonStatus:
         workers, flush, store = self.workers, self.flush, self.store_service
@@ -152,7 +166,16 @@ class StatusSource:
             journal=self._journal(now),
             browser_dropped=dict(self.browser_drops.counts) if self.browser_drops else {},
             dedup=self._dedup(now),
+            **self._connections(),
         )
+
+    def _connections(self) -> dict[str, int]:
+        counts = self.connections or ConnectionCounts()
+        return {
+            "connections_refused": counts.refused,
+            "slow_requests": counts.slow_requests,
+            "slow_readers": counts.slow_readers,
+        }
 
     def _dedup(self, now: float) -> DedupStatus | None:
         recent = self.recent_ids

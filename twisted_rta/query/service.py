@@ -14,14 +14,17 @@ from twisted.logger import Logger
 from twisted_rta.aggregation.aggregator import Aggregator
 from twisted_rta.aggregation.metrics import Counter, Metric
 from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.aggregation.windows import WindowSnapshot, window_start
 from twisted_rta.ops.status import DaemonStatus, stats_view
+from twisted_rta.query.figures import SlidingFigures
 from twisted_rta.query.labels import LabelBreakdown, LabelSelection, LabelTally
 from twisted_rta.query.listing import MetricPage, PageRequest
 from twisted_rta.query.merge import merge_into
 from twisted_rta.query.peers import PeerWindows
 from twisted_rta.query.slices import STEP_ITEMS, Slicer, StepBudget
-from twisted_rta.query.timerange import TimeRange
-from twisted_rta.query.views import metric_view_of, window_view
+from twisted_rta.query.sliding import SLIDING_NAMES, SlidingPoint, SlidingSeries
+from twisted_rta.query.timerange import TimeRange, span_range
+from twisted_rta.query.views import metric_view_of
 from twisted_rta.query.views import tidy_number as tidy_number  # re-exported (web/live.py)
 from twisted_rta.store.flush import FlushService
 from twisted_rta.store.interface import StoredMetric
@@ -38,6 +41,15 @@ class StoreUnavailable(Exception):
 
 def _wanted(name: str, names: Sequence[str] | None, prefix: str | None) -> bool:
     return (names is None or name in names) and (prefix is None or name.startswith(prefix))
+
+
+@frozen
+class WindowList:
+    """The windows ``/api/v1/windows`` lists; ``complete`` is False when only this node's
+    own data could be read (the store could not)."""
+
+    windows: list[WindowSnapshot]
+    complete: bool
 
 
 @frozen
@@ -163,10 +175,11 @@ class QueryService:
         """Run a step generator (``MetricPage.steps``) in slices of a few ms."""
         return self.slicer.run(steps)
 
-    async def metric(self, name: str) -> dict[str, Any] | None:
+    async def metric(self, name: str, *, shown_as: str | None = None) -> dict[str, Any] | None:
+        """The all-time view of ``name`` (named ``shown_as`` when given: an alias asked)."""
         merged, _ = await self.totals(names=[name])
         metric = merged.get(name)
-        return None if metric is None else metric_view_of(name, metric)
+        return None if metric is None else metric_view_of(shown_as or name, metric)
 
     # -- ranges ----------------------------------------------------------------------------
 
@@ -224,10 +237,15 @@ class QueryService:
         existing = known.get(name)
         return None if existing is None else type(existing)()  # empty, of the same kind
 
-    async def series(self, name: str, timerange: TimeRange) -> list[dict[str, Any]]:
+    async def series(
+        self, name: str, timerange: TimeRange, *, shown_as: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A point per window of the range holding ``name`` (its views named ``shown_as``
+        when given: an alias asked)."""
         windows = await self.windows_in(timerange, names=[name])
+        shown = shown_as or name
         return [
-            {"start": iso_utc(start), "metric": metric_view_of(name, metrics[name])}
+            {"start": iso_utc(start), "metric": metric_view_of(shown, metrics[name])}
             for start, metrics in windows.items()
             if name in metrics
         ]
@@ -317,12 +335,72 @@ class QueryService:
         """This node's figures for ``/api/v1/stats``, from the one status snapshot."""
         return stats_view(self.status(now))
 
-    def windows(self) -> list[dict[str, Any]]:
-        closed = [window.snapshot() for window in self.flush.recently_closed()]
+    async def windows(self, now: float) -> WindowList:
+        """The windows this node wrote recently (the last ``keep_recent``), then those open
+        (finest first, then by start; a coarse window counts as open once a finer open
+        window lies in it, before it holds anything itself), each with every node's data
+        for it: stored rows, pending windows, live state (a coarse window with the finer
+        open ones inside it) and other nodes' publications, as a range query reads them.
+        When the store cannot be read: the windows as this node holds them, ``complete``
+        False."""
+        recent = self.flush.recently_closed()
         open_ = self.aggregator.open_windows()
-        return [window_view(window) for window in [*closed, *open_]]
+        listed = [(w.resolution, w.start, w.end, True) for w in recent]
+        listed += [(size, start, start + size, False) for size, start in self._open_keys(open_)]
+        try:
+            merged = await self._windows_of(listed, now)
+        except StoreUnavailable:
+            return WindowList([*(w.snapshot() for w in recent), *open_], complete=False)
+        windows = []
+        for size, start, end, closed in listed:
+            metrics = merged.get(size, {}).get(start, {})
+            snapshots = {name: metrics[name].snapshot(name) for name in sorted(metrics)}
+            windows.append(WindowSnapshot(size, start, end, snapshots, closed=closed))
+        return WindowList(windows, complete=True)
+
+    def _open_keys(self, open_: Sequence[WindowSnapshot]) -> list[tuple[float, float]]:
+        """(size, start) of the open windows and of every coarser window holding one."""
+        keys = set()
+        for window in open_:
+            keys.add((window.resolution, window.start))
+            for resolution in self.resolutions:
+                if resolution.size > window.resolution:
+                    keys.add((resolution.size, window_start(window.start, resolution.size)))
+        return sorted(keys)
+
+    async def sliding(
+        self, spec: SlidingFigures, ends: Sequence[float], now: float
+    ) -> tuple[list[SlidingPoint], bool]:
+        """The figures of ``spec`` over the span ending at each of ``ends`` (step
+        boundaries, oldest first), from the finest windows of every node read once and
+        computed in slices; the flag is False when the spans reach past the finest
+        resolution's retention."""
+        if not ends:
+            return [], True
+        timerange = span_range(self.resolutions[0], ends[0] - spec.size, ends[-1], now=now)
+        windows = await self.windows_in(timerange, names=SLIDING_NAMES)
+        series = SlidingSeries(spec, windows)
+        await self.slicer.run(series.steps(ends))
+        return series.points, timerange.complete
 
     # -- helpers ---------------------------------------------------------------------------
+
+    async def _windows_of(
+        self, listed: list[tuple[float, float, float, bool]], now: float
+    ) -> dict[float, dict[float, dict[str, Metric]]]:
+        """Per resolution of ``listed`` (size, start, ...), the merged windows of the span
+        from its first listed start to its last listed end (one read per resolution)."""
+        spans: dict[float, tuple[float, float]] = {}
+        for size, start, end, _ in listed:
+            low, high = spans.get(size, (start, end))
+            spans[size] = (min(low, start), max(high, end))
+        by_size = {resolution.size: resolution for resolution in self.resolutions}
+        merged: dict[float, dict[float, dict[str, Metric]]] = {}
+        for size, (start, end) in spans.items():
+            resolution = by_size.get(size)
+            if resolution is not None:  # (a window of a size no longer configured: none)
+                merged[size] = await self.windows_in(span_range(resolution, start, end, now=now))
+        return merged
 
     async def _peer_windows(
         self, size: float, start_from: float, start_to: float, names: Sequence[str] | None

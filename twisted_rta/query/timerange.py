@@ -110,13 +110,13 @@ def choose_resolution(
     if wanted_size is not None:
         chosen = next((r for r in resolutions if r.size == wanted_size), None)
         if chosen is None:
-            sizes = ", ".join(_size_text(r.size) for r in resolutions)
+            sizes = ", ".join(size_text(r.size) for r in resolutions)
             raise RangeError("resolution", f"resolution must be one of {sizes}")
         candidate = _aligned(start, end, chosen, now)
         if candidate.points > MAX_POINTS:
             raise RangeError(
                 "resolution",
-                f"resolution {_size_text(chosen.size)} gives {candidate.points} points over this "
+                f"resolution {size_text(chosen.size)} gives {candidate.points} points over this "
                 f"range; at most {MAX_POINTS}, choose a coarser one",
             )
         return candidate
@@ -128,6 +128,19 @@ def choose_resolution(
         if candidate.complete:
             return candidate
     return _aligned(start, end, fitting[-1], now)
+
+
+def span_range(resolution: Resolution, start: float, end: float, *, now: float) -> TimeRange:
+    """The windows of ``resolution`` starting in ``[start, end)``, both window boundaries
+    already (a span of windows the query layer lists or slides over, not a client's range)."""
+    return TimeRange(
+        requested_from=start,
+        requested_to=end,
+        resolution=resolution,
+        start_from=start,
+        start_to=end,
+        complete=start >= now - resolution.retention,
+    )
 
 
 def parse_resolution(text: str | None) -> float | None:
@@ -156,7 +169,7 @@ def _aligned(start: float, end: float, resolution: Resolution, now: float) -> Ti
     )
 
 
-def _size_text(size: float) -> str:
+def size_text(size: float) -> str:
     for unit, seconds in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
         if size >= seconds and size % seconds == 0:
             return f"{size / seconds:g}{unit}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted_rta.aggregation.metrics import Counter, Gauge, Metric, MetricSnapshot
+from twisted_rta.aggregation.resolution import Resolution
 from twisted_rta.aggregation.windows import WindowSnapshot
+from twisted_rta.query.figures import Figure, SlidingFigures
+from twisted_rta.query.sliding import SlidingPoint
 from twisted_rta.query.timerange import TimeRange
 from twisted_rta.timefmt import iso_utc
 
@@ -58,13 +61,45 @@ def memo_time_format() -> Callable[[float], str]:
     return format_time
 
 
-def window_view(window: WindowSnapshot) -> dict[str, Any]:
+def window_view(
+    window: WindowSnapshot,
+    *,
+    figures: Mapping[str, Figure] | None = None,
+    aliases: Iterable[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """A window with its metrics, each ``(alias, name)`` of ``aliases`` listed again under
+    the alias (the same view, named so), and its ``figures`` (none by default)."""
+    metrics = {name: metric_view(snapshot) for name, snapshot in window.metrics.items()}
+    for alias, name in aliases:
+        metrics[alias] = {**metrics[name], "name": alias}
     return {
         "resolution_seconds": tidy_number(window.resolution),
         "start": iso_utc(window.start),
         "end": iso_utc(window.end),
         "closed": window.closed,
-        "metrics": {name: metric_view(snapshot) for name, snapshot in window.metrics.items()},
+        "metrics": {name: metrics[name] for name in sorted(metrics)},
+        "figures": {name: tidy_number(value) for name, value in (figures or {}).items()},
+    }
+
+
+def sliding_view(spec: SlidingFigures, point: SlidingPoint | None, end: float) -> dict[str, Any]:
+    """A sliding window's latest span ending at ``end``: its figures, or each null when
+    they could not be read (``point`` None)."""
+    figures = point.figures if point is not None else dict.fromkeys(spec.figures)
+    return {
+        "size_seconds": tidy_number(spec.size),
+        "step_seconds": tidy_number(spec.step),
+        "start": iso_utc(end - spec.size),
+        "end": iso_utc(end),
+        "figures": {name: tidy_number(value) for name, value in figures.items()},
+    }
+
+
+def sliding_point_view(point: SlidingPoint) -> dict[str, Any]:
+    return {
+        "start": iso_utc(point.start),
+        "end": iso_utc(point.end),
+        "figures": {name: tidy_number(value) for name, value in point.figures.items()},
     }
 
 
@@ -76,8 +111,13 @@ def range_view(timerange: TimeRange) -> dict[str, Any]:
         "complete": timerange.complete,
     }
     if not timerange.complete:
-        view["note"] = (
-            f"the range starts before the {tidy_number(timerange.resolution.retention)}s "
-            "retention of this resolution; only the data still kept is included"
-        )
+        view["note"] = range_note(timerange.resolution)
     return view
+
+
+def range_note(resolution: Resolution) -> str:
+    """Why a range is not complete."""
+    return (
+        f"the range starts before the {tidy_number(resolution.retention)}s "
+        "retention of this resolution; only the data still kept is included"
+    )

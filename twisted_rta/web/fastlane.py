@@ -5,10 +5,11 @@ and the ingest handler the Klein routes use, and bridges every other request to 
 (web/bridge.py) on the same connection.
 
 It owns the connection: parsing, the header and body limits (413 before buffering, chunked
-too), Expect: 100-continue, the request and idle deadlines, the connection cap, keep-alive
-and HTTP/1.0. Requests on one connection are answered one at a time, in order, whichever
-lane answers them. Answers are byte for byte what twisted.web would send (the differential
-test holds it to that), except for the Date and generated ids.
+too), Expect: 100-continue, the request, write (its rule: web/site.py's docstring) and idle
+deadlines, the connection cap, keep-alive and HTTP/1.0. Requests on one connection are
+answered one at a time, in order, whichever lane answers them. Answers are byte for byte
+what twisted.web would send (the differential test holds it to that), except for the Date
+and generated ids.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ from twisted_rta.web.site import (
     reason_phrase,
 )
 
-log = Logger(namespace="twisted_rta.access")
 failures = Logger(namespace="twisted_rta.web.fastlane")
 
 # What this lane answers itself, by the ingest app's rule: every path the route table gives
@@ -72,7 +72,6 @@ INGEST_KINDS = {
 }
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # twisted.web's own, then it closes
 MAX_LINE_BYTES = 16384  # twisted.web's longest request or header line (HTTPChannel.MAX_LENGTH)
-ABORT_AFTER_CLOSE = 15.0  # twisted.web's abortTimeout for a client that will not read
 MAX_WAITING = 16  # parsed requests queued behind the one being answered before reading pauses
 
 
@@ -224,11 +223,15 @@ class FastLaneProtocol(Protocol):
         self._stopped = False  # no more requests are read: a last answer is decided
         self._closed = False
         self._bridge: Bridge | None = None
-        # Deadlines: since when a request is being received (None: none is) and since when
-        # the connection has been idle (None: it is not). One timer serves both, re-armed
-        # only when it fires early: no timer call per request.
+        # Deadlines: since when a request is being received (None: none is), since when the
+        # transport has held more than its buffer without draining it or the connection has
+        # been closing (None: neither; the write deadline's rule is web/site.py's), and since
+        # when the connection has been idle (None: it is not). One timer serves them all,
+        # re-armed only when it fires early: no timer call per request.
         self._receiving_since: float | None = None
+        self._writing_since: float | None = None
         self._idle_since: float | None = None
+        self._closing = False
         self._timer: IDelayedCall | None = None
         self._timer_due = 0.0
         self._paused_for_writes = False
@@ -288,9 +291,17 @@ class FastLaneProtocol(Protocol):
         self.transport.pauseProducing()
         if self._bridge is not None:
             self._bridge.pause()
+        if self._writing_since is None:  # a pause while it runs does not restart it
+            self._writing_since = self._lane.clock.seconds()
+            self._arm_timer()
 
     def resumeProducing(self) -> None:
+        # The transport's buffer has drained: the client's progress (the write deadline's rule).
         self._paused_for_writes = False
+        self._writing_since = None
+        if self._idle_since is not None:
+            self._idle_since = self._lane.clock.seconds()  # idle from the drain
+            self._arm_timer()
         if self._bridge is not None:
             self._bridge.resume()
         if not self._paused_for_backlog and not self._closed:
@@ -549,14 +560,19 @@ class FastLaneProtocol(Protocol):
         self._close()
 
     def _close(self) -> None:
-        self._cancel_timer()
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        # The transport closes once its buffer drains, and only without a producer.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
-        # A client that never reads would keep the connection: abort it after a while.
-        self._lane.clock.callLater(ABORT_AFTER_CLOSE, self._abort_if_open)
-
-    def _abort_if_open(self) -> None:
-        if not self._closed:
-            self.transport.abortConnection()
+        # A client that never reads would keep the connection: the write deadline, running
+        # or started now, bounds the wait (web/site.py's docstring).
+        self._receiving_since = self._idle_since = None
+        if self._writing_since is None:
+            self._writing_since = self._lane.clock.seconds()
+        self._cancel_timer()
+        self._arm_timer()
 
     def _arm_timer(self) -> None:
         """Make sure the timer fires no later than the earliest deadline now running."""
@@ -577,8 +593,10 @@ class FastLaneProtocol(Protocol):
         dues = []
         if self._receiving_since is not None:
             dues.append(self._receiving_since + site.request_timeout)
-        if self._idle_since is not None and site.timeOut is not None:
-            dues.append(self._idle_since + site.timeOut)
+        if self._writing_since is not None:
+            dues.append(self._writing_since + site.write_timeout)
+        elif self._idle_since is not None and site.timeOut is not None:
+            dues.append(self._idle_since + site.timeOut)  # not idle while the client reads
         return min(dues) if dues else None
 
     def _on_timer(self) -> None:
@@ -586,10 +604,14 @@ class FastLaneProtocol(Protocol):
         site = self._lane.site
         now = self._lane.clock.seconds()
         since = self._receiving_since
+        writing = self._writing_since
         if since is not None and now >= since + site.request_timeout:
             self._too_slow()
+        elif writing is not None and now >= writing + site.write_timeout:
+            self._not_reading()
         elif (
-            self._idle_since is not None
+            writing is None
+            and self._idle_since is not None
             and site.timeOut is not None
             and now >= self._idle_since + site.timeOut
         ):
@@ -604,12 +626,12 @@ class FastLaneProtocol(Protocol):
         self._timer = None
 
     def _too_slow(self) -> None:
-        site = self._lane.site
-        log.info(
-            "closing a client that took more than {timeout}s to send a request",
-            timeout=site.request_timeout,
-        )
-        site.slow_clients += 1
+        self._lane.site.slow_request()
+        self._stopped = True
+        self.transport.abortConnection()
+
+    def _not_reading(self) -> None:
+        self._lane.site.slow_reader()
         self._stopped = True
         self.transport.abortConnection()
 
@@ -659,7 +681,7 @@ class FastLane(Factory):
     def buildProtocol(self, addr: IAddress | None) -> FastLaneProtocol | None:
         site = self.site
         if site.open_connections >= site.max_connections:
-            site.refused_connections += 1
+            site.connections.refused += 1
             return None  # Twisted closes the connection at once
         protocol = FastLaneProtocol(self)
         protocol.factory = self

@@ -15,17 +15,30 @@ from twisted.web.iweb import IRequest
 
 from twisted_rta.aggregation.metrics import Metric
 from twisted_rta.aggregation.resolution import Resolution
+from twisted_rta.query.aliases import alias_target, aliases_of, family_alias_target
+from twisted_rta.query.figures import SlidingFigures, WindowFigures, window_figures
 from twisted_rta.query.labels import LabelError, LabelSelection, rank_value
 from twisted_rta.query.listing import MAX_PAGE, MetricViews, PageRequest
 from twisted_rta.query.service import QueryService, StoreUnavailable
+from twisted_rta.query.sliding import MAX_SPAN_READS, latest_end, span_reads, step_ends
 from twisted_rta.query.timerange import (
+    MAX_POINTS,
     RangeError,
     TimeRange,
     choose_resolution,
     parse_range,
     parse_resolution,
+    size_text,
 )
-from twisted_rta.query.views import metric_view_of, range_view, tidy_number
+from twisted_rta.query.views import (
+    metric_view_of,
+    range_note,
+    range_view,
+    sliding_point_view,
+    sliding_view,
+    tidy_number,
+    window_view,
+)
 from twisted_rta.query.web import (
     SITE,
     WebSummary,
@@ -57,10 +70,14 @@ class QueryApp:
         clock: IReactorTime,
         query: QueryService,
         resolutions: tuple[Resolution, ...],
+        figures: tuple[WindowFigures, ...] = (),
+        sliding: tuple[SlidingFigures, ...] = (),
     ) -> None:
         self._clock = clock
         self._query = query
         self._resolutions = resolutions
+        self._figures = {spec.size: spec for spec in figures}
+        self._sliding = sliding
 
     @app.route("/metrics", methods=["GET"])
     async def all_metrics(self, request: IRequest) -> bytes:
@@ -97,7 +114,8 @@ class QueryApp:
                 for start, metric in found
             ]
         else:
-            points = await self._history(self._query.series(name, timerange))
+            target = alias_target(name, self._query.aggregator.rules) or name
+            points = await self._history(self._query.series(target, timerange, shown_as=name))
         data = {"name": name, **range_view(timerange), "points": points}
         return _success(request, data, f"{len(points)} points of {name!r}")
 
@@ -112,13 +130,15 @@ class QueryApp:
             if timerange is not None:
                 view["range"] = range_view(timerange)
             return _success(request, view, f"metric {name!r} found")
+        # A Go window-metric name (events, events:<type>, active_users) reads ours.
+        target = alias_target(name, self._query.aggregator.rules) or name
         if not ranged:
-            metric = await self._query.metric(name)
+            metric = await self._query.metric(target, shown_as=name)
             if metric is None:
                 raise _metric_not_found(name)
             return _success(request, metric, f"metric {name!r} found")
         timerange = self._range(request, default_from=None)
-        merged = await self._history(self._query.metric_over(name, timerange))
+        merged = await self._history(self._query.metric_over(target, timerange))
         if merged is None:
             raise _metric_not_found(name)
         view = {**metric_view_of(name, merged), "range": range_view(timerange)}
@@ -143,7 +163,8 @@ class QueryApp:
             assert selection is not None  # _grouping_label refused a metric without labels
             return await self._label_breakdown(request, selection, by, timerange, limit)
         timerange = self._range(request, default_from=None) if ranged else None
-        found = await self._history(self._query.breakdown(base, timerange, limit))
+        family = family_alias_target(base, self._query.aggregator.rules) or base
+        found = await self._history(self._query.breakdown(family, timerange, limit))
         if found is None:
             raise ApiError(
                 404,
@@ -192,9 +213,68 @@ class QueryApp:
         return _success(request, self._query.stats(self._clock.seconds()), "aggregator statistics")
 
     @app.route("/windows", methods=["GET"])
-    def windows(self, request: IRequest) -> bytes:
-        windows = self._query.windows()
-        return _success(request, {"windows": windows}, f"{len(windows)} windows")
+    async def windows(self, request: IRequest) -> bytes:
+        now = self._clock.seconds()
+        found = await self._query.windows(now)
+        rules = self._query.aggregator.rules
+        windows = []
+        for window in found.windows:
+            of_size = self._figures.get(window.resolution)
+            figures = window_figures(window.metrics, of_size) if of_size is not None else None
+            aliases = aliases_of(window.metrics, rules)
+            windows.append(window_view(window, figures=figures, aliases=aliases))
+        sliding = []
+        complete = found.complete
+        for spec in self._sliding:
+            end = latest_end(spec.step, now)
+            try:
+                [point], _ = await self._query.sliding(spec, [end], now)
+            except StoreUnavailable:
+                point, complete = None, False
+            sliding.append(sliding_view(spec, point, end))
+        data = {"windows": windows, "sliding": sliding, "complete": complete}
+        message = f"{len(windows)} windows"
+        if not complete:
+            message += " (this node only: the store could not be read)"
+        return _success(request, data, message)
+
+    @app.route("/windows/sliding", methods=["GET"])
+    async def sliding_series(self, request: IRequest) -> bytes:
+        """The figures of one sliding window at every step boundary of the range."""
+        spec = self._sliding_spec(request)
+        now = self._clock.seconds()
+        try:
+            start, end = parse_range(
+                _arg(request, "from"), _arg(request, "to"), now=now, default_from="-1h"
+            )
+        except RangeError as error:
+            raise ApiError(
+                400, "invalid_parameter", error.message, parameter=error.parameter
+            ) from None
+        ends = step_ends(spec.step, start, min(end, now))
+        finest = self._resolutions[0].size
+        if len(ends) > MAX_POINTS or span_reads(spec, finest, len(ends)) > MAX_SPAN_READS:
+            most = min(MAX_POINTS, MAX_SPAN_READS // span_reads(spec, finest, 1))
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"the range holds {len(ends)} steps of {size_text(spec.step)}; a sliding "
+                f"{size_text(spec.size)} window answers at most {most}: shorten it",
+                parameter="from",
+            )
+        points, complete = await self._history(self._query.sliding(spec, ends, now))
+        data: dict[str, Any] = {
+            "size_seconds": tidy_number(spec.size),
+            "step_seconds": tidy_number(spec.step),
+            "from": iso_utc(start),
+            "to": iso_utc(end),
+            "complete": complete,
+        }
+        if not complete:
+            data["note"] = range_note(self._resolutions[0])
+        data["points"] = [sliding_point_view(point) for point in points]
+        label = f"{size_text(spec.size)} every {size_text(spec.step)}"
+        return _success(request, data, f"{len(points)} points of the sliding {label} window")
 
     async def _label_breakdown(
         self,
@@ -225,6 +305,47 @@ class QueryApp:
         )
         data.update(range_view(timerange) if timerange else {"complete": complete})
         return _success(request, data, f"top {len(items)} values of {by!r} in {base!r}")
+
+    def _sliding_spec(self, request: IRequest) -> SlidingFigures:
+        """The configured sliding window ``size`` (and ``step``, when sizes repeat) names;
+        ``size`` may be left out when there is one."""
+        configured = ", ".join(
+            f"{size_text(spec.size)} every {size_text(spec.step)}" for spec in self._sliding
+        )
+        if not self._sliding:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                "no sliding windows are configured (windows.sliding)",
+                parameter="size",
+            )
+        chosen = list(self._sliding)
+        for parameter in ("size", "step"):
+            raw = _arg(request, parameter)
+            if raw is None:
+                continue
+            try:
+                seconds = parse_resolution(raw)
+            except RangeError:
+                seconds = None
+            chosen = [spec for spec in chosen if getattr(spec, parameter) == seconds]
+            if not chosen:
+                raise ApiError(
+                    400,
+                    "invalid_parameter",
+                    f"{parameter} must name a configured sliding window ({configured}); "
+                    f"got {raw!r}",
+                    parameter=parameter,
+                )
+        if len(chosen) > 1:
+            parameter = "size" if _arg(request, "size") is None else "step"
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"{parameter} is required to choose one of the sliding windows ({configured})",
+                parameter=parameter,
+            )
+        return chosen[0]
 
     def _selection(self, request: IRequest, name: str) -> LabelSelection | None:
         """The series a query of the labelled rule metric ``name`` takes (its label

@@ -281,6 +281,7 @@ FIXED_ROUTES = (
     _query("/api/v1/web"),  # the web analytics summary of a site
     _query("/api/v1/stats", per_site=False),  # the node's figures, of every site
     _query("/api/v1/windows", per_site=False),
+    _query("/api/v1/windows/sliding", per_site=False),  # a sliding window's figures over a range
     _page("/"),
     _page("/dashboard"),
     _page("/dashboard/assets/{file}"),

@@ -1,5 +1,22 @@
 """The HTTP Site: a Request that bounds the body before buffering it and carries the edge's
-per-request state, connection deadlines, and the access log."""
+per-request state, connection deadlines, and the access log.
+
+The write deadline (``server.write_timeout``), the same on both lanes (the fast lane keeps
+it too). A response is written whole into the transport; what the kernel's socket buffer
+cannot take waits in the transport's buffer. When that buffer holds more than the
+transport's ``bufferSize`` (64 KiB) the transport pauses its producer (the connection): the
+deadline starts then (a pause while it runs does not restart it). The transport resuming
+its producer, which it does only once its buffer has drained completely into the kernel, is
+the client's progress: the deadline ends, and idle time counts from then. The deadline
+passing aborts the connection (counted in ``ConnectionCounts.slow_readers``, one log line).
+So a client that empties the transport's buffer at least once every write_timeout is never
+cut, however slowly it reads (the SSE stream's small writes drain one by one), while a
+response larger than the socket buffers plus 64 KiB must be taken whole within it. While
+the deadline runs the idle deadline does not apply: the connection is not idle, it waits for
+the client. When the daemon closes a connection (Connection: close, HTTP/1.0, idle, 400,
+413) the transport ends it once its buffer drains: the deadline, running or started at the
+close, bounds that wait too (no signal of progress comes after a close).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +34,7 @@ from twisted.web.server import Request, Site
 
 from twisted_rta.events.ids import new_uuid4
 from twisted_rta.internals import channel_handling_request
+from twisted_rta.ops.status import ConnectionCounts
 from twisted_rta.ops.telemetry import Telemetry
 from twisted_rta.web.auth import Authenticator
 from twisted_rta.web.exchange import Exchange
@@ -144,12 +162,18 @@ class RTAChannel(HTTPChannel):
     ``request_timeout``, counted from the connection's opening for its first request and
     from the first byte for the next ones on a kept-alive connection (a slowloris client
     trickling bytes, or one sending nothing, never gets to hold it; between requests the
-    idle timeout applies), with Twisted's header flood limits tightened."""
+    idle timeout applies), whose responses must be taken by the client under the write
+    deadline (the module docstring), with Twisted's header flood limits tightened."""
 
     maxHeaders = 100
     totalHeadersSize = 16384
+    # twisted.web aborts 15 s after an idle close whatever the client does: the write
+    # deadline bounds every close instead (twisted.web takes None: no abort of its own).
+    abortTimeout = None  # type: ignore[assignment]
     site: RTASite
     _deadline: IDelayedCall | None = None
+    _write_deadline: IDelayedCall | None = None
+    _lost = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -175,9 +199,50 @@ class RTAChannel(HTTPChannel):
         super().allContentReceived()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self._lost = True
         self._cancel_deadline()
+        self._cancel_write_deadline()
         self.site.connection_closed()
         super().connectionLost(reason)
+
+    # -- the write deadline (the module docstring) --
+
+    def pauseProducing(self) -> None:  # the transport's buffer is full
+        super().pauseProducing()
+        self._start_write_deadline()
+
+    def resumeProducing(self) -> None:  # the transport's buffer has drained
+        self._cancel_write_deadline()
+        super().resumeProducing()
+        self.resetTimeout()  # idle from now (a no-op while a request is handled)
+
+    def timeoutConnection(self) -> None:
+        if self._write_deadline is not None:
+            self.setTimeout(self.timeOut)  # not idle: waiting for the client to read
+            return
+        super().timeoutConnection()
+
+    def loseConnection(self) -> None:
+        super().loseConnection()  # unregisters from the transport: no resume comes now
+        self._start_write_deadline()
+
+    def _start_write_deadline(self) -> None:
+        if self._write_deadline is None and not self._lost:
+            self._write_deadline = self.site.clock.callLater(
+                self.site.write_timeout, self._not_reading
+            )
+
+    def _cancel_write_deadline(self) -> None:
+        if self._write_deadline is not None and self._write_deadline.active():
+            self._write_deadline.cancel()
+        self._write_deadline = None
+
+    def _not_reading(self) -> None:
+        self._write_deadline = None
+        self.site.slow_reader()
+        cast(ITCPTransport, self.transport).abortConnection()
+
+    # -- the request deadline --
 
     def _start_deadline(self) -> None:
         self._deadline = self.site.clock.callLater(self.site.request_timeout, self._too_slow)
@@ -189,11 +254,7 @@ class RTAChannel(HTTPChannel):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        log.info(
-            "closing a client that took more than {timeout}s to send a request",
-            timeout=self.site.request_timeout,
-        )
-        self.site.slow_clients += 1
+        self.site.slow_request()
         cast(ITCPTransport, self.transport).abortConnection()
 
 
@@ -216,8 +277,10 @@ class RTASite(Site):
         access_log: bool,
         telemetry: Telemetry | None = None,
         request_timeout: float = 30.0,
+        write_timeout: float = 30.0,
         idle_timeout: float = 60.0,
         max_connections: int = 10_000,
+        connections: ConnectionCounts | None = None,
     ) -> None:
         # Form parsing costs about a third of the CPU of a small JSON POST (DESIGN.md 6).
         super().__init__(
@@ -225,10 +288,11 @@ class RTASite(Site):
         )
         self.routes = routes  # the edge's: a 413 answered before it runs is labelled by it
         self.request_timeout = request_timeout
+        self.write_timeout = write_timeout
         self.max_connections = max_connections
-        self.open_connections = 0
-        self.refused_connections = 0
-        self.slow_clients = 0
+        self.open_connections = 0  # of this site: each site has its own cap
+        # Shared by every site of the daemon (the status snapshot reads it).
+        self.connections = connections if connections is not None else ConnectionCounts()
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
@@ -237,7 +301,7 @@ class RTASite(Site):
 
     def buildProtocol(self, addr: IAddress | None) -> _GenericHTTPChannelProtocol | None:
         if self.open_connections >= self.max_connections:
-            self.refused_connections += 1
+            self.connections.refused += 1
             return None  # Twisted closes the connection at once
         return super().buildProtocol(addr)
 
@@ -246,6 +310,23 @@ class RTASite(Site):
 
     def connection_closed(self) -> None:
         self.open_connections -= 1
+
+    def slow_request(self) -> None:
+        """A connection is aborted: its request took longer than ``request_timeout``."""
+        log.info(
+            "closing a client that took more than {timeout}s to send a request",
+            timeout=self.request_timeout,
+        )
+        self.connections.slow_requests += 1
+
+    def slow_reader(self) -> None:
+        """A connection is aborted: the client did not take its response within
+        ``write_timeout`` (the module docstring)."""
+        log.info(
+            "closing a client that did not read its response within {timeout}s",
+            timeout=self.write_timeout,
+        )
+        self.connections.slow_readers += 1
 
     def log(self, request: http.Request) -> None:  # called by twisted.web when a request ends
         done = cast(RTARequest, request)  # requestFactory builds every request of this site
