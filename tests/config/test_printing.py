@@ -14,6 +14,7 @@ from attrs import frozen
 from twisted_rta.config import (
     Config,
     byte_size,
+    config_and_notices_from_mapping,
     config_from_mapping,
     config_mapping,
     config_yaml,
@@ -266,6 +267,24 @@ def test_a_url_without_a_password_is_printed_whole_without_a_comment() -> None:
     printed = config_yaml(config_from_mapping({"store": {"url": url}}))
     assert REDACTED not in printed
     assert yaml.safe_load(printed)["store"]["url"] == url
+
+
+def test_the_go_services_file_prints_in_our_vocabulary() -> None:
+    from tests.config.test_go_vocabulary import UPSTREAM
+
+    config, notices = config_and_notices_from_mapping(yaml.safe_load(UPSTREAM))
+    printed = config_yaml(config, notices=notices, source="config.yaml")
+    raw = yaml.safe_load(printed)
+    assert set(raw) == {spec.name for spec in attrs.fields(Config)}
+    assert "storage" not in raw and "window" not in raw and "monitoring" not in raw
+    assert "yourpassword" not in printed
+    for notice in notices:
+        assert f"#   {notice}\n" in printed
+    redacted_url = raw["store"]["url"]
+    assert f":{REDACTED}@" in redacted_url
+    assert fed_back(printed) == attrs.evolve(
+        config, store=attrs.evolve(config.store, url=redacted_url)
+    )
 
 
 def test_a_new_key_is_printed_from_its_parser_alone() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.config.test_go_vocabulary import UPSTREAM
 from tests.config.test_printing import RICH
 from tests.e2e.process import twistd_path
 from twisted_rta.config import load_config
@@ -35,7 +36,7 @@ def yaml_lines(printed: str) -> list[str]:
     return [line for line in printed.splitlines() if not line.startswith("#")]
 
 
-@pytest.mark.parametrize("source", [RICH], ids=["ours"])
+@pytest.mark.parametrize("source", [RICH, UPSTREAM], ids=["ours", "go-service"])
 def test_printed_config_fed_back_with_c_is_the_same_config(tmp_path: Path, source: str) -> None:
     given = tmp_path / "given.yaml"
     given.write_text(source)

@@ -10,8 +10,9 @@ from typing import Any
 import attrs
 import yaml
 
-from twisted_rta.config.parsers import ConfigError, integer, raise_errors, shown, text
-from twisted_rta.config.schema import Config, ServerConfig, StoreConfig, relation_errors
+from twisted_rta.config.go_vocabulary import translate
+from twisted_rta.config.parsers import ConfigError, raise_errors, shown
+from twisted_rta.config.schema import Config, StoreConfig, relation_errors
 
 
 class RepeatedKeys(dict[Any, Any]):
@@ -46,34 +47,12 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 
 
-def _seed_listen(raw: dict[str, Any], path: str) -> dict[str, Any]:
-    """Accept the Go service's ``server.host`` + ``server.port`` as a tcp listen endpoint."""
-    if "host" not in raw and "port" not in raw:
-        return raw
-    raw = dict(raw)
-    host = raw.pop("host", "0.0.0.0")
-    port = raw.pop("port", 8080)
-    text(host, f"{path}.host")
-    integer(minimum=0, maximum=65535)(port, f"{path}.port")
-    if "listen" in raw:
-        raise ConfigError(f"{path}.listen", "give either listen or host/port, not both")
-    interface = host.replace(":", "\\:")  # IPv6 colons are escaped in endpoint strings
-    raw["listen"] = [f"tcp:{port}:interface={interface}"]
-    return raw
-
-
 def _build(cls: type, raw: Any, path: str, errors: list[ConfigError]) -> Any:
     """Build ``cls`` from ``raw``, collecting every error instead of stopping at the first."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         errors.append(ConfigError(path, f"must be a mapping of keys, got {shown(raw)}"))
-        return None
-    try:
-        if cls is ServerConfig:
-            raw = _seed_listen(dict(raw), path)
-    except ConfigError as error:
-        errors.append(error)
         return None
     known = {f.name: f for f in attrs.fields(cls)}
     for key in getattr(raw, "repeated", ()):
@@ -102,13 +81,14 @@ def config_from_mapping(raw: Any) -> Config:
 
 
 def config_and_notices_from_mapping(raw: Any) -> tuple[Config, tuple[str, ...]]:
-    """The Config of a raw mapping, with the lines saying which keys have no effect (none
-    yet: every key we take has one)."""
+    """The Config of a raw mapping in our vocabulary, the Go service's or both
+    (config/go_vocabulary.py), with the lines saying which Go keys have no effect."""
+    translated = translate(raw)
     errors: list[ConfigError] = []
-    config = _build(Config, raw, "", errors)
+    config = _build(Config, translated.raw, "", errors)
     raise_errors(errors)
     raise_errors(relation_errors(config))
-    return config, ()
+    return config, translated.notices
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -117,7 +97,8 @@ def load_config(path: str | Path | None) -> Config:
 
 
 def load_config_and_notices(path: str | Path | None) -> tuple[Config, tuple[str, ...]]:
-    """``load_config``, with the lines to log once at start about keys without effect."""
+    """``load_config``, with the no-effect lines of the Go keys the file holds (to log once
+    at start)."""
     if path is None:
         return Config(), ()
     try:
