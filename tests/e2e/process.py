@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
@@ -122,3 +122,8 @@ async def poll(
             raise TimeoutError(f"condition not met within {timeout}s")
         await deferLater(reactor, every, lambda: None)
         waited += every
+
+
+async def in_thread(call: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """A blocking call (an SDK's) run in a thread, bounded by ``timeout``."""
+    return await threads.deferToThread(call).addTimeout(timeout, reactor)

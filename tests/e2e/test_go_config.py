@@ -16,6 +16,7 @@ import treq
 import yaml
 from twisted.internet import reactor
 
+from tests.config.test_go_vocabulary import UPSTREAM
 from tests.e2e.process import DaemonProcess, clean_exit, poll
 from tests.e2e.test_daemon import TIMEOUT, get_json, post_json
 from tests.e2e.test_multicore import free_port
@@ -23,22 +24,6 @@ from tests.postgres import postgres_database
 
 pytestmark = pytest.mark.e2e
 
-# The Go service's upstream config/config.yaml (issue 17), verbatim but for the ports and
-# the PostgreSQL credentials.
-UPSTREAM = """\
-server: {host: "127.0.0.1", port: API_PORT, read_timeout: 30s, write_timeout: 30s,
-         idle_timeout: 120s, shutdown_timeout: 10s, mode: "release"}
-processing: {worker_count: 10, buffer_size: 10000, batch_size: 100, flush_interval: 5s}
-storage:
-  postgres: {host: "127.0.0.1", port: 5432, database: "DATABASE", user: "postgres",
-             password: "", max_connections: 25}
-  redis: {address: "localhost:6379", password: "", db: 0, pool_size: 50}
-window:
-  tumbling: [{size: 1m, metrics: [count, sum, avg]}, {size: 5m, metrics: [count, p95, p99]}]
-  sliding: [{size: 5m, step: 1m, metrics: [rate, unique]}]
-logging: {level: "info", format: "json", output: "stdout"}
-monitoring: {prometheus: {enabled: true, port: METRICS_PORT, path: "/metrics"}}
-"""
 NO_EFFECT = [
     "server.mode: no effect (a setting of Gin, the Go web framework)",
     "storage.redis: no effect (twisted-rta needs no Redis: its state is in memory, the "
@@ -71,12 +56,20 @@ async def test_the_go_services_config_file_runs_the_daemon(tmp_path: Path, datab
     api_port, metrics_port = free_port(), free_port()
     name = database.rsplit("/", 1)[1]
     config = tmp_path / "config.yaml"
-    config.write_text(
-        UPSTREAM.replace("API_PORT", str(api_port))
-        .replace("METRICS_PORT", str(metrics_port))
-        .replace("DATABASE", name)
+    # The upstream file verbatim, but for the ports, the API's interface (loopback only) and
+    # the PostgreSQL credentials.
+    text = (
+        UPSTREAM.replace('host: "0.0.0.0", port: 8080', f'host: "127.0.0.1", port: {api_port}')
+        .replace("port: 9090", f"port: {metrics_port}")
+        .replace('host: "localhost", port: 5432', 'host: "127.0.0.1", port: 5432')
+        .replace('database: "analytics", user: "youruser"', f'database: "{name}", user: "postgres"')
+        .replace('password: "yourpassword"', 'password: ""')
     )
-    assert yaml.safe_load(config.read_text())["storage"]["postgres"]["database"] == name
+    config.write_text(text)
+    changed = yaml.safe_load(text)
+    assert changed["server"]["port"] == api_port
+    assert changed["monitoring"]["prometheus"]["port"] == metrics_port
+    assert changed["storage"]["postgres"]["database"] == name
     daemon = DaemonProcess.spawn(["-c", str(config)], tmp_path)
     base = f"http://127.0.0.1:{api_port}"
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,15 @@ import pytest_twisted
 import treq
 import yaml
 from posthog import Posthog
-from twisted.internet import reactor, threads
+from twisted.internet import reactor
 
-from tests.e2e.process import clean_exit, poll
+from tests.e2e.process import clean_exit, in_thread, poll
 from tests.e2e.test_daemon import TIMEOUT, start
 
 pytestmark = pytest.mark.e2e
 PROJECT_KEY = "posthog-sdk-project-key-0123456789"
 ADMIN_KEY = "posthog-sdk-admin-key-0123456789"
 READ_KEY = "posthog-sdk-read-key-0123456789"
-
-
-async def in_thread(call: Callable[[], Any]) -> Any:
-    return await threads.deferToThread(call).addTimeout(TIMEOUT, reactor)
 
 
 def recording_uploads(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ so they run in a thread, each bounded by ``addTimeout``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,18 +14,14 @@ import pytest_twisted
 import treq
 import yaml
 from segment.analytics import Client
-from twisted.internet import reactor, threads
+from twisted.internet import reactor
 
-from tests.e2e.process import clean_exit, poll
+from tests.e2e.process import clean_exit, in_thread, poll
 from tests.e2e.test_daemon import TIMEOUT, start
 
 pytestmark = pytest.mark.e2e
 WRITE_KEY = "segment-sdk-write-key-0123456789"
 READ_KEY = "segment-sdk-read-key-0123456789"
-
-
-async def in_thread(call: Callable[[], Any]) -> Any:
-    return await threads.deferToThread(call).addTimeout(TIMEOUT, reactor)
 
 
 @pytest_twisted.ensureDeferred
