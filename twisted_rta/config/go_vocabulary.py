@@ -45,13 +45,7 @@ from twisted_rta.config.parsers import (
     shown,
     text,
 )
-from twisted_rta.config.schema import (
-    DEFAULT_RESOLUTIONS,
-    ProcessingConfig,
-    ServerConfig,
-    StoreConfig,
-    WindowsConfig,
-)
+from twisted_rta.config.schema import DEFAULT_RESOLUTIONS, Config
 from twisted_rta.query.figures import SLIDING_FIGURES, WINDOW_FIGURES
 
 DEFAULT_API_HOST = "0.0.0.0"
@@ -212,7 +206,6 @@ class _Translation:
                 store,
                 "store",
                 "max_connections",
-                StoreConfig,
             )
 
     @staticmethod
@@ -359,7 +352,7 @@ class _Translation:
         if go_name not in source:
             return
         value = source.pop(go_name)
-        self._move(value, f"{source_path}.{go_name}", target, target_path, ours, None)
+        self._move(value, f"{source_path}.{go_name}", target, target_path, ours)
 
     def _move(
         self,
@@ -368,22 +361,13 @@ class _Translation:
         target: dict[str, Any],
         target_path: str,
         ours: str,
-        section: type | None,
     ) -> None:
         """Put a Go key's value under our key, judged by our parser in the Go key's name."""
         if ours in target:
             raise ConfigError(
                 go_path, f"is the Go service's name of {target_path}.{ours}: give one of them"
             )
-        cls = (
-            section
-            or {
-                "server": ServerConfig,
-                "processing": ProcessingConfig,
-                "windows": WindowsConfig,
-                "store": StoreConfig,
-            }[target_path]
-        )
+        cls = attrs.fields_dict(Config)[target_path].metadata["section"]
         parse: Callable[[Any, str], Any] = attrs.fields_dict(cls)[ours].metadata["parse"]
         target[ours] = parse(go_duration(value), go_path)
 

@@ -217,36 +217,31 @@ def _ingest(template: str) -> Route:
     )
 
 
-def _segment(call: str, *, rule: str | None = None) -> Route:
-    # Segment's SDKs send the write key as Basic auth (server SDKs) or as writeKey in the
-    # body (analytics.js): a request without a header key is let through for the handler.
+def _sdk(template: str, *, rule: str | None, mount: str = "", label: str | None = None) -> Route:
+    # The SDKs' routes: Segment's send the write key as Basic auth (server SDKs) or as
+    # writeKey in the body (analytics.js), PostHog's the project key in the body (api_key,
+    # token): a request without a header key is let through for the handler to check.
     return Route(
-        f"{SEGMENT_MOUNT}/{call}",
+        template,
         ("POST",),
         INGEST_APP,
         INGEST,
         cors=INGEST_CORS,
         rate_limit=INGEST,
         key_in_body=True,
-        mount=SEGMENT_MOUNT,
+        mount=mount,
         rule=rule,
+        label=label or template,
     )
+
+
+def _segment(call: str, *, rule: str | None = None) -> Route:
+    return _sdk(f"{SEGMENT_MOUNT}/{call}", rule=rule, mount=SEGMENT_MOUNT)
 
 
 def _posthog(path: str) -> Route:
-    # PostHog's SDKs send the project key in the body (api_key, token): a request without
-    # a header key is let through for the handler, as Segment's are.
-    return Route(
-        path,
-        ("POST",),
-        INGEST_APP,
-        INGEST,
-        cors=INGEST_CORS,
-        rate_limit=INGEST,
-        key_in_body=True,
-        rule=POSTHOG_RULE,
-        label=path.rstrip("/"),  # one label for both spellings
-    )
+    # Every path is served by one rule, and both spellings share one label.
+    return _sdk(path, rule=POSTHOG_RULE, label=path.rstrip("/"))
 
 
 def _page(template: str) -> Route:
